@@ -1,0 +1,75 @@
+"""Command-line parser of the BIDS App (``bids_sclesion``)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import __version__
+
+#: Anatomical suffixes the bundled models are trained for, including the
+#: non-standard ones MS datasets use (PSIR, STIR, T2star).
+SUPPORTED_SUFFIXES = ("T2w", "T1w", "PSIR", "STIR", "T2starw", "T2star")
+
+
+class ExitCode:
+    """Exit codes, following the BIDS Apps execution conventions."""
+
+    SUCCESS = 0
+    FAILURE = 1  # at least one image failed to process
+    USAGE = 2  # argparse errors
+    INVALID_DATASET = 16  # not a BIDS dataset, or validation failed
+    INVALID_ARGUMENTS = 17  # arguments that contradict each other or the dataset
+    NO_DATA = 18  # the filters select no file
+
+
+def _label(value: str) -> str:
+    label = value[4:] if value.startswith("sub-") else value
+    return label
+
+
+def _session(value: str) -> str:
+    return value[4:] if value.startswith("ses-") else value
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bids_sclesion",
+        description="Spinal cord and multiple-sclerosis lesion segmentation of a BIDS dataset "
+        "(sagittal T2w, STIR, PSIR, T1w MPRAGE, axial T2*w).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("bids_dir", type=Path, help="the root of the input BIDS dataset")
+    p.add_argument("output_dir", type=Path, help="where the derivatives are written")
+    p.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
+    p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
+
+    g = p.add_argument_group("selecting data")
+    g.add_argument("--participant-label", "--participant_label", nargs="+", type=_label, metavar="LABEL",
+                   help="subjects to process, with or without 'sub-' (default: all)")
+    g.add_argument("--session-label", nargs="+", type=_session, metavar="LABEL",
+                   help="sessions to process, with or without 'ses-' (default: all)")
+    g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
+                   help="JSON of pybids filters, e.g. {\"acquisition\": \"sag\"}, applied to every query")
+    g.add_argument("--contrast", nargs="+", default=None, metavar="SUFFIX",
+                   help=f"image suffixes to process (default: all supported: {' '.join(SUPPORTED_SUFFIXES)})")
+    g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                   help="do not run the BIDS validator on the input")
+
+    g = p.add_argument_group("resources")
+    g.add_argument("-w", "--work-dir", type=Path, default=None,
+                   help="work directory (intermediate files, cache; rerunning reuses it). Default: OUTPUT_DIR/../work")
+    g.add_argument("--nprocs", "--nthreads", type=int, default=None, help="maximum number of parallel processes")
+    g.add_argument("--omp-nthreads", type=int, default=None, help="threads per process (torch, ITK)")
+    g.add_argument("--mem-gb", "--mem_gb", type=float, default=None, help="memory limit for the scheduler (GB)")
+    g.add_argument("--use-plugin", type=Path, default=None, metavar="FILE",
+                   help="Nipype plugin YAML, e.g. 'plugin: SLURM' with plugin_args")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the network runs: auto uses a GPU when there is one")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="default", help="bundled model name or path to a model directory")
+    g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")
+
+    g = p.add_argument_group("other")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv for debug)")
+    return p

@@ -1,0 +1,193 @@
+"""``bids_sclesion``: the BIDS App entry point (participant and group levels)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .. import __version__
+from .parser import SUPPORTED_SUFFIXES, ExitCode, get_parser
+
+LOGGER = logging.getLogger("bids_sclesion")
+
+
+class AppError(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(2, args.verbose + 1)]
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        if args.analysis_level == "participant":
+            return run_participant(args)
+        return run_group(args)
+    except AppError as exc:
+        print(f"bids_sclesion: error: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def _check_paths(args) -> tuple[Path, Path, Path]:
+    bids_dir = args.bids_dir.resolve()
+    out_dir = args.output_dir.resolve()
+    if not bids_dir.is_dir():
+        raise AppError(f"{bids_dir}: BIDS directory does not exist", ExitCode.INVALID_DATASET)
+    if not (bids_dir / "dataset_description.json").is_file():
+        raise AppError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json)", ExitCode.INVALID_DATASET)
+    if out_dir == bids_dir or bids_dir in out_dir.parents:
+        if not (out_dir.is_relative_to(bids_dir / "derivatives")):
+            raise AppError(
+                f"output directory {out_dir} is inside the input dataset {bids_dir}; choose a directory outside it "
+                "(or under its derivatives/ folder)", ExitCode.INVALID_ARGUMENTS)
+    work_dir = (args.work_dir or out_dir.parent / "work").resolve()
+    if work_dir == bids_dir or bids_dir in work_dir.parents:
+        raise AppError(f"work directory {work_dir} is inside the input dataset {bids_dir}", ExitCode.INVALID_ARGUMENTS)
+    return bids_dir, out_dir, work_dir
+
+
+def _validate_bids(bids_dir: Path) -> None:
+    from ..bids import validate_dataset
+
+    problems = validate_dataset(bids_dir)
+    if problems:
+        raise AppError(
+            f"{bids_dir}: the BIDS validator found errors:\n  " + "\n  ".join(problems)
+            + "\nFix them or run with --skip-bids-validation.", ExitCode.INVALID_DATASET)
+
+
+def _model_hash(model: str) -> str:
+    from ..model.io import WEIGHTS, resolve_model
+
+    path = resolve_model(model) / WEIGHTS
+    if not path.is_file():
+        raise AppError(f"model '{model}': {path} not found", ExitCode.INVALID_ARGUMENTS)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def run_participant(args) -> int:
+    from ..bids import collect_images
+    from ..derivatives import write_dataset_description
+
+    started = time.time() - 1.0
+    bids_dir, out_dir, work_dir = _check_paths(args)
+    if not args.skip_bids_validation:
+        _validate_bids(bids_dir)
+    filters = _load_filters(args.bids_filter_file)
+    suffixes = args.contrast or list(SUPPORTED_SUFFIXES)
+    try:
+        subjects = collect_images(
+            bids_dir, work_dir / "bids_db", participant_label=args.participant_label, session_label=args.session_label,
+            suffixes=suffixes, filters=filters,
+        )
+    except LookupError as exc:
+        raise AppError(str(exc), ExitCode.INVALID_ARGUMENTS) from exc
+    except ValueError as exc:
+        raise AppError(str(exc), ExitCode.INVALID_ARGUMENTS) from exc
+    n_images = sum(len(v) for v in subjects.values())
+    if n_images == 0:
+        raise AppError(
+            f"{bids_dir}: no image matches the selection (participants {args.participant_label or 'all'}, "
+            f"sessions {args.session_label or 'all'}, suffixes {suffixes}, filters {filters or 'none'})",
+            ExitCode.NO_DATA)
+    model_hash = _model_hash(args.model)
+    nprocs = args.nprocs or os.cpu_count() or 1
+    omp = args.omp_nthreads or max(1, min(nprocs, 8) if nprocs < 4 else nprocs // 2)
+    print(f"bids_sclesion {__version__}: {n_images} image(s) of {len(subjects)} participant(s); work dir {work_dir}",
+          flush=True)
+
+    from nipype import config as ncfg
+
+    ncfg.update_config({"logging": {"log_directory": str(work_dir), "log_to_file": False},
+                        "execution": {"hash_method": "content"}})
+    from ..workflows.base import init_bids_sclesion_wf
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(out_dir, bids_dir)
+    wf = init_bids_sclesion_wf(
+        {s: [str(p) for p in imgs] for s, imgs in subjects.items()}, bids_dir=str(bids_dir), output_dir=str(out_dir),
+        work_dir=str(work_dir), model=str(args.model), model_hash=model_hash, device=args.device,
+        omp_nthreads=omp, threshold=args.threshold,
+    )
+    plugin, plugin_args = _plugin(args, nprocs)
+    try:
+        wf.run(plugin=plugin, plugin_args=plugin_args)
+        failed_run = False
+    except RuntimeError as exc:
+        LOGGER.error("%s", exc)
+        failed_run = True
+    return _summarise(subjects, bids_dir, out_dir, work_dir, failed_run, started)
+
+
+def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_run: bool, started: float) -> int:
+    from ..derivatives import SourceName
+
+    done, failed = [], []
+    for imgs in subjects.values():
+        for img in imgs:
+            outputs = SourceName(img, bids_dir).outputs(out_dir)
+            fresh = all(p.exists() and p.stat().st_mtime >= started for p in outputs.values())
+            (done if fresh else failed).append(Path(img).name)
+    print(f"\nSummary: {len(done)} image(s) done, {len(failed)} failed. Outputs: {out_dir}")
+    for name in failed:
+        print(f"  FAILED: {name} (see crash files in {work_dir / 'crashes'})")
+    return ExitCode.FAILURE if (failed or failed_run) else ExitCode.SUCCESS
+
+
+def _plugin(args, nprocs: int):
+    if args.use_plugin:
+        import yaml
+
+        try:
+            conf = yaml.safe_load(Path(args.use_plugin).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise AppError(f"{args.use_plugin}: cannot read plugin file ({exc})", ExitCode.INVALID_ARGUMENTS) from exc
+        if "plugin" not in conf:
+            raise AppError(f"{args.use_plugin}: missing 'plugin' key", ExitCode.INVALID_ARGUMENTS)
+        return conf["plugin"], conf.get("plugin_args", {})
+    if nprocs == 1:
+        return "Linear", {}
+    plugin_args = {"n_procs": nprocs, "raise_insufficient": False, "maxtasksperchild": 1}
+    if args.mem_gb:
+        plugin_args["memory_gb"] = args.mem_gb
+    return "MultiProc", plugin_args
+
+
+def _load_filters(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        filters = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AppError(f"{path}: cannot read BIDS filter file ({exc})", ExitCode.INVALID_ARGUMENTS) from exc
+    if not isinstance(filters, dict):
+        raise AppError(f"{path}: BIDS filter file must hold a JSON object", ExitCode.INVALID_ARGUMENTS)
+    return filters
+
+
+def run_group(args) -> int:
+    from ..group import write_group_table
+
+    bids_dir = args.bids_dir.resolve()
+    out_dir = args.output_dir.resolve()
+    if not (out_dir / "dataset_description.json").is_file():
+        raise AppError(f"{out_dir}: no participant-level results (run the participant level first)", ExitCode.NO_DATA)
+    table, n_rows = write_group_table(out_dir, participant_label=args.participant_label,
+                                      session_label=args.session_label)
+    if n_rows == 0:
+        raise AppError(f"{out_dir}: no lesion table matches the selection", ExitCode.NO_DATA)
+    print(f"group table: {table} ({n_rows} image(s))")
+    return ExitCode.SUCCESS
+
+if __name__ == "__main__":
+    sys.exit(main())

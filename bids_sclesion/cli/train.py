@@ -1,0 +1,65 @@
+"""``bids_sclesion-train``: train the cord/lesion network on a BIDS dataset."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import __version__
+from ..model.network import NetworkConfig
+from ..model.train import TrainingConfig, train
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bids_sclesion-train",
+        description="Train the spinal cord and lesion segmentation network on a BIDS dataset "
+        "whose labels are in derivatives/labels (*_seg-manual, *_lesion-manual).",
+    )
+    p.add_argument("bids_dir", help="BIDS dataset with derivatives/labels")
+    p.add_argument("model_dir", help="output model directory (model.safetensors + model.json)")
+    d = TrainingConfig()
+    p.add_argument("--contrast", nargs="+", default=list(d.suffixes), help="image suffixes to train on")
+    p.add_argument("--iterations", type=int, default=d.iterations)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size))
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
+    p.add_argument("--channels", type=int, nargs="+", default=list(NetworkConfig().channels))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nthreads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("-w", "--work-dir", default=None, help="cache of preprocessed images")
+    p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    config = TrainingConfig(
+        suffixes=tuple(args.contrast),
+        patch_size=tuple(args.patch_size),
+        batch_size=args.batch_size,
+        iterations=args.iterations,
+        learning_rate=args.learning_rate,
+        val_fraction=args.val_fraction,
+        val_every=args.val_every,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        threads=args.nthreads,
+    )
+    net = NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
+    try:
+        out = train(args.bids_dir, args.model_dir, config, net, cache_dir=args.work_dir, device=args.device)
+    except ValueError as exc:
+        print(f"bids_sclesion-train: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"model written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Numerical core: geometry, intensity, post-processing and metrics (no Nipype)."""

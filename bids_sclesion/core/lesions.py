@@ -1,0 +1,115 @@
+"""Post-processing of probabilities into masks, and per-lesion statistics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+
+import numpy as np
+from scipy import ndimage
+
+from .metrics import CONNECTIVITY
+
+
+def threshold_masks(
+    cord_prob: np.ndarray, lesion_prob: np.ndarray, threshold: float = 0.5, min_lesion_mm3: float = 0.0,
+    voxel_mm3: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cord and lesion masks. Lesion components that do not touch the cord are
+    removed (lesions are only reported inside the spinal cord), as are those
+    smaller than ``min_lesion_mm3``. Kept lesions are added to the cord mask."""
+    cord = cord_prob >= threshold
+    # Keep the largest cord components: isolated specks elsewhere are not cord.
+    lab, n = ndimage.label(cord, CONNECTIVITY)
+    if n > 1:
+        sizes = np.bincount(lab.ravel())[1:]
+        keep = np.flatnonzero(sizes >= 0.05 * sizes.max()) + 1
+        cord = np.isin(lab, keep)
+    lesion = lesion_prob >= threshold
+    lab, n = ndimage.label(lesion, CONNECTIVITY)
+    if n:
+        in_cord = np.bincount(lab[cord].ravel(), minlength=n + 1)
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        # A component is kept when at least half of it lies in the cord.
+        keep = np.flatnonzero((in_cord[1:] >= 0.5 * sizes[1:]) & (sizes[1:] * voxel_mm3 >= min_lesion_mm3)) + 1
+        lesion = np.isin(lab, keep)
+    cord = cord | lesion
+    return cord, lesion
+
+
+@dataclass
+class LesionStats:
+    lesion_id: int
+    volume_mm3: float
+    centroid_x_mm: float
+    centroid_y_mm: float
+    centroid_z_mm: float
+    extent_along_cord_mm: float
+    mean_probability: float
+    max_probability: float
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+LESION_COLUMNS = tuple(LesionStats.__dataclass_fields__)
+
+
+def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, affine: np.ndarray) -> list[LesionStats]:
+    """One row per connected lesion, in scanner millimetres.
+
+    The extent along the cord is measured along the local cord axis, the
+    principal direction of the cord voxels within 20 mm of the lesion.
+    """
+    lab, n = ndimage.label(lesion, CONNECTIVITY)
+    if n == 0:
+        return []
+    vox_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    cord_idx = np.argwhere(cord)
+    cord_mm = _to_mm(cord_idx, affine) if len(cord_idx) else np.zeros((0, 3))
+    rows = []
+    objects = ndimage.find_objects(lab)
+    for i, sl in enumerate(objects, start=1):
+        local = lab[sl] == i
+        idx = np.argwhere(local) + np.array([s.start for s in sl])
+        pts = _to_mm(idx, affine)
+        centroid = pts.mean(axis=0)
+        axis = _local_cord_axis(cord_mm, centroid)
+        proj = pts @ axis
+        # Add one voxel's length along the axis so a one-voxel lesion has a size.
+        voxel_len = float(np.abs(np.linalg.inv(affine[:3, :3]) @ axis).max() ** -1) if np.any(axis) else float(zooms.min())
+        probs = lesion_prob[sl][local]
+        rows.append(
+            LesionStats(
+                lesion_id=i,
+                volume_mm3=round(len(idx) * vox_mm3, 2),
+                centroid_x_mm=round(float(centroid[0]), 2),
+                centroid_y_mm=round(float(centroid[1]), 2),
+                centroid_z_mm=round(float(centroid[2]), 2),
+                extent_along_cord_mm=round(float(proj.max() - proj.min() + voxel_len), 2),
+                mean_probability=round(float(probs.mean()), 4),
+                max_probability=round(float(probs.max()), 4),
+            )
+        )
+    return rows
+
+
+def _to_mm(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    return idx @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _local_cord_axis(cord_mm: np.ndarray, center: np.ndarray, radius: float = 20.0) -> np.ndarray:
+    if len(cord_mm) >= 10:
+        near = cord_mm[np.linalg.norm(cord_mm - center, axis=1) < radius]
+        if len(near) >= 10:
+            centered = near - near.mean(axis=0)
+            _, _, vt = np.linalg.svd(centered, full_matrices=False)
+            return vt[0] / np.linalg.norm(vt[0])
+    return np.array([0.0, 0.0, 1.0])  # superior-inferior axis when the cord is not found
+
+
+def table_to_tsv(rows: list[LesionStats]) -> str:
+    lines = ["\t".join(LESION_COLUMNS)]
+    for row in rows:
+        d = row.as_row()
+        lines.append("\t".join(str(d[c]) for c in LESION_COLUMNS))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,131 @@
+"""BIDS-Derivatives naming, sidecars and dataset description (plain functions)."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from . import __version__, __url__
+from .utils.io import write_json, write_text
+
+#: Files the BIDS specification does not define yet, kept out of validation.
+BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "group_*", "figures/", "logs/"]
+
+_SOURCE = re.compile(r"^(?P<entities>sub-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)\.nii(\.gz)?$")
+
+
+class SourceName:
+    """The parts of a raw BIDS image name that derivatives keep."""
+
+    def __init__(self, path: str | os.PathLike, bids_dir: str | os.PathLike):
+        self.path = Path(path)
+        match = _SOURCE.match(self.path.name)
+        if not match:
+            raise ValueError(f"{self.path}: not a BIDS image name (sub-<label>[_<entity>-<label>]_<suffix>.nii[.gz])")
+        self.entities = match.group("entities")
+        self.suffix = match.group("suffix")
+        self.relpath = Path(os.path.relpath(self.path, bids_dir)).as_posix()
+
+    @property
+    def uri(self) -> str:
+        return f"bids:raw:{self.relpath}"
+
+    @property
+    def subject(self) -> str:
+        return self.entities.split("_")[0][4:]
+
+    @property
+    def session(self) -> str | None:
+        for part in self.entities.split("_"):
+            if part.startswith("ses-"):
+                return part[4:]
+        return None
+
+    def out_dir(self, root: str | os.PathLike) -> Path:
+        return Path(root) / Path(self.relpath).parent
+
+
+    def derivative(self, root, *, space: str | None = None, label: str | None = None, suffix: str, ext: str) -> Path:
+        parts = [self.entities]
+        if space:
+            parts.append(f"space-{space}")
+        if label:
+            parts.append(f"label-{label}")
+        parts.append(f"desc-{self.suffix}")
+        return self.out_dir(root) / ("_".join(parts) + f"_{suffix}{ext}")
+
+    def outputs(self, root) -> dict[str, Path]:
+        return {
+            "lesion_mask": self.derivative(root, space="orig", label="lesion", suffix="mask", ext=".nii.gz"),
+            "cord_mask": self.derivative(root, space="orig", label="SC", suffix="mask", ext=".nii.gz"),
+            "lesion_prob": self.derivative(root, space="orig", label="lesion", suffix="probseg", ext=".nii.gz"),
+            "lesion_table": self.derivative(root, suffix="lesions", ext=".tsv"),
+        }
+
+
+def container_info() -> dict | None:
+    """Container type and tag when the app runs in one (set by the image)."""
+    kind = os.environ.get("BIDS_SCLESION_CONTAINER_TYPE")
+    tag = os.environ.get("BIDS_SCLESION_CONTAINER_TAG")
+    if kind:
+        return {"Type": kind, **({"Tag": tag} if tag else {})}
+    return None
+
+
+def write_dataset_description(out_dir: str | os.PathLike, bids_dir: str | os.PathLike) -> Path:
+    generated = {"Name": "bids_sclesion", "Version": __version__, "CodeURL": __url__}
+    container = container_info()
+    if container:
+        generated["Container"] = container
+    desc = {
+        "Name": "bids_sclesion: spinal cord MS lesion segmentation",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "SourceDatasets": [{"URL": "bids:raw:"}],
+        "DatasetLinks": {"raw": Path(bids_dir).resolve().as_uri()},
+    }
+    out = Path(out_dir)
+    write_json(desc, out / "dataset_description.json")
+    write_text("\n".join(BIDSIGNORE) + "\n", out / ".bidsignore")
+    readme = out / "README"
+    if not readme.exists():
+        write_text(
+            "Spinal cord and multiple-sclerosis lesion segmentations produced by bids_sclesion.\n"
+            "Masks and probability maps are in each source image's native grid (space-orig);\n"
+            "desc-<suffix> names the source contrast. *_lesions.tsv list one lesion per row.\n",
+            readme,
+        )
+    return out / "dataset_description.json"
+
+
+def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float) -> dict:
+    common = {
+        "Sources": [source.uri],
+        "SpatialReference": source.uri,
+        "Model": model,
+        "GeneratedBy": [{"Name": "bids_sclesion", "Version": __version__, "CodeURL": __url__}],
+    }
+    if kind == "lesion_mask":
+        return {"Description": "Multiple-sclerosis lesions in the spinal cord (components outside the cord removed)",
+                "Type": "Lesion", "Threshold": threshold, **common}
+    if kind == "cord_mask":
+        return {"Description": "Spinal cord (below the foramen magnum), lesions included", "Type": "ROI",
+                "Threshold": threshold, **common}
+    if kind == "lesion_prob":
+        return {"Description": "Voxel-wise lesion probability from the segmentation network", **common}
+    if kind == "lesion_table":
+        return {
+            "Description": "One row per lesion (26-connected component of the lesion mask)",
+            "Sources": [source.uri],
+            "lesion_id": {"Description": "Component number in the lesion mask"},
+            "volume_mm3": {"Description": "Lesion volume", "Units": "mm^3"},
+            "centroid_x_mm": {"Description": "Centroid, scanner x (RAS)", "Units": "mm"},
+            "centroid_y_mm": {"Description": "Centroid, scanner y (RAS)", "Units": "mm"},
+            "centroid_z_mm": {"Description": "Centroid, scanner z (RAS)", "Units": "mm"},
+            "extent_along_cord_mm": {"Description": "Length along the local cord axis", "Units": "mm"},
+            "mean_probability": {"Description": "Mean network probability over the lesion's voxels"},
+            "max_probability": {"Description": "Maximum network probability over the lesion's voxels"},
+            "Model": model,
+        }
+    raise KeyError(kind)

@@ -1,0 +1,64 @@
+"""Writing derivatives into the output dataset, atomically."""
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, traits
+
+from ..derivatives import SourceName, mask_sidecar
+from ..utils.io import atomic_path, write_json, write_nifti
+
+
+class _SinkInputSpec(BaseInterfaceInputSpec):
+    source_file = File(exists=True, mandatory=True)
+    bids_dir = Directory(exists=True, mandatory=True)
+    out_dir = traits.Str(mandatory=True)
+    cord_mask = File(exists=True, mandatory=True)
+    lesion_mask = File(exists=True, mandatory=True)
+    lesion_prob = File(exists=True, mandatory=True)
+    lesion_table = File(exists=True, mandatory=True)
+    model_name = traits.Str(mandatory=True)
+    model_version = traits.Str(mandatory=True)
+    threshold = traits.Float(0.5, usedefault=True)
+
+
+class _SinkOutputSpec(TraitedSpec):
+    out_files = traits.List(traits.Str())
+
+
+class DerivativesSink(SimpleInterface):
+    """Copy one image's results into OUT_DIR under BIDS-Derivatives names.
+
+    Every file is written to a temporary name and renamed, so a killed run
+    never leaves a truncated derivative.
+    """
+
+    input_spec = _SinkInputSpec
+    output_spec = _SinkOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        source = SourceName(self.inputs.source_file, self.inputs.bids_dir)
+        targets = source.outputs(self.inputs.out_dir)
+        model = {"Name": self.inputs.model_name, "Version": self.inputs.model_version}
+        written = []
+        for key in ("lesion_mask", "cord_mask", "lesion_prob"):
+            img = nib.load(getattr(self.inputs, key))
+            data = np.asarray(img.dataobj)
+            dtype = np.uint8 if key.endswith("mask") else np.float32
+            out = nib.Nifti1Image(data.astype(dtype), img.affine)
+            out.set_qform(img.affine, code=1)
+            out.set_sform(img.affine, code=1)
+            out.header.set_xyzt_units("mm", "sec")
+            write_nifti(out, targets[key])
+            write_json(mask_sidecar(source, key, model, self.inputs.threshold), targets[key].with_name(targets[key].name.replace(".nii.gz", ".json")))
+            written.append(str(targets[key]))
+        table = targets["lesion_table"]
+        with atomic_path(table) as tmp:
+            shutil.copyfile(self.inputs.lesion_table, tmp)
+        write_json(mask_sidecar(source, "lesion_table", model, self.inputs.threshold), table.with_suffix(".json"))
+        written.append(str(table))
+        self._results["out_files"] = written
+        return runtime

@@ -1,0 +1,94 @@
+"""Interfaces for the segmentation network and the lesion post-processing."""
+from __future__ import annotations
+
+import os
+
+import nibabel as nib
+import numpy as np
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
+
+from ..core.lesions import lesion_table, table_to_tsv, threshold_masks
+
+
+class _SegmentInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="canonical, bias-corrected image")
+    model = traits.Str("default", usedefault=True, desc="bundled model name or model directory")
+    model_hash = traits.Str(desc="content hash of the model weights (re-runs when the model changes)")
+    device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
+    num_threads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _SegmentOutputSpec(TraitedSpec):
+    cord_prob = File(exists=True)
+    lesion_prob = File(exists=True)
+    model_name = traits.Str()
+    model_version = traits.Str()
+
+
+class SegmentCordLesion(SimpleInterface):
+    """Run the MONAI network (sliding window) and write cord/lesion probabilities."""
+
+    input_spec = _SegmentInputSpec
+    output_spec = _SegmentOutputSpec
+
+    def _run_interface(self, runtime):
+        import torch
+
+        from ..model.inference import select_device
+        from ..model.io import load_model
+        from ..model.segment import segment_image
+
+        torch.set_num_threads(max(1, self.inputs.num_threads))
+        device = select_device(self.inputs.device)
+        model = load_model(self.inputs.model, device)
+        img = nib.load(self.inputs.in_file)
+        cord, lesion = segment_image(img, model, device)
+        for key, data in (("cord_prob", cord), ("lesion_prob", lesion)):
+            out = os.path.join(runtime.cwd, f"{key}.nii.gz")
+            nib.save(nib.Nifti1Image(data.astype(np.float32), img.affine), out)
+            self._results[key] = out
+        self._results["model_name"] = model.name
+        self._results["model_version"] = model.version
+        return runtime
+
+
+class _PostInputSpec(BaseInterfaceInputSpec):
+    cord_prob = File(exists=True, mandatory=True)
+    lesion_prob = File(exists=True, mandatory=True)
+    threshold = traits.Float(0.5, usedefault=True)
+    min_lesion_mm3 = traits.Float(0.0, usedefault=True)
+
+
+class _PostOutputSpec(TraitedSpec):
+    cord_mask = File(exists=True)
+    lesion_mask = File(exists=True)
+    lesion_table = File(exists=True)
+    n_lesions = traits.Int()
+
+
+class PostprocessLesions(SimpleInterface):
+    """Threshold, drop lesion components outside the cord, tabulate lesions."""
+
+    input_spec = _PostInputSpec
+    output_spec = _PostOutputSpec
+
+    def _run_interface(self, runtime):
+        cimg, limg = nib.load(self.inputs.cord_prob), nib.load(self.inputs.lesion_prob)
+        cord_p = np.asarray(cimg.dataobj, np.float32)
+        les_p = np.asarray(limg.dataobj, np.float32)
+        vox = float(abs(np.linalg.det(cimg.affine[:3, :3])))
+        cord, lesion = threshold_masks(cord_p, les_p, self.inputs.threshold, self.inputs.min_lesion_mm3, vox)
+        rows = lesion_table(lesion, les_p, cord, cimg.affine)
+        for key, data in (("cord_mask", cord), ("lesion_mask", lesion)):
+            out = os.path.join(runtime.cwd, f"{key}.nii.gz")
+            img = nib.Nifti1Image(data.astype(np.uint8), cimg.affine)
+            img.set_qform(cimg.affine, code=1)
+            img.set_sform(cimg.affine, code=1)
+            nib.save(img, out)
+            self._results[key] = out
+        out = os.path.join(runtime.cwd, "lesions.tsv")
+        with open(out, "w") as fh:
+            fh.write(table_to_tsv(rows))
+        self._results["lesion_table"] = out
+        self._results["n_lesions"] = len(rows)
+        return runtime

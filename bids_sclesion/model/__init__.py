@@ -1,0 +1,1 @@
+"""Segmentation network: definition, bundled weights, inference and training."""

@@ -1,0 +1,51 @@
+"""Sliding-window inference of cord and lesion probabilities."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """'auto' picks CUDA when available; 'cuda' without a GPU is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but no CUDA device is available")
+    return torch.device(requested)
+
+
+def predict_probabilities(
+    network: torch.nn.Module,
+    volume: np.ndarray,
+    device: torch.device | str = "cpu",
+    roi_size: tuple[int, int, int] = (96, 96, 96),
+    overlap: float = 0.25,
+    size_divisor: int = 16,
+) -> np.ndarray:
+    """Return sigmoid probabilities, shape (2, *volume.shape): cord, lesion.
+
+    The volume is padded to a multiple of the network's down-sampling factor
+    and windows are blended with Gaussian weights.
+    """
+    device = torch.device(device)
+    shape = np.asarray(volume.shape)
+    padded = np.maximum(np.ceil(shape / size_divisor).astype(int) * size_divisor, size_divisor)
+    pad = [(0, int(p - s)) for s, p in zip(shape, padded)]
+    x = np.pad(volume.astype(np.float32), pad, mode="constant", constant_values=float(np.min(volume)))
+    roi = tuple(int(min(r, p)) for r, p in zip(roi_size, padded))
+    tensor = torch.from_numpy(x)[None, None].to(device)
+    with torch.inference_mode():
+        autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _nullcontext()
+        with autocast:
+            logits = sliding_window_inference(tensor, roi, sw_batch_size=2, predictor=network, overlap=overlap, mode="gaussian")
+        prob = torch.sigmoid(logits.float())[0].cpu().numpy()
+    return prob[:, : shape[0], : shape[1], : shape[2]]
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

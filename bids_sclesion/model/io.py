@@ -1,0 +1,104 @@
+"""Saving and loading models: safetensors weights + JSON metadata, no pickle.
+
+A model is a directory holding ``model.safetensors`` and ``model.json``.
+Loading never executes code from the file; weights whose names or shapes do
+not match the architecture described by the metadata are refused.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..utils.io import atomic_path, write_json
+from .network import NetworkConfig, build_network
+
+WEIGHTS = "model.safetensors"
+METADATA = "model.json"
+BUNDLED = ("default",)
+
+
+class ModelError(ValueError):
+    """A model that cannot be used: the message names the file and the problem."""
+
+
+@dataclass
+class LoadedModel:
+    network: torch.nn.Module
+    metadata: dict[str, Any]
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", self.path.name))
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", "unknown"))
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in self.metadata["spacing_mm"])
+
+
+def bundled_model_dir(name: str = "default") -> Path:
+    return Path(str(resources.files("bids_sclesion") / "data" / "models" / name))
+
+
+def resolve_model(name_or_path: str | Path | None) -> Path:
+    """A bundled model name ('default') or a path to a model directory."""
+    if name_or_path is None or str(name_or_path) in BUNDLED:
+        return bundled_model_dir(str(name_or_path or "default"))
+    return Path(name_or_path)
+
+
+def save_model(network: torch.nn.Module, metadata: dict[str, Any], model_dir: str | Path) -> Path:
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    with atomic_path(model_dir / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_json(metadata, model_dir / METADATA)
+    return model_dir
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model directory (or bundled name) safely onto ``device``."""
+    model_dir = resolve_model(name_or_path)
+    meta_path, weights_path = model_dir / METADATA, model_dir / WEIGHTS
+    if not meta_path.is_file() or not weights_path.is_file():
+        raise ModelError(f"{model_dir}: not a model directory (needs {METADATA} and {WEIGHTS})")
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{meta_path}: invalid JSON ({exc})") from exc
+    for key in ("spacing_mm", "network"):
+        if key not in metadata:
+            raise ModelError(f"{meta_path}: missing key '{key}'")
+    try:
+        config = NetworkConfig.from_dict(metadata["network"])
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{meta_path}: invalid network description ({exc})") from exc
+    network = build_network(config)
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{weights_path}: not a valid safetensors file ({exc})") from exc
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        raise ModelError(
+            f"{weights_path}: weights do not match the architecture in {meta_path.name} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} with wrong shape)"
+        )
+    network.load_state_dict(state)
+    network.eval().to(device)
+    return LoadedModel(network=network, metadata=metadata, path=model_dir)

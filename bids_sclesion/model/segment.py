@@ -1,0 +1,28 @@
+"""Segment one (canonical, bias-corrected) image with a loaded model."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from ..core.image import resample_to_grid
+from ..core.preprocess import to_model_grid
+from .inference import predict_probabilities
+from .io import LoadedModel
+
+
+def segment_image(
+    img: nib.Nifti1Image, model: LoadedModel, device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cord and lesion probabilities on ``img``'s own grid."""
+    model_input = to_model_grid(img, model.spacing)
+    roi = tuple(model.metadata.get("inference", {}).get("roi_size", (96, 96, 96)))
+    divisor = 1
+    for s in model.metadata["network"].get("strides", [2, 2, 2, 2]):
+        divisor *= int(s)
+    prob = predict_probabilities(model.network, model_input.data, device, roi_size=roi, size_divisor=divisor)
+    out = [
+        np.clip(resample_to_grid(p, model_input.affine, img.shape[:3], img.affine, order=1), 0.0, 1.0)
+        for p in prob
+    ]
+    return out[0], out[1]

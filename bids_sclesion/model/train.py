@@ -1,0 +1,240 @@
+"""Training of the cord/lesion network on a BIDS dataset with derivatives/labels."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+
+from .. import __version__
+from ..core.image import load_image
+from ..core.metrics import dice, lesion_detection
+from ..core.preprocess import mask_to_model_grid, prepare_for_model
+from .inference import predict_probabilities
+from .io import save_model
+from .network import NetworkConfig, OUTPUT_CHANNELS, build_network
+from .transforms import sample_patch, to_batch, training_augmentation
+
+LOGGER = logging.getLogger("bids_sclesion.train")
+_ENTITY = re.compile(r"^(sub-[A-Za-z0-9]+)")
+
+
+@dataclass
+class TrainingCase:
+    subject: str
+    image_path: Path
+    cord_path: Path
+    lesion_path: Path
+
+    @property
+    def suffix(self) -> str:
+        return self.image_path.name.split(".")[0].rsplit("_", 1)[-1]
+
+
+def find_training_cases(
+    bids_dir: Path, suffixes: Sequence[str], cord_label: str = "seg-manual", lesion_label: str = "lesion-manual"
+) -> list[TrainingCase]:
+    """Images of ``suffixes`` that have both label files in derivatives/labels."""
+    cases = []
+    for image in sorted(bids_dir.glob("sub-*/**/anat/*.nii*")):
+        stem = image.name.split(".")[0]
+        if stem.rsplit("_", 1)[-1] not in suffixes:
+            continue
+        rel_dir = image.parent.relative_to(bids_dir)
+        labels_dir = bids_dir / "derivatives" / "labels" / rel_dir
+        cord = labels_dir / f"{stem}_{cord_label}.nii.gz"
+        lesion = labels_dir / f"{stem}_{lesion_label}.nii.gz"
+        if cord.exists() and lesion.exists():
+            cases.append(TrainingCase(_ENTITY.match(image.name).group(1), image, cord, lesion))
+    return cases
+
+
+def split_by_subject(cases: list[TrainingCase], val_fraction: float, seed: int) -> tuple[list, list]:
+    """Subject-level split: no subject has images on both sides."""
+    subjects = sorted({c.subject for c in cases})
+    rng = np.random.default_rng(seed)
+    rng.shuffle(subjects)
+    n_val = int(round(len(subjects) * val_fraction))
+    if val_fraction > 0 and len(subjects) > 1:
+        n_val = max(1, n_val)
+    val = set(subjects[:n_val])
+    return [c for c in cases if c.subject not in val], [c for c in cases if c.subject in val]
+
+
+def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Model-grid image and labels (2, ...) for a case, cached on disk."""
+    key = hashlib.sha1(
+        f"{case.image_path.resolve()}|{case.image_path.stat().st_mtime_ns}|{spacing}|{__version__}".encode()
+    ).hexdigest()[:16]
+    cache = cache_dir / f"{case.image_path.name.split('.')[0]}_{key}.npz" if cache_dir else None
+    if cache and cache.exists():
+        with np.load(cache) as z:
+            return z["image"].astype(np.float32), z["labels"].astype(np.float32)
+    img = load_image(case.image_path)
+    canonical, model_input = prepare_for_model(img, spacing)
+    cord = mask_to_model_grid(nib.load(str(case.cord_path)), canonical, spacing)
+    lesion = mask_to_model_grid(nib.load(str(case.lesion_path)), canonical, spacing)
+    labels = np.stack([cord | lesion, lesion]).astype(np.uint8)
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, image=model_input.data.astype(np.float16), labels=labels)
+        tmp.replace(cache)
+    return model_input.data, labels.astype(np.float32)
+
+
+@dataclass
+class TrainingConfig:
+    suffixes: tuple[str, ...] = ("T2w", "T1w", "PSIR", "STIR", "T2starw")
+    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    batch_size: int = 2
+    iterations: int = 2000
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.15
+    val_every: int = 250
+    max_minutes: float | None = None
+    seed: int = 0
+    threads: int | None = None
+
+
+def _evaluate(network, cases_data, spacing, device) -> dict[str, float]:
+    network.eval()
+    cord_d, les_d, det, n_true, tp_pred, n_pred = [], [], 0, 0, 0, 0
+    for image, labels in cases_data:
+        prob = predict_probabilities(network, image, device)
+        cord, lesion = prob[0] > 0.5, (prob[1] > 0.5) & (prob[0] > 0.5)
+        cord_d.append(dice(cord, labels[0] > 0.5))
+        if labels[1].any() or lesion.any():
+            les_d.append(dice(lesion, labels[1] > 0.5))
+        d = lesion_detection(lesion, labels[1] > 0.5)
+        det += d.detected
+        n_true += d.true_lesions
+        tp_pred += d.predicted_lesions - d.false_positives
+        n_pred += d.predicted_lesions
+    network.train()
+    from ..core.metrics import f1_score
+
+    return {
+        "val_cord_dice": float(np.mean(cord_d)) if cord_d else float("nan"),
+        "val_lesion_dice": float(np.mean(les_d)) if les_d else float("nan"),
+        "val_lesion_f1": f1_score(det, n_true, tp_pred, n_pred),
+    }
+
+
+def train(
+    bids_dir: str | Path,
+    model_dir: str | Path,
+    config: TrainingConfig,
+    network_config: NetworkConfig | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Train a network and save it (safetensors + JSON) in ``model_dir``."""
+    bids_dir, model_dir = Path(bids_dir), Path(model_dir)
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    network_config = network_config or NetworkConfig()
+    cases = find_training_cases(bids_dir, config.suffixes)
+    if not cases:
+        raise ValueError(f"{bids_dir}: no image of {list(config.suffixes)} with labels in derivatives/labels")
+    train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed)
+    LOGGER.info("%d training images (%d subjects), %d validation images", len(train_cases),
+                len({c.subject for c in train_cases}), len(val_cases))
+    cache = Path(cache_dir) if cache_dir else model_dir / ".cache"
+    t0 = time.time()
+    train_data = [preprocess_case(c, config.spacing_mm, cache) for c in _progress(train_cases, progress, "preprocess")]
+    val_data = [preprocess_case(c, config.spacing_mm, cache) for c in val_cases]
+    LOGGER.info("preprocessing took %.0f s", time.time() - t0)
+    voxels = [(np.argwhere(lab[1] > 0.5), np.argwhere(lab[0] > 0.5)) for _, lab in train_data]
+
+    dev = torch.device(device)
+    network = build_network(network_config).to(dev)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=config.iterations, pct_start=0.05)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
+    augment = training_augmentation(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    log_path = model_dir / "training_log.csv"
+    best, best_state, history = -1.0, None, []
+    start = time.time()
+    network.train()
+    with open(log_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["iteration", "loss", "lr", "seconds", "val_cord_dice", "val_lesion_dice", "val_lesion_f1"])
+        running = []
+        for it in range(1, config.iterations + 1):
+            samples = []
+            for _ in range(config.batch_size):
+                k = int(rng.integers(len(train_data)))
+                image, labels = train_data[k]
+                img_p, lab_p = sample_patch(rng, image, labels, config.patch_size, lesion_voxels=voxels[k][0], cord_voxels=voxels[k][1])
+                samples.append(augment({"image": img_p[None], "label": lab_p}))
+            x, y = to_batch(samples)
+            x, y = x.to(dev), y.to(dev)
+            loss = loss_fn(network(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running.append(loss.item())
+            elapsed = time.time() - start
+            out_of_time = config.max_minutes is not None and elapsed > config.max_minutes * 60
+            if it % config.val_every == 0 or it == config.iterations or out_of_time:
+                metrics = _evaluate(network, val_data, config.spacing_mm, dev) if val_data else {}
+                score = metrics.get("val_lesion_dice", 0.0) + metrics.get("val_lesion_f1", 0.0) + metrics.get("val_cord_dice", 0.0)
+                if not val_data or score >= best:
+                    best, best_state = score, {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+                    best_metrics = dict(metrics, iteration=it)
+                writer.writerow([it, np.mean(running), scheduler.get_last_lr()[0], round(elapsed, 1)] + [metrics.get(k) for k in ("val_cord_dice", "val_lesion_dice", "val_lesion_f1")])
+                fh.flush()
+                if progress:
+                    print(f"[train] it {it}/{config.iterations} loss {np.mean(running):.4f} {json.dumps({k: round(v, 3) for k, v in metrics.items()})} {elapsed:.0f}s", flush=True)
+                running = []
+            if out_of_time:
+                LOGGER.warning("stopping after %.1f min (--max-minutes)", elapsed / 60)
+                break
+    network.load_state_dict(best_state)
+    metadata = {
+        "name": model_dir.name,
+        "version": __version__,
+        "outputs": list(OUTPUT_CHANNELS),
+        "spacing_mm": list(config.spacing_mm),
+        "contrasts": sorted({c.suffix for c in cases}),
+        "network": network_config.to_dict(),
+        "preprocessing": {"reorient": "closest canonical (RAS)", "bias_correction": "N4", "normalisation": "percentiles 0.5-99.5 -> 0-1"},
+        "inference": {"roi_size": [96, 96, 96], "overlap": 0.25, "threshold": 0.5},
+        "training": {
+            "bids_dir": str(bids_dir),
+            "images": len(train_cases),
+            "subjects": sorted({c.subject for c in train_cases}),
+            "validation_subjects": sorted({c.subject for c in val_cases}),
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
+            "iterations_done": it,
+            "minutes": round((time.time() - start) / 60, 1),
+            "best_validation": best_metrics,
+        },
+    }
+    save_model(network, metadata, model_dir)
+    return model_dir
+
+
+def _progress(items, enabled: bool, label: str):
+    for i, item in enumerate(items, 1):
+        if enabled:
+            print(f"[{label}] {i}/{len(items)} {getattr(item, 'image_path', '')}", flush=True)
+        yield item

@@ -1,0 +1,210 @@
+"""Turn an :class:`Anatomy` into an MR image of a given contrast and geometry.
+
+The anatomy is rendered on a fine isotropic grid covering the field of view,
+tissue labels are mapped to randomised contrast-specific intensities, lesions
+are mixed in by their partial-volume fraction, the result is filtered by the
+acquisition's point-spread function and sampled at the voxel centres. Bias
+field, Rician noise and a random orientation code come last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from .anatomy import Anatomy, Tissue
+
+#: Mean relative intensity per tissue for each contrast (before randomisation).
+#: Order follows :class:`Tissue`.  The last entry of each row is the lesion.
+_CONTRAST_TABLE: dict[str, dict[str, float]] = {
+    # T2w TSE: CSF bright, fat bright, lesion bright in the cord.
+    "T2w": dict(AIR=0.0, MUSCLE=0.22, FAT=0.65, CSF=1.0, WM=0.3, GM=0.38, MARROW=0.42, CORTICAL=0.04,
+                DISC=0.55, BRAIN=0.36, LIGAMENT=0.06, LESION=0.62),
+    # STIR: fat nulled, fluid and lesions bright.
+    "STIR": dict(AIR=0.0, MUSCLE=0.2, FAT=0.05, CSF=1.0, WM=0.3, GM=0.36, MARROW=0.14, CORTICAL=0.03,
+                 DISC=0.5, BRAIN=0.35, LIGAMENT=0.05, LESION=0.7),
+    # T1w MPRAGE: CSF dark, fat bright, lesion slightly dark.
+    "T1w": dict(AIR=0.0, MUSCLE=0.42, FAT=0.95, CSF=0.1, WM=0.72, GM=0.6, MARROW=0.7, CORTICAL=0.05,
+                DISC=0.38, BRAIN=0.62, LIGAMENT=0.08, LESION=0.5),
+    # PSIR (signed, real part): CSF negative, lesion darker than white matter.
+    "PSIR": dict(AIR=0.0, MUSCLE=0.45, FAT=0.9, CSF=-0.55, WM=0.8, GM=0.45, MARROW=0.7, CORTICAL=0.02,
+                 DISC=0.2, BRAIN=0.55, LIGAMENT=0.05, LESION=0.15),
+    # Axial T2*w GRE: grey matter brighter than white matter, bone dark.
+    "T2starw": dict(AIR=0.0, MUSCLE=0.25, FAT=0.55, CSF=1.0, WM=0.36, GM=0.55, MARROW=0.18, CORTICAL=0.03,
+                    DISC=0.45, BRAIN=0.4, LIGAMENT=0.05, LESION=0.72),
+}
+
+CONTRASTS = tuple(_CONTRAST_TABLE)
+
+#: Geometry of each contrast: plane, voxel size range (mm) in RAS order
+#: and field-of-view range (mm) in RAS order.
+_GEOMETRY = {
+    "T2w": "sagittal2d",
+    "STIR": "sagittal2d",
+    "PSIR": "sagittal2d",
+    "T1w": "sagittal3d",
+    "T2starw": "axial2d",
+}
+
+_ORIENTATIONS = ["RAS", "LAS", "PSR", "LPS", "ASL", "RPI", "PIR", "SPL", "LIP", "RSA"]
+
+
+@dataclass
+class Acquisition:
+    contrast: str
+    plane: str
+    spacing: tuple[float, float, float]  # RAS order
+    shape: tuple[int, int, int]  # RAS order
+    center: tuple[float, float, float]  # subject frame, mm
+    orientation: str
+    snr: float
+    bias_amplitude: float
+    blur_sigma_vox: float
+    gain: float
+    shift: tuple[float, float, float]  # subject -> scanner translation (mm)
+
+    @property
+    def signed(self) -> bool:
+        return self.contrast == "PSIR"
+
+
+def random_acquisition(
+    rng: np.random.Generator,
+    contrast: str,
+    anatomy: Anatomy,
+    fov_top: float,
+    fov_scale: float = 1.0,
+) -> Acquisition:
+    """Draw a plausible protocol for ``contrast``; the FOV ends at ``fov_top``."""
+    plane = _GEOMETRY[contrast]
+    if plane == "sagittal2d":
+        inplane = rng.uniform(0.6, 0.8)
+        spacing = (3.0, inplane, inplane)
+        fov = (rng.integers(13, 18) * 3.0, rng.uniform(150, 200), rng.uniform(190, 250))
+    elif plane == "sagittal3d":
+        spacing = (1.0, 1.0, 1.0)
+        fov = (rng.uniform(45, 60), rng.uniform(160, 200), rng.uniform(190, 250))
+    else:
+        inplane = rng.uniform(0.45, 0.6)
+        spacing = (inplane, inplane, float(rng.choice([3.0, 4.0, 5.0])))
+        fov = (rng.uniform(90, 140), rng.uniform(90, 140), rng.integers(10, 16) * spacing[2])
+    fov = (fov[0], fov[1] * (fov_scale if plane != "axial2d" else 1.0), fov[2] * fov_scale)
+    shape = tuple(max(8, int(round(f / s))) for f, s in zip(fov, spacing))
+    fov = tuple(n * s for n, s in zip(shape, spacing))
+    if plane == "axial2d":
+        # Axial T2*w slabs sit on the cervical cord, between C2 and C6.
+        zc = anatomy.foramen_z - rng.uniform(45, 90)
+        zc = min(zc, fov_top - fov[2] / 2)
+    else:
+        zc = fov_top - fov[2] / 2
+    xc_line, yc_line = anatomy.centerline(np.array([zc]))
+    center = (
+        float(xc_line[0] + rng.uniform(-4, 4)),
+        float(yc_line[0] + (rng.uniform(5, 20) if plane != "axial2d" else rng.uniform(-5, 5))),
+        float(zc),
+    )
+    return Acquisition(
+        contrast=contrast,
+        plane=plane,
+        spacing=tuple(float(s) for s in spacing),
+        shape=shape,
+        center=center,
+        orientation=str(rng.choice(_ORIENTATIONS)),
+        snr=float(rng.uniform(12, 35)),
+        bias_amplitude=float(rng.uniform(0.1, 0.4)),
+        blur_sigma_vox=float(rng.uniform(0.0, 0.5)),
+        gain=float(rng.uniform(300, 1500)),
+        shift=tuple(float(s) for s in rng.uniform(-30, 30, size=3)),
+    )
+
+
+def tissue_intensities(rng: np.random.Generator, contrast: str) -> tuple[np.ndarray, float]:
+    """Randomised intensity per :class:`Tissue` and for lesions (SynthSeg-like jitter,
+    keeping each contrast's ordering between cord tissues and lesion)."""
+    table = _CONTRAST_TABLE[contrast]
+    values = np.zeros(len(Tissue), np.float32)
+    for tissue in Tissue:
+        base = table[tissue.name]
+        values[tissue] = base * rng.uniform(0.85, 1.15) if tissue != Tissue.AIR else 0.0
+    wm, lesion = values[Tissue.WM], table["LESION"]
+    # Keep lesion/WM contrast between 50 % and 130 % of the nominal one.
+    delta = (lesion - table["WM"]) * rng.uniform(0.6, 1.3)
+    return values, float(wm + delta)
+
+
+def render_image(
+    rng: np.random.Generator, anatomy: Anatomy, acq: Acquisition
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image, nib.Nifti1Image]:
+    """Render one acquisition. Returns (image, cord mask, lesion mask)."""
+    spacing = np.asarray(acq.spacing)
+    shape = np.asarray(acq.shape)
+    center = np.asarray(acq.center)
+    fov_min = center - shape * spacing / 2 + spacing / 2  # first voxel centre
+
+    fine = float(min(0.5, spacing.min()))
+    margin = 3 * spacing.max() / 2 + 2.0
+    axes = [np.arange(fov_min[i] - margin, fov_min[i] + (shape[i] - 1) * spacing[i] + margin, fine) for i in range(3)]
+    labels, cord, lesion_frac = anatomy.render(*axes)
+
+    values, lesion_value = tissue_intensities(rng, acq.contrast)
+    intensity = values[labels]
+    # Subtle texture so that tissues are not perfectly flat.
+    texture = ndimage.gaussian_filter(rng.standard_normal(labels.shape).astype(np.float32), 2.0)
+    intensity *= 1 + 0.8 * texture  # about 4 % standard deviation
+    # Coarser heterogeneity (fat septa, vessels, flow) of about 8 %.
+    coarse = ndimage.zoom(rng.standard_normal(tuple(max(2, n // 12) for n in labels.shape)).astype(np.float32),
+                          [n / max(2, n // 12) for n in labels.shape], order=1)[: labels.shape[0], : labels.shape[1], : labels.shape[2]]
+    outside_cord = labels != Tissue.WM
+    intensity[outside_cord] *= 1 + 0.08 * coarse[outside_cord]
+    # Lesions mix in by their partial volume and vary per lesion.
+    if lesion_frac.any():
+        intensity = intensity * (1 - lesion_frac) + lesion_frac * lesion_value
+    del labels
+
+    # Point-spread function: slice profile and in-plane blur, in fine voxels.
+    sigma = spacing / fine * 0.42 + acq.blur_sigma_vox * spacing / fine
+    intensity = ndimage.gaussian_filter(intensity, sigma)
+    cord_pv = ndimage.uniform_filter(cord.astype(np.float32), np.maximum(1, np.round(spacing / fine)).astype(int))
+    lesion_pv = ndimage.uniform_filter(lesion_frac, np.maximum(1, np.round(spacing / fine)).astype(int))
+    del cord, lesion_frac
+
+    grid = np.meshgrid(*[(fov_min[i] + np.arange(shape[i]) * spacing[i] - axes[i][0]) / fine for i in range(3)], indexing="ij")
+    coords = np.stack([g.ravel() for g in grid])
+    image = ndimage.map_coordinates(intensity, coords, order=1).reshape(tuple(shape))
+    cord_mask = ndimage.map_coordinates(cord_pv, coords, order=1).reshape(tuple(shape)) >= 0.5
+    lesion_mask = ndimage.map_coordinates(lesion_pv, coords, order=1).reshape(tuple(shape)) >= 0.5
+    lesion_mask &= cord_mask
+
+    # Smooth multiplicative bias field over the field of view.
+    norm = [np.linspace(-1, 1, n) for n in shape]
+    gx, gy, gz = np.meshgrid(*norm, indexing="ij", sparse=True)
+    coeff = rng.normal(0, acq.bias_amplitude / 2, size=6)
+    log_bias = coeff[0] * gx + coeff[1] * gy + coeff[2] * gz + coeff[3] * gx * gy + coeff[4] * gz**2 + coeff[5] * gy * gz
+    image = image * np.exp(log_bias)
+
+    sigma_noise = abs(float(values[Tissue.WM])) / acq.snr
+    if acq.signed:
+        image = image + rng.normal(0, sigma_noise, image.shape)
+    else:
+        image = np.sqrt((image + rng.normal(0, sigma_noise, image.shape)) ** 2 + rng.normal(0, sigma_noise, image.shape) ** 2)
+    image = np.clip(image * acq.gain, -32000, 32000).astype(np.int16)
+
+    affine = np.diag(np.append(spacing, 1.0))
+    affine[:3, 3] = fov_min + np.asarray(acq.shift)
+    return tuple(_reorient(arr, affine, acq.orientation) for arr in (image, cord_mask.astype(np.uint8), lesion_mask.astype(np.uint8)))
+
+
+def _reorient(data: np.ndarray, ras_affine: np.ndarray, code: str) -> nib.Nifti1Image:
+    """Store RAS-ordered ``data`` with the axis order/flips of ``code``."""
+    start = nib.orientations.axcodes2ornt("RAS")
+    target = nib.orientations.axcodes2ornt(tuple(code))
+    transform = nib.orientations.ornt_transform(start, target)
+    out = nib.orientations.apply_orientation(data, transform)
+    affine = ras_affine @ nib.orientations.inv_ornt_aff(transform, data.shape)
+    img = nib.Nifti1Image(np.ascontiguousarray(out), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    return img

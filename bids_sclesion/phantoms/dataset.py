@@ -1,0 +1,137 @@
+"""Write synthetic phantoms as a BIDS dataset with ground truth in derivatives/labels."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..utils.io import write_json, write_nifti, write_text
+from .acquisition import CONTRASTS, random_acquisition, render_image
+from .anatomy import evolve_lesions, random_anatomy, random_lesions
+
+_SEQUENCE = {
+    "T2w": dict(ScanningSequence="SE", SequenceVariant="SK", MRAcquisitionType="2D", RepetitionTime=3.5, EchoTime=0.1),
+    "STIR": dict(ScanningSequence="IR", SequenceVariant="SK", MRAcquisitionType="2D", RepetitionTime=4.0, EchoTime=0.05, InversionTime=0.2),
+    "PSIR": dict(ScanningSequence="IR", SequenceVariant="SK", MRAcquisitionType="2D", RepetitionTime=3.0, EchoTime=0.01, InversionTime=0.4),
+    "T1w": dict(ScanningSequence="GR\\IR", SequenceVariant="SK\\SP\\MP", MRAcquisitionType="3D", RepetitionTime=2.0, EchoTime=0.0025, InversionTime=0.9),
+    "T2starw": dict(ScanningSequence="GR", SequenceVariant="SP", MRAcquisitionType="2D", RepetitionTime=0.6, EchoTime=0.015),
+}
+
+_NONSTANDARD_SUFFIXES = ("PSIR", "STIR")
+
+
+def generate_dataset(
+    out_dir: str | Path,
+    n_subjects: int,
+    n_sessions: int = 1,
+    contrasts: Sequence[str] = ("T2w",),
+    seed: int = 0,
+    fov_scale: float = 1.0,
+    first_subject: int = 1,
+) -> Path:
+    """Generate ``n_subjects`` synthetic subjects under ``out_dir`` (BIDS).
+
+    Each image is drawn from its own random stream keyed by (seed, subject,
+    session, contrast), so a given image does not depend on which other
+    subjects or contrasts are generated.
+    """
+    out = Path(out_dir)
+    unknown = [c for c in contrasts if c not in CONTRASTS]
+    if unknown:
+        raise ValueError(f"unknown contrast(s) {unknown}; choose from {list(CONTRASTS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_dataset_files(out, seed, n_sessions, contrasts)
+
+    rows = []
+    for index in range(first_subject, first_subject + n_subjects):
+        sub = f"{index:02d}"
+        rng = np.random.default_rng([seed, index])
+        fov_top = 110.0
+        anatomy = random_anatomy(rng, fov_top=fov_top)
+        z_range = (fov_top - 200.0 * fov_scale + 20, fov_top - 10)
+        lesions = random_lesions(rng, anatomy, z_range)
+        rows.append((f"sub-{sub}", "MS" if lesions else "control"))
+        for ses_index in range(1, n_sessions + 1):
+            if ses_index > 1:
+                lesions = evolve_lesions(np.random.default_rng([seed, index, ses_index]), anatomy, lesions, z_range)
+            anatomy.lesions = lesions
+            ses = f"{ses_index:02d}" if n_sessions > 1 else None
+            for contrast in contrasts:
+                img_rng = np.random.default_rng([seed, index, ses_index, CONTRASTS.index(contrast)])
+                acq = random_acquisition(img_rng, contrast, anatomy, fov_top, fov_scale=fov_scale)
+                image, cord, lesion = render_image(img_rng, anatomy, acq)
+                _write_subject_image(out, sub, ses, contrast, acq, image, cord, lesion, anatomy, seed)
+
+    table = "participant_id\tgroup\n" + "".join(f"{p}\t{g}\n" for p, g in rows)
+    existing = out / "participants.tsv"
+    if existing.exists() and first_subject > 1:
+        old = existing.read_text().splitlines()[1:]
+        keep = [line + "\n" for line in old if line.split("\t")[0] not in {p for p, _ in rows}]
+        table = "participant_id\tgroup\n" + "".join(sorted(keep + table.splitlines(True)[1:]))
+    write_text(table, existing)
+    return out
+
+
+def _write_dataset_files(out: Path, seed: int, n_sessions: int, contrasts: Sequence[str]) -> None:
+    generated = [{"Name": "bids_sclesion-synth", "Version": __version__, "Description": f"seed {seed}"}]
+    write_json(
+        {
+            "Name": "bids_sclesion synthetic spinal cord phantoms",
+            "BIDSVersion": "1.10.0",
+            "DatasetType": "raw",
+            "License": "CC0",
+            "GeneratedBy": generated,
+        },
+        out / "dataset_description.json",
+    )
+    write_text(
+        "Synthetic spinal cord MRI phantoms with multiple-sclerosis-like lesions.\n"
+        "Ground truth cord and lesion masks are in derivatives/labels.\n",
+        out / "README",
+    )
+    write_text("".join(f"*_{s}.*\n" for s in _NONSTANDARD_SUFFIXES), out / ".bidsignore")
+    write_json(
+        {"group": {"Description": "MS if the phantom has at least one lesion at baseline, else control",
+                   "Levels": {"MS": "lesions present", "control": "no lesion"}}},
+        out / "participants.json",
+    )
+    labels = out / "derivatives" / "labels"
+    write_json(
+        {
+            "Name": "Ground truth of the synthetic phantoms",
+            "BIDSVersion": "1.10.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": generated,
+        },
+        labels / "dataset_description.json",
+    )
+
+
+def _write_subject_image(out, sub, ses, contrast, acq, image, cord, lesion, anatomy, seed):
+    parts = [f"sub-{sub}"] + ([f"ses-{ses}"] if ses else [])
+    rel_dir = Path(*parts) / "anat"
+    stem = "_".join(parts + [contrast])
+    nii = rel_dir / f"{stem}.nii.gz"
+    write_nifti(image, out / nii)
+    sidecar = dict(_SEQUENCE[contrast])
+    sidecar.update(
+        MagneticFieldStrength=3,
+        Manufacturer="bids_sclesion-synth",
+        SliceThickness=float(max(acq.spacing) if acq.plane != "sagittal3d" else 1.0),
+        PhantomAcquisition={k: v for k, v in asdict(acq).items()},
+    )
+    write_json(sidecar, out / rel_dir / f"{stem}.json")
+
+    labels_dir = out / "derivatives" / "labels" / rel_dir
+    source = f"bids:raw:{nii.as_posix()}"
+    write_nifti(cord, labels_dir / f"{stem}_seg-manual.nii.gz")
+    write_json({"Type": "cord", "Description": "spinal cord (below the foramen magnum), lesions included",
+                "Sources": [source], "SpatialReference": source}, labels_dir / f"{stem}_seg-manual.json")
+    write_nifti(lesion, labels_dir / f"{stem}_lesion-manual.nii.gz")
+    write_json({"Type": "lesion", "Description": "voxels at least half covered by a lesion",
+                "Sources": [source], "SpatialReference": source,
+                "Lesions": [asdict(les) for les in anatomy.lesions], "Seed": seed},
+               labels_dir / f"{stem}_lesion-manual.json")

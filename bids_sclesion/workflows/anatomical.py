@@ -1,0 +1,65 @@
+"""Per-image workflow: reorient -> N4 -> segmentation -> original grid -> masks -> derivatives."""
+from __future__ import annotations
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from ..interfaces.bids import DerivativesSink
+from ..interfaces.image import N4BiasCorrection, ResampleToOriginal, Reorient
+from ..interfaces.segmentation import PostprocessLesions, SegmentCordLesion
+
+
+def init_anat_lesion_wf(
+    *,
+    source_file: str,
+    bids_dir: str,
+    output_dir: str,
+    model: str,
+    model_hash: str,
+    device: str = "auto",
+    omp_nthreads: int = 1,
+    threshold: float = 0.5,
+    name: str = "anat_lesion_wf",
+) -> pe.Workflow:
+    """Segment the cord and MS lesions of one anatomical image.
+
+    Inputs are fixed at construction (one workflow per image) so that the
+    work directory caches each node by the image's content.
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["source_file"]), name="inputnode")
+    inputnode.inputs.source_file = source_file
+
+    reorient = pe.Node(Reorient(), name="reorient", mem_gb=0.5)
+    n4 = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_bias_correction", n_procs=omp_nthreads, mem_gb=1.0)
+    segment = pe.Node(
+        SegmentCordLesion(model=model, model_hash=model_hash, device=device, num_threads=omp_nthreads),
+        name="segment_cord_lesion",
+        n_procs=omp_nthreads,
+        mem_gb=2.0,
+    )
+    merge = pe.Node(niu.Merge(2), name="merge_probabilities", run_without_submitting=True)
+    to_original = pe.Node(ResampleToOriginal(), name="to_original_grid", mem_gb=0.5)
+    split = pe.Node(niu.Split(splits=[1, 1], squeeze=True), name="split_probabilities", run_without_submitting=True)
+    post = pe.Node(PostprocessLesions(threshold=threshold), name="postprocess_lesions", mem_gb=0.5)
+    sink = pe.Node(
+        DerivativesSink(bids_dir=bids_dir, out_dir=output_dir, threshold=threshold),
+        name="ds_lesions",
+        run_without_submitting=True,
+    )
+
+    wf.connect([
+        (inputnode, reorient, [("source_file", "in_file")]),
+        (reorient, n4, [("out_file", "in_file")]),
+        (n4, segment, [("out_file", "in_file")]),
+        (segment, merge, [("cord_prob", "in1"), ("lesion_prob", "in2")]),
+        (merge, to_original, [("out", "in_files")]),
+        (inputnode, to_original, [("source_file", "reference")]),
+        (to_original, split, [("out_files", "inlist")]),
+        (split, post, [("out1", "cord_prob"), ("out2", "lesion_prob")]),
+        (inputnode, sink, [("source_file", "source_file")]),
+        (post, sink, [("cord_mask", "cord_mask"), ("lesion_mask", "lesion_mask"), ("lesion_table", "lesion_table")]),
+        (split, sink, [("out2", "lesion_prob")]),
+        (segment, sink, [("model_name", "model_name"), ("model_version", "model_version")]),
+    ])  # fmt: skip
+    return wf

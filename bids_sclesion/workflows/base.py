@@ -1,0 +1,49 @@
+"""Top-level participant workflow: one sub-workflow per subject, one per image."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from nipype.pipeline import engine as pe
+
+from .anatomical import init_anat_lesion_wf
+
+
+def _node_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", text)
+
+
+def init_single_subject_wf(
+    subject: str, images: list[str], *, bids_dir: str, output_dir: str, model: str, model_hash: str,
+    device: str, omp_nthreads: int, threshold: float = 0.5,
+) -> pe.Workflow:
+    """All anatomical images of one subject (all sessions)."""
+    wf = pe.Workflow(name=f"single_subject_{_node_name(subject)}_wf")
+    for image in images:
+        stem = Path(image).name.split(".")[0]
+        wf.add_nodes([
+            init_anat_lesion_wf(
+                source_file=image, bids_dir=bids_dir, output_dir=output_dir, model=model, model_hash=model_hash,
+                device=device, omp_nthreads=omp_nthreads, threshold=threshold,
+                name=f"anat_{_node_name(stem)}_wf",
+            )
+        ])
+    return wf
+
+
+def init_bids_sclesion_wf(
+    subjects: dict[str, list[str]], *, bids_dir: str, output_dir: str, work_dir: str, model: str,
+    model_hash: str, device: str = "auto", omp_nthreads: int = 1, threshold: float = 0.5,
+) -> pe.Workflow:
+    """The participant-level workflow for the selected ``subjects`` -> image lists."""
+    wf = pe.Workflow(name="bids_sclesion_wf")
+    wf.base_dir = work_dir
+    wf.config["execution"].update({"crashdump_dir": str(Path(work_dir) / "crashes"), "crashfile_format": "txt",
+                                   "stop_on_first_crash": "false", "remove_unnecessary_outputs": "false"})
+    for subject, images in sorted(subjects.items()):
+        wf.add_nodes([
+            init_single_subject_wf(subject, images, bids_dir=bids_dir, output_dir=output_dir, model=model,
+                                   model_hash=model_hash, device=device, omp_nthreads=omp_nthreads,
+                                   threshold=threshold)
+        ])
+    return wf
