@@ -23,8 +23,7 @@ class AppError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(2, args.verbose + 1)]
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    _setup_logging(args.verbose)
     try:
         if args.analysis_level == "participant":
             return run_participant(args)
@@ -32,6 +31,40 @@ def main(argv: list[str] | None = None) -> int:
     except AppError as exc:
         print(f"bids_sclesion: error: {exc}", file=sys.stderr)
         return exc.code
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel([logging.INFO, logging.INFO, logging.DEBUG][min(2, verbose)])
+    LOGGER.propagate = False
+    # Nipype's own node-by-node log is shown from -v on; the progress lines are always shown.
+    nipype_level = [logging.WARNING, logging.INFO, logging.DEBUG][min(2, verbose)]
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
+        logging.getLogger(name).setLevel(nipype_level)
+
+
+def _progress_callback(total: int, names: dict[str, str]):
+    """Nipype status callback printing one line per finished or failed step."""
+    state = {"images_done": 0}
+
+    def callback(node, status):
+        fullname = node.fullname
+        parts = fullname.split(".")
+        image = next((names.get(p, p) for p in parts if p.startswith("anat_") and p.endswith("_wf")), None)
+        if image is None or status == "start" or parts[-1] in ("merge_probabilities", "split_probabilities"):
+            return
+        step = parts[-1]
+        if status == "exception":
+            print(f"[{image}] {step}: FAILED", flush=True)
+        elif step == "ds_lesions":
+            state["images_done"] += 1
+            print(f"[{image}] done ({state['images_done']}/{total} images)", flush=True)
+        else:
+            print(f"[{image}] {step}", flush=True)
+
+    return callback
 
 
 def _check_paths(args) -> tuple[Path, Path, Path]:
@@ -108,8 +141,14 @@ def run_participant(args) -> int:
 
     from nipype import config as ncfg
 
-    ncfg.update_config({"logging": {"log_directory": str(work_dir), "log_to_file": False},
+    nipype_level = "INFO" if args.verbose else "WARNING"
+    ncfg.update_config({"logging": {"log_directory": str(work_dir), "log_to_file": False,
+                                    "workflow_level": nipype_level, "interface_level": nipype_level,
+                                    "utils_level": nipype_level},
                         "execution": {"hash_method": "content"}})
+    from nipype import logging as nlogging
+
+    nlogging.update_logging(ncfg)
     from ..workflows.base import init_bids_sclesion_wf
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +159,11 @@ def run_participant(args) -> int:
         omp_nthreads=omp, threshold=args.threshold,
     )
     plugin, plugin_args = _plugin(args, nprocs)
+    if plugin in ("Linear", "MultiProc"):
+        from ..workflows.base import image_workflow_name
+
+        names = {image_workflow_name(p): Path(p).name.split(".")[0] for imgs in subjects.values() for p in imgs}
+        plugin_args["status_callback"] = _progress_callback(n_images, names)
     try:
         wf.run(plugin=plugin, plugin_args=plugin_args)
         failed_run = False

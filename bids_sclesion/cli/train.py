@@ -26,6 +26,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--val-max-images", type=int, default=d.val_max_images, help="validation images scored each time")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
     p.add_argument("--channels", type=int, nargs="+", default=list(NetworkConfig().channels))
     p.add_argument("--seed", type=int, default=0)
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         learning_rate=args.learning_rate,
         val_fraction=args.val_fraction,
         val_every=args.val_every,
+        val_max_images=args.val_max_images,
         max_minutes=args.max_minutes,
         seed=args.seed,
         threads=args.nthreads,

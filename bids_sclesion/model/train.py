@@ -104,6 +104,7 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     val_fraction: float = 0.15
     val_every: int = 250
+    val_max_images: int = 6
     max_minutes: float | None = None
     seed: int = 0
     threads: int | None = None
@@ -152,6 +153,7 @@ def train(
     if not cases:
         raise ValueError(f"{bids_dir}: no image of {list(config.suffixes)} with labels in derivatives/labels")
     train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed)
+    val_cases = _interleave_contrasts(val_cases)[: config.val_max_images]
     LOGGER.info("%d training images (%d subjects), %d validation images", len(train_cases),
                 len({c.subject for c in train_cases}), len(val_cases))
     cache = Path(cache_dir) if cache_dir else model_dir / ".cache"
@@ -231,6 +233,17 @@ def train(
     }
     save_model(network, metadata, model_dir)
     return model_dir
+
+
+def _interleave_contrasts(cases: list[TrainingCase]) -> list[TrainingCase]:
+    """Order cases so that any prefix covers as many contrasts as possible."""
+    by_suffix: dict[str, list[TrainingCase]] = {}
+    for case in cases:
+        by_suffix.setdefault(case.suffix, []).append(case)
+    out = []
+    for i in range(max((len(v) for v in by_suffix.values()), default=0)):
+        out.extend(v[i] for _, v in sorted(by_suffix.items()) if i < len(v))
+    return out
 
 
 def _progress(items, enabled: bool, label: str):

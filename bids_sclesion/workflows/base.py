@@ -13,6 +13,10 @@ def _node_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", text)
 
 
+def image_workflow_name(image: str | Path) -> str:
+    return f"anat_{_node_name(Path(image).name.split('.')[0])}_wf"
+
+
 def init_single_subject_wf(
     subject: str, images: list[str], *, bids_dir: str, output_dir: str, model: str, model_hash: str,
     device: str, omp_nthreads: int, threshold: float = 0.5,
@@ -20,12 +24,11 @@ def init_single_subject_wf(
     """All anatomical images of one subject (all sessions)."""
     wf = pe.Workflow(name=f"single_subject_{_node_name(subject)}_wf")
     for image in images:
-        stem = Path(image).name.split(".")[0]
         wf.add_nodes([
             init_anat_lesion_wf(
                 source_file=image, bids_dir=bids_dir, output_dir=output_dir, model=model, model_hash=model_hash,
                 device=device, omp_nthreads=omp_nthreads, threshold=threshold,
-                name=f"anat_{_node_name(stem)}_wf",
+                name=image_workflow_name(image),
             )
         ])
     return wf

@@ -1,0 +1,109 @@
+"""Compare the app's derivatives with ground-truth labels (per image and per contrast)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .core.metrics import dice, f1_score, lesion_detection
+from .derivatives import SourceName
+
+
+@dataclass
+class ImageScore:
+    image: str
+    suffix: str
+    cord_dice: float
+    lesion_dice: float  # nan when neither truth nor prediction has a lesion
+    true_lesions: int
+    detected: int
+    detected_10pct: int
+    predicted_lesions: int
+    false_positives: int
+    true_volume_mm3: float
+    predicted_volume_mm3: float
+
+
+def score_image(source: Path, bids_dir: Path, out_dir: Path, labels_dir: Path) -> ImageScore:
+    name = SourceName(source, bids_dir)
+    outputs = name.outputs(out_dir)
+    stem = source.name.split(".")[0]
+    gt_dir = labels_dir / Path(name.relpath).parent
+    truth_les_img = nib.load(str(gt_dir / f"{stem}_lesion-manual.nii.gz"))
+    truth_les = np.asarray(truth_les_img.dataobj) > 0.5
+    truth_cord = np.asarray(nib.load(str(gt_dir / f"{stem}_seg-manual.nii.gz")).dataobj) > 0.5
+    pred_les = np.asarray(nib.load(str(outputs["lesion_mask"])).dataobj) > 0
+    pred_cord = np.asarray(nib.load(str(outputs["cord_mask"])).dataobj) > 0
+    det = lesion_detection(pred_les, truth_les)
+    det10 = lesion_detection(pred_les, truth_les, min_overlap=0.1)
+    vox = float(abs(np.linalg.det(truth_les_img.affine[:3, :3])))
+    return ImageScore(
+        image=source.name,
+        suffix=name.suffix,
+        cord_dice=dice(pred_cord, truth_cord),
+        lesion_dice=dice(pred_les, truth_les) if (truth_les.any() or pred_les.any()) else float("nan"),
+        true_lesions=det.true_lesions,
+        detected=det.detected,
+        detected_10pct=det10.detected,
+        predicted_lesions=det.predicted_lesions,
+        false_positives=det.false_positives,
+        true_volume_mm3=float(truth_les.sum() * vox),
+        predicted_volume_mm3=float(pred_les.sum() * vox),
+    )
+
+
+def aggregate(scores: list[ImageScore]) -> dict[str, float]:
+    """Mean Dice over images (lesion Dice over images with a true lesion) and pooled lesion-wise F1."""
+    with_lesion = [s.lesion_dice for s in scores if s.true_lesions > 0]
+    true = sum(s.true_lesions for s in scores)
+    det = sum(s.detected for s in scores)
+    pred = sum(s.predicted_lesions for s in scores)
+    tp_pred = pred - sum(s.false_positives for s in scores)
+    return {
+        "images": len(scores),
+        "cord_dice": float(np.mean([s.cord_dice for s in scores])) if scores else float("nan"),
+        "lesion_dice": float(np.mean(with_lesion)) if with_lesion else float("nan"),
+        "lesion_tpr": det / true if true else float("nan"),
+        "lesion_ppv": tp_pred / pred if pred else float("nan"),
+        "lesion_f1": f1_score(det, true, tp_pred, pred),
+        "lesion_f1_10pct": f1_score(sum(s.detected_10pct for s in scores), true, tp_pred, pred),
+        "true_lesions": true,
+        "false_positives": pred - tp_pred,
+    }
+
+
+def evaluate_outputs(bids_dir: Path, out_dir: Path, labels_dir: Path | None = None) -> tuple[list[ImageScore], dict]:
+    """Score every image of ``out_dir`` that has ground truth; returns per-image rows and per-contrast summaries."""
+    bids_dir, out_dir = Path(bids_dir), Path(out_dir)
+    labels_dir = Path(labels_dir) if labels_dir else bids_dir / "derivatives" / "labels"
+    scores = []
+    for table in sorted(out_dir.glob("sub-*/**/anat/*_lesions.tsv")):
+        suffix = table.name.split("_desc-")[1].split("_")[0]
+        rel = table.parent.relative_to(out_dir)
+        source_name = table.name.replace(f"_desc-{suffix}_lesions.tsv", f"_{suffix}.nii.gz")
+        source = bids_dir / rel / source_name
+        if source.exists() and (labels_dir / rel / source_name.replace(".nii.gz", "_lesion-manual.nii.gz")).exists():
+            scores.append(score_image(source, bids_dir, out_dir, labels_dir))
+    summary = {suffix: aggregate([s for s in scores if s.suffix == suffix]) for suffix in sorted({s.suffix for s in scores})}
+    summary["all"] = aggregate(scores)
+    return scores, summary
+
+
+def format_summary(summary: dict) -> str:
+    cols = ["images", "cord_dice", "lesion_dice", "lesion_tpr", "lesion_ppv", "lesion_f1", "lesion_f1_10pct", "true_lesions", "false_positives"]
+    lines = ["| contrast | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for key, row in summary.items():
+        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def scores_to_tsv(scores: list[ImageScore]) -> str:
+    cols = list(ImageScore.__dataclass_fields__)
+    rows = ["\t".join(cols)]
+    for s in scores:
+        d = asdict(s)
+        rows.append("\t".join(f"{d[c]:.4f}" if isinstance(d[c], float) else str(d[c]) for c in cols))
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,97 @@
+"""End to end: participant and group levels on synthetic subjects with the bundled model."""
+import csv
+import json
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_sclesion.cli.run import main
+from bids_sclesion.evaluate import evaluate_outputs
+
+from .conftest import validator_available
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app_run(synth_two_subjects, tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    out, work = root / "out", root / "work"
+    before = {p: p.stat().st_mtime_ns for p in synth_two_subjects.rglob("*") if p.is_file()}
+    code = main([str(synth_two_subjects), str(out), "participant", "-w", str(work), "--nprocs", "2",
+                 "--omp-nthreads", "1"])
+    after = {p: p.stat().st_mtime_ns for p in synth_two_subjects.rglob("*") if p.is_file()}
+    return code, out, work, before, after
+
+
+def test_participant_level_finds_the_lesions(app_run, synth_two_subjects):
+    code, out, work, before, after = app_run
+    assert code == 0
+    assert before == after, "the input dataset must not change"
+    scores, summary = evaluate_outputs(synth_two_subjects, out)
+    assert len(scores) == 4  # 2 subjects x (T2w, PSIR)
+    overall = summary["all"]
+    assert overall["cord_dice"] > 0.8, summary
+    assert overall["true_lesions"] > 0
+    assert overall["lesion_tpr"] >= 0.5, summary
+    assert overall["lesion_dice"] > 0.4, summary
+
+
+def test_outputs_are_on_the_native_grid_with_sidecars(app_run, synth_two_subjects):
+    _, out, _, _, _ = app_run
+    for src in sorted(synth_two_subjects.glob("sub-*/anat/*.nii.gz")):
+        src_img = nib.load(str(src))
+        stem, suffix = src.name.split(".")[0].rsplit("_", 1)
+        for label, kind in (("lesion", "mask"), ("SC", "mask"), ("lesion", "probseg")):
+            path = out / src.parent.relative_to(synth_two_subjects) / f"{stem}_space-orig_label-{label}_desc-{suffix}_{kind}.nii.gz"
+            img = nib.load(str(path))
+            assert img.shape == src_img.shape and np.allclose(img.affine, src_img.affine, atol=1e-4)
+            meta = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
+            assert meta["Sources"] == [f"bids:raw:{src.relative_to(synth_two_subjects).as_posix()}"]
+            assert meta["Model"]["Name"] == "default"
+        lesion = np.asarray(nib.load(str(out / src.parent.relative_to(synth_two_subjects) / f"{stem}_space-orig_label-lesion_desc-{suffix}_mask.nii.gz")).dataobj) > 0
+        cord = np.asarray(nib.load(str(out / src.parent.relative_to(synth_two_subjects) / f"{stem}_space-orig_label-SC_desc-{suffix}_mask.nii.gz")).dataobj) > 0
+        assert not np.any(lesion & ~cord), "no lesion outside the cord"
+        table = out / src.parent.relative_to(synth_two_subjects) / f"{stem}_desc-{suffix}_lesions.tsv"
+        rows = list(csv.DictReader(table.open(), delimiter="\t"))
+        vox = abs(np.linalg.det(src_img.affine[:3, :3]))
+        assert sum(float(r["volume_mm3"]) for r in rows) == pytest.approx(lesion.sum() * vox, rel=1e-3, abs=0.1)
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "bids_sclesion"
+
+
+@pytest.mark.skipif(not validator_available(), reason="bids-validator-deno is not installed")
+def test_output_dataset_is_bids_valid(app_run):
+    _, out, _, _, _ = app_run
+    proc = subprocess.run(["bids-validator-deno", "--format", "json", str(out)], capture_output=True, text=True)
+    issues = json.loads(proc.stdout)["issues"]["issues"]
+    errors = [i for i in issues if i["severity"] == "error"]
+    assert errors == [], errors
+
+
+def test_rerun_reuses_the_work_directory(app_run, synth_two_subjects, capsys):
+    _, out, work, _, _ = app_run
+    seg_results = sorted(work.rglob("segment_cord_lesion/result_segment_cord_lesion.pklz"))
+    assert len(seg_results) == 4
+    stamps = [p.stat().st_mtime_ns for p in seg_results]
+    code = main([str(synth_two_subjects), str(out), "participant", "-w", str(work), "--nprocs", "1",
+                 "--participant-label", "sub-01", "--skip-bids-validation"])
+    assert code == 0
+    assert [p.stat().st_mtime_ns for p in seg_results] == stamps, "finished nodes are not run again"
+    assert "2 image(s) done, 0 failed" in capsys.readouterr().out
+
+
+def test_group_level(app_run, synth_two_subjects):
+    _, out, _, _, _ = app_run
+    assert main([str(synth_two_subjects), str(out), "group"]) == 0
+    rows = list(csv.DictReader((out / "group_lesions.tsv").open(), delimiter="\t"))
+    assert len(rows) == 4
+    for row in rows:
+        sub, suffix = row["participant_id"], row["suffix"]
+        table = out / sub / "anat" / f"{sub}_desc-{suffix}_lesions.tsv"
+        lesions = list(csv.DictReader(table.open(), delimiter="\t"))
+        assert int(row["n_lesions"]) == len(lesions)
+        assert float(row["total_lesion_volume_mm3"]) == pytest.approx(sum(float(r["volume_mm3"]) for r in lesions), abs=0.05)
+        assert float(row["cord_volume_mm3"]) > 1000

@@ -1,0 +1,63 @@
+"""Command-line behaviour: argument checks and exit codes (no processing)."""
+import json
+
+import pytest
+
+from bids_sclesion.cli.parser import ExitCode
+from bids_sclesion.cli.run import main
+from bids_sclesion.cli.synth import main as synth_main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert "bids_sclesion" in capsys.readouterr().out
+
+
+def test_not_a_bids_dataset(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    assert main([str(tmp_path / "in"), str(tmp_path / "out"), "participant"]) == ExitCode.INVALID_DATASET
+    assert "dataset_description.json" in capsys.readouterr().err
+    assert main([str(tmp_path / "nope"), str(tmp_path / "out"), "participant"]) == ExitCode.INVALID_DATASET
+
+
+def test_output_inside_input_is_refused(synth_two_subjects, tmp_path, capsys):
+    code = main([str(synth_two_subjects), str(synth_two_subjects / "out"), "participant", "--skip-bids-validation"])
+    assert code == ExitCode.INVALID_ARGUMENTS
+    assert "inside the input dataset" in capsys.readouterr().err
+    code = main([str(synth_two_subjects), str(synth_two_subjects), "participant", "--skip-bids-validation"])
+    assert code == ExitCode.INVALID_ARGUMENTS
+
+
+@pytest.mark.parametrize("label,message", [("99", "not found"), ("../01", "invalid participant label"),
+                                           ("0*", "invalid participant label"), ("a/b", "invalid participant label")])
+def test_bad_participant_labels(synth_two_subjects, tmp_path, capsys, label, message):
+    code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                 "-w", str(tmp_path / "work"), "--participant-label", label])
+    assert code == ExitCode.INVALID_ARGUMENTS
+    err = capsys.readouterr().err
+    assert message in err
+    assert not (tmp_path / "out").exists(), "nothing is written when the selection is invalid"
+
+
+def test_filters_that_select_nothing_exit_18(synth_two_subjects, tmp_path, capsys):
+    filt = tmp_path / "filter.json"
+    filt.write_text(json.dumps({"t2w": {"acquisition": "doesnotexist"}}))
+    code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                 "-w", str(tmp_path / "work"), "--bids-filter-file", str(filt), "--contrast", "T2w"])
+    assert code == ExitCode.NO_DATA
+    assert "no image matches" in capsys.readouterr().err
+    code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                 "-w", str(tmp_path / "work"), "--session-label", "05"])
+    assert code == ExitCode.NO_DATA
+
+
+def test_group_without_participant_outputs(tmp_path, synth_two_subjects, capsys):
+    assert main([str(synth_two_subjects), str(tmp_path / "empty"), "group"]) == ExitCode.NO_DATA
+    assert "participant level first" in capsys.readouterr().err
+
+
+def test_synth_rejects_unknown_contrast(tmp_path, capsys):
+    assert synth_main([str(tmp_path / "x"), "--contrasts", "FLAIR"]) == 2
+    assert "unknown contrast" in capsys.readouterr().err

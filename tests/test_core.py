@@ -1,0 +1,116 @@
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_sclesion.core.image import ImageError, load_image, resample_to_grid, resample_to_spacing, to_canonical
+from bids_sclesion.core.intensity import n4_bias_correction, normalize_intensity
+from bids_sclesion.core.lesions import lesion_table, table_to_tsv, threshold_masks
+from bids_sclesion.core.metrics import dice, f1_score, lesion_detection
+
+
+def _save(tmp_path, data, affine=None, name="img.nii.gz"):
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def test_load_image_rejects_bad_input(tmp_path):
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty.nii.gz.*empty"):
+        load_image(empty)
+    truncated = tmp_path / "trunc.nii.gz"
+    full = _save(tmp_path, np.random.rand(20, 20, 20).astype(np.float32), name="full.nii.gz").read_bytes()
+    truncated.write_bytes(full[: len(full) // 2])
+    with pytest.raises(ImageError, match="trunc.nii.gz"):
+        load_image(truncated)
+    with pytest.raises(ImageError, match="3D"):
+        load_image(_save(tmp_path, np.random.rand(5, 5, 5, 3).astype(np.float32), name="4d.nii.gz"))
+    nan = np.random.rand(6, 6, 6).astype(np.float32)
+    nan[1, 1, 1] = np.nan
+    with pytest.raises(ImageError, match="NaN"):
+        load_image(_save(tmp_path, nan, name="nan.nii.gz"))
+    with pytest.raises(ImageError, match="constant"):
+        load_image(_save(tmp_path, np.zeros((6, 6, 6), np.float32), name="zero.nii.gz"))
+
+
+def test_canonical_and_back_is_exact():
+    rng = np.random.default_rng(0)
+    data = rng.random((12, 10, 8)).astype(np.float32)
+    affine = np.array([[0, 0, -3.0, 10], [-0.7, 0, 0, 5], [0, -0.7, 0, -2], [0, 0, 0, 1]])  # PSL-like
+    img = nib.Nifti1Image(data, affine)
+    can = to_canonical(img)
+    assert nib.aff2axcodes(can.affine) == ("R", "A", "S")
+    back = resample_to_grid(np.asarray(can.dataobj), can.affine, data.shape, affine, order=1)
+    assert np.allclose(back, data, atol=1e-5)
+
+
+def test_resample_to_spacing_keeps_field_of_view():
+    data = np.zeros((30, 30, 10), np.float32)
+    data[10:20, 10:20, 3:7] = 1
+    affine = np.diag([0.5, 0.5, 3.0, 1.0])
+    out, new_affine = resample_to_spacing(data, affine, 1.0)
+    assert out.shape == (15, 15, 30)
+    c_old = affine[:3, :3] @ (np.argwhere(data > 0.5).mean(0)) + affine[:3, 3]
+    c_new = new_affine[:3, :3] @ (np.argwhere(out > 0.5).mean(0)) + new_affine[:3, 3]
+    assert np.allclose(c_old, c_new, atol=0.6)
+
+
+def test_n4_removes_a_smooth_bias_and_keeps_sign():
+    rng = np.random.default_rng(1)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, 40)] * 3, indexing="ij")
+    truth = np.where(x**2 + y**2 < 0.6, 1.0, 0.5).astype(np.float32) + rng.normal(0, 0.01, x.shape).astype(np.float32)
+    bias = np.exp(0.4 * x + 0.2 * z).astype(np.float32)
+    corrected = n4_bias_correction(truth * bias, (1.0, 1.0, 1.0), shrink_factor=1)
+    inner = x**2 + y**2 < 0.5
+    cv_before = np.std((truth * bias)[inner]) / np.mean((truth * bias)[inner])
+    cv_after = np.std(corrected[inner]) / np.mean(corrected[inner])
+    assert cv_after < 0.5 * cv_before
+    signed = n4_bias_correction(-truth * bias, (1.0, 1.0, 1.0), shrink_factor=1)
+    assert np.all(signed < 0)
+
+
+def test_normalize_intensity_range():
+    data = np.random.default_rng(0).normal(100, 20, (20, 20, 20)).astype(np.float32)
+    out = normalize_intensity(data)
+    assert -1.0 <= out.min() and out.max() <= 2.0
+    assert 0.3 < np.median(out) < 0.7
+
+
+def test_metrics():
+    a = np.zeros((10, 10, 10), bool)
+    b = a.copy()
+    a[2:4, 2:4, 2:4] = True
+    b[3:5, 2:4, 2:4] = True
+    assert dice(a, b) == pytest.approx(0.5)
+    assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    truth = np.zeros((20, 20, 20), bool)
+    truth[1:3, 1:3, 1:3] = True  # lesion 1 (detected)
+    truth[10:12, 10:12, 10:12] = True  # lesion 2 (missed)
+    pred = np.zeros_like(truth)
+    pred[2:4, 2:4, 2:4] = True  # overlaps lesion 1 by 1 voxel of 8
+    pred[16:18, 16:18, 16:18] = True  # false positive
+    det = lesion_detection(pred, truth)
+    assert (det.true_lesions, det.detected, det.predicted_lesions, det.false_positives) == (2, 1, 2, 1)
+    assert det.f1 == pytest.approx(0.5)
+    assert lesion_detection(pred, truth, min_overlap=0.2).detected == 0  # 1/8 < 20 %
+    assert f1_score(0, 0, 0, 0) == 1.0
+
+
+def test_threshold_masks_drops_lesions_outside_the_cord():
+    cord_p = np.zeros((30, 30, 30), np.float32)
+    cord_p[10:20, 10:20, :] = 0.9
+    les_p = np.zeros_like(cord_p)
+    les_p[12:15, 12:15, 5:9] = 0.8  # inside
+    les_p[1:4, 1:4, 1:4] = 0.95  # outside the cord
+    cord, lesion = threshold_masks(cord_p, les_p)
+    assert lesion[13, 13, 6] and not lesion[2, 2, 2]
+    rows = lesion_table(lesion, les_p, cord, np.diag([0.5, 0.5, 2.0, 1.0]))
+    assert len(rows) == 1
+    assert rows[0].volume_mm3 == pytest.approx(36 * 0.5)
+    # Along the cord (z, 2 mm voxels): 4 voxels -> 8 mm.
+    assert rows[0].extent_along_cord_mm == pytest.approx(8.0, abs=0.1)
+    assert rows[0].mean_probability == pytest.approx(0.8, abs=1e-4)
+    assert table_to_tsv(rows).splitlines()[0].startswith("lesion_id\tvolume_mm3")

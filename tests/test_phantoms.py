@@ -1,0 +1,91 @@
+import json
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_sclesion.phantoms import Tissue, generate_dataset, random_acquisition, random_anatomy, random_lesions, render_image
+
+from .conftest import validator_available
+
+
+def _render(seed: int, contrast: str):
+    rng = np.random.default_rng(seed)
+    anatomy = random_anatomy(rng, brainstem=False)
+    anatomy.lesions = random_lesions(rng, anatomy, (-40, 100), count=4)
+    acq = random_acquisition(rng, contrast, anatomy, 110.0, fov_scale=0.5)
+    return anatomy, acq, render_image(rng, anatomy, acq)
+
+
+def test_generation_is_deterministic():
+    a = _render(3, "T2w")[2]
+    b = _render(3, "T2w")[2]
+    for x, y in zip(a, b):
+        assert np.array_equal(np.asarray(x.dataobj), np.asarray(y.dataobj))
+        assert np.allclose(x.affine, y.affine)
+    c = _render(4, "T2w")[2]
+    assert not np.array_equal(np.asarray(a[0].dataobj), np.asarray(c[0].dataobj)) or a[0].shape != c[0].shape
+
+
+@pytest.mark.parametrize("contrast", ["T2w", "STIR", "T1w", "PSIR", "T2starw"])
+def test_contrast_and_labels(contrast):
+    anatomy, acq, (image, cord, lesion) = _render(5, contrast)
+    assert "".join(nib.aff2axcodes(image.affine)) == acq.orientation
+    data = np.asarray(image.dataobj).astype(float)
+    cord_m = np.asarray(cord.dataobj) > 0
+    les_m = np.asarray(lesion.dataobj) > 0
+    assert cord_m.sum() > 100
+    assert not np.any(les_m & ~cord_m), "lesions must lie inside the cord"
+    healthy = cord_m & ~les_m
+    if les_m.sum() >= 5:
+        delta = data[les_m].mean() - data[healthy].mean()
+        if contrast in ("T2w", "STIR", "T2starw"):
+            assert delta > 0, "lesions are bright on T2-weighted contrasts"
+        else:
+            assert delta < 0, "lesions are dark on T1w and PSIR"
+    if contrast == "PSIR":
+        assert data.min() < 0, "PSIR is signed (CSF negative)"
+    # The cord sits in CSF: on T2w CSF is brighter than cord, on T1w darker.
+    from scipy import ndimage
+
+    around = ndimage.binary_dilation(cord_m, iterations=2) & ~ndimage.binary_dilation(cord_m, iterations=1)
+    if contrast in ("T2w", "STIR", "T2starw"):
+        assert np.median(data[around]) > np.median(data[healthy])
+    elif contrast == "T1w":
+        assert np.median(data[around]) < np.median(data[healthy])
+
+
+def test_tissue_labels_cover_anatomy():
+    rng = np.random.default_rng(0)
+    anatomy = random_anatomy(rng, brainstem=True)
+    xs, ys, zs = np.arange(-40, 40, 1.0), np.arange(-40, 60, 1.0), np.arange(-100, 110, 2.0)
+    labels, cord, lesion = anatomy.render(xs, ys, zs)
+    present = set(np.unique(labels).tolist())
+    for t in (Tissue.CSF, Tissue.WM, Tissue.GM, Tissue.MARROW, Tissue.DISC, Tissue.MUSCLE, Tissue.FAT, Tissue.BRAIN):
+        assert int(t) in present, t.name
+    # Cord ground truth stops at the foramen magnum (brainstem excluded).
+    assert not cord[:, :, zs > anatomy.foramen_z].any()
+
+
+def test_dataset_layout_and_sessions(synth_longitudinal):
+    root = synth_longitudinal
+    assert json.loads((root / "dataset_description.json").read_text())["DatasetType"] == "raw"
+    imgs = sorted(root.glob("sub-01/ses-*/anat/*_T2w.nii.gz"))
+    assert [p.parent.parent.name for p in imgs] == ["ses-01", "ses-02"]
+    gt = root / "derivatives/labels/sub-01/ses-02/anat/sub-01_ses-02_T2w_lesion-manual.json"
+    meta = json.loads(gt.read_text())
+    statuses = {les["status"] for les in meta["Lesions"]}
+    assert statuses <= {"stable", "enlarging", "shrinking", "new"}
+    base = json.loads(gt.with_name("sub-01_ses-01_T2w_lesion-manual.json").read_text())
+    assert {les["status"] for les in base["Lesions"]} <= {"baseline"}
+
+
+@pytest.mark.skipif(not validator_available(), reason="bids-validator-deno is not installed")
+def test_generated_dataset_is_bids_valid(tmp_path):
+    out = generate_dataset(tmp_path / "ds", n_subjects=1, contrasts=("T2w", "PSIR", "T2starw"), seed=2, fov_scale=0.4)
+    assert (out / ".bidsignore").read_text().count("PSIR") == 1
+    proc = subprocess.run(["bids-validator-deno", "--format", "json", str(out)], capture_output=True, text=True)
+    issues = json.loads(proc.stdout)["issues"]["issues"]
+    errors = [i for i in issues if i["severity"] == "error"]
+    assert errors == [], errors
