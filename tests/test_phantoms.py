@@ -77,7 +77,8 @@ def test_dataset_layout_and_sessions(synth_longitudinal):
     meta = json.loads(gt.read_text())
     statuses = {les["status"] for les in meta["Lesions"]}
     assert statuses <= {"stable", "enlarging", "shrinking", "new"}
-    base = json.loads(gt.with_name("sub-01_ses-01_T2w_lesion-manual.json").read_text())
+    base_path = root / "derivatives/labels/sub-01/ses-01/anat/sub-01_ses-01_T2w_lesion-manual.json"
+    base = json.loads(base_path.read_text())
     assert {les["status"] for les in base["Lesions"]} <= {"baseline"}
 
 

@@ -21,19 +21,19 @@ from .anatomy import Anatomy, Tissue
 _CONTRAST_TABLE: dict[str, dict[str, float]] = {
     # T2w TSE: CSF bright, fat bright, lesion bright in the cord.
     "T2w": dict(AIR=0.0, MUSCLE=0.22, FAT=0.65, CSF=1.0, WM=0.3, GM=0.38, MARROW=0.42, CORTICAL=0.04,
-                DISC=0.55, BRAIN=0.36, LIGAMENT=0.06, LESION=0.62),
+                DISC=0.55, BRAIN=0.36, LIGAMENT=0.06, LESION=0.7),
     # STIR: fat nulled, fluid and lesions bright.
     "STIR": dict(AIR=0.0, MUSCLE=0.2, FAT=0.05, CSF=1.0, WM=0.3, GM=0.36, MARROW=0.14, CORTICAL=0.03,
-                 DISC=0.5, BRAIN=0.35, LIGAMENT=0.05, LESION=0.7),
+                 DISC=0.5, BRAIN=0.35, LIGAMENT=0.05, LESION=0.75),
     # T1w MPRAGE: CSF dark, fat bright, lesion slightly dark.
     "T1w": dict(AIR=0.0, MUSCLE=0.42, FAT=0.95, CSF=0.1, WM=0.72, GM=0.6, MARROW=0.7, CORTICAL=0.05,
-                DISC=0.38, BRAIN=0.62, LIGAMENT=0.08, LESION=0.5),
+                DISC=0.38, BRAIN=0.62, LIGAMENT=0.08, LESION=0.45),
     # PSIR (signed, real part): CSF negative, lesion darker than white matter.
     "PSIR": dict(AIR=0.0, MUSCLE=0.45, FAT=0.9, CSF=-0.55, WM=0.8, GM=0.45, MARROW=0.7, CORTICAL=0.02,
-                 DISC=0.2, BRAIN=0.55, LIGAMENT=0.05, LESION=0.15),
+                 DISC=0.2, BRAIN=0.55, LIGAMENT=0.05, LESION=0.1),
     # Axial T2*w GRE: grey matter brighter than white matter, bone dark.
     "T2starw": dict(AIR=0.0, MUSCLE=0.25, FAT=0.55, CSF=1.0, WM=0.36, GM=0.55, MARROW=0.18, CORTICAL=0.03,
-                    DISC=0.45, BRAIN=0.4, LIGAMENT=0.05, LESION=0.72),
+                    DISC=0.45, BRAIN=0.4, LIGAMENT=0.05, LESION=0.78),
 }
 
 CONTRASTS = tuple(_CONTRAST_TABLE)
@@ -129,8 +129,8 @@ def tissue_intensities(rng: np.random.Generator, contrast: str) -> tuple[np.ndar
         base = table[tissue.name]
         values[tissue] = base * rng.uniform(0.85, 1.15) if tissue != Tissue.AIR else 0.0
     wm, lesion = values[Tissue.WM], table["LESION"]
-    # Keep lesion/WM contrast between 50 % and 130 % of the nominal one.
-    delta = (lesion - table["WM"]) * rng.uniform(0.6, 1.3)
+    # Keep lesion/WM contrast between 75 % and 125 % of the nominal one.
+    delta = (lesion - table["WM"]) * rng.uniform(0.75, 1.25)
     return values, float(wm + delta)
 
 

@@ -316,7 +316,8 @@ def random_lesions(
         touches_surface = rng.random() < 0.3
         radius = rng.uniform(0.75, 0.95) if touches_surface else rng.uniform(0.35, 0.75)
         rx, ry = anatomy.cord_radii(np.array([z0]))
-        r_lr = float(np.clip(rng.uniform(0.9, 2.6), 0.6, 0.55 * rx[0]))
+        # MS cord lesions typically cover a white-matter column: 1-3 mm half-width.
+        r_lr = float(np.clip(rng.uniform(1.0, 3.0), 0.6, 0.55 * rx[0]))
         r_ap = float(np.clip(r_lr * rng.uniform(0.7, 1.2), 0.6, 0.6 * ry[0]))
         half_len = max(half_len, r_lr)
         lesions.append(
