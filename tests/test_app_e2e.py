@@ -95,3 +95,22 @@ def test_group_level(app_run, synth_two_subjects):
         assert int(row["n_lesions"]) == len(lesions)
         assert float(row["total_lesion_volume_mm3"]) == pytest.approx(sum(float(r["volume_mm3"]) for r in lesions), abs=0.05)
         assert float(row["cord_volume_mm3"]) > 1000
+
+
+def test_one_bad_image_does_not_stop_the_others(synth_two_subjects, tmp_path, capsys):
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(synth_two_subjects, bids)
+    bad = bids / "sub-02" / "anat" / "sub-02_T2w.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:2000])  # truncated download
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--contrast", "T2w",
+                 "--skip-bids-validation", "--nprocs", "2"])
+    assert code == 1
+    printed = capsys.readouterr().out
+    assert "1 image(s) done, 1 failed" in printed and "FAILED: sub-02_T2w.nii.gz" in printed
+    assert (out / "sub-01" / "anat" / "sub-01_space-orig_label-lesion_desc-T2w_mask.nii.gz").exists()
+    assert not list((out / "sub-02").rglob("*.nii.gz")) if (out / "sub-02").exists() else True
+    crash = "".join(p.read_text() for p in (tmp_path / "work" / "crashes").glob("*.txt"))
+    assert "sub-02_T2w.nii.gz" in crash and "cannot read image" in crash

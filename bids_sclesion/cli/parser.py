@@ -51,7 +51,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
                    help="JSON of pybids filters, e.g. {\"acquisition\": \"sag\"}, applied to every query")
     g.add_argument("--contrast", nargs="+", default=None, metavar="SUFFIX",
-                   help=f"image suffixes to process (default: all supported: {' '.join(SUPPORTED_SUFFIXES)})")
+                   help="image suffixes to process (default: those the model was trained on, with aliases such as "
+                        "T2star for T2starw)")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not run the BIDS validator on the input")
 

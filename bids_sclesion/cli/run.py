@@ -75,10 +75,9 @@ def _check_paths(args) -> tuple[Path, Path, Path]:
     if not (bids_dir / "dataset_description.json").is_file():
         raise AppError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json)", ExitCode.INVALID_DATASET)
     if out_dir == bids_dir or bids_dir in out_dir.parents:
-        if not (out_dir.is_relative_to(bids_dir / "derivatives")):
-            raise AppError(
-                f"output directory {out_dir} is inside the input dataset {bids_dir}; choose a directory outside it "
-                "(or under its derivatives/ folder)", ExitCode.INVALID_ARGUMENTS)
+        # Even BIDS_DIR/derivatives is refused: the input dataset is never written to.
+        raise AppError(f"output directory {out_dir} is inside the input dataset {bids_dir}; "
+                       "choose a directory outside it", ExitCode.INVALID_ARGUMENTS)
     work_dir = (args.work_dir or out_dir.parent / "work").resolve()
     if work_dir == bids_dir or bids_dir in work_dir.parents:
         raise AppError(f"work directory {work_dir} is inside the input dataset {bids_dir}", ExitCode.INVALID_ARGUMENTS)
@@ -93,6 +92,25 @@ def _validate_bids(bids_dir: Path) -> None:
         raise AppError(
             f"{bids_dir}: the BIDS validator found errors:\n  " + "\n  ".join(problems)
             + "\nFix them or run with --skip-bids-validation.", ExitCode.INVALID_DATASET)
+
+
+#: Other names MS datasets use for the same contrast.
+_ALIASES = {"T2starw": ("T2star",)}
+
+
+def _model_suffixes(model: str) -> list[str]:
+    """Suffixes the model was trained on (from its metadata), with their aliases."""
+    from ..model.io import METADATA, resolve_model
+
+    meta_path = resolve_model(model) / METADATA
+    try:
+        contrasts = json.loads(meta_path.read_text()).get("contrasts") or list(SUPPORTED_SUFFIXES)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AppError(f"model '{model}': cannot read {meta_path} ({exc})", ExitCode.INVALID_ARGUMENTS) from exc
+    out = []
+    for c in contrasts:
+        out += [c, *_ALIASES.get(c, ())]
+    return out
 
 
 def _model_hash(model: str) -> str:
@@ -117,7 +135,7 @@ def run_participant(args) -> int:
     if not args.skip_bids_validation:
         _validate_bids(bids_dir)
     filters = _load_filters(args.bids_filter_file)
-    suffixes = args.contrast or list(SUPPORTED_SUFFIXES)
+    suffixes = args.contrast or _model_suffixes(args.model)
     try:
         subjects = collect_images(
             bids_dir, work_dir / "bids_db", participant_label=args.participant_label, session_label=args.session_label,

@@ -22,7 +22,7 @@ from ..core.metrics import dice, lesion_detection
 from ..core.preprocess import mask_to_model_grid, prepare_for_model
 from .inference import predict_probabilities
 from .io import save_model
-from .network import NetworkConfig, OUTPUT_CHANNELS, build_network
+from .network import NetworkConfig, OUTPUT_CHANNELS, build_network, init_output_bias
 from .transforms import sample_patch, to_batch, training_augmentation
 
 LOGGER = logging.getLogger("bids_sclesion.train")
@@ -164,7 +164,9 @@ def train(
     voxels = [(np.argwhere(lab[1] > 0.5), np.argwhere(lab[0] > 0.5)) for _, lab in train_data]
 
     dev = torch.device(device)
-    network = build_network(network_config).to(dev)
+    network = build_network(network_config)
+    init_output_bias(network)
+    network = network.to(dev)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=config.iterations, pct_start=0.05)
     loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
@@ -184,7 +186,8 @@ def train(
             for _ in range(config.batch_size):
                 k = int(rng.integers(len(train_data)))
                 image, labels = train_data[k]
-                img_p, lab_p = sample_patch(rng, image, labels, config.patch_size, lesion_voxels=voxels[k][0], cord_voxels=voxels[k][1])
+                img_p, lab_p = sample_patch(rng, image, labels, config.patch_size, p_lesion=0.6, p_cord=0.25,
+                                            lesion_voxels=voxels[k][0], cord_voxels=voxels[k][1])
                 samples.append(augment({"image": img_p[None], "label": lab_p}))
             x, y = to_batch(samples)
             x, y = x.to(dev), y.to(dev)

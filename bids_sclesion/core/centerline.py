@@ -1,0 +1,159 @@
+"""Spinal cord centreline: extraction from a mask or probability map, smooth fit,
+arc-length parametrisation and rotation-minimising frames (numpy/scipy only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import interpolate, ndimage
+
+
+class CenterlineError(ValueError):
+    """No usable cord in the map (the message says why)."""
+
+
+@dataclass
+class Centerline:
+    """A smooth cord centreline sampled every ``step_mm`` of arc length.
+
+    ``points`` (N, 3) are scanner millimetres (RAS), ordered from inferior to
+    superior; ``tangents``, ``normals`` and ``binormals`` (N, 3) form
+    rotation-minimising orthonormal frames (no twist along the cord).
+    """
+
+    points: np.ndarray
+    tangents: np.ndarray
+    normals: np.ndarray
+    binormals: np.ndarray
+    step_mm: float
+
+    @property
+    def length_mm(self) -> float:
+        return float((len(self.points) - 1) * self.step_mm)
+
+
+def _slice_axis(affine: np.ndarray, coords_mm: np.ndarray) -> int:
+    """The voxel axis closest to the cord's main direction (first principal component)."""
+    centred = coords_mm - coords_mm.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 20000)], full_matrices=False)
+    main = vt[0]
+    axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    return int(np.argmax(np.abs(main @ axes)))
+
+
+def centerline_samples(prob: np.ndarray, affine: np.ndarray, threshold: float = 0.5,
+                       min_voxels: int = 3) -> np.ndarray:
+    """Weighted cord centroid of every slice across the cord's main axis, in mm.
+
+    Only the largest connected component is used, so specks elsewhere do not
+    pull the centreline; slices without cord (gaps) are skipped.
+    """
+    mask = np.asarray(prob) >= threshold
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        raise CenterlineError("no voxel above threshold: no spinal cord in the field of view")
+    sizes = np.bincount(labels.ravel())[1:]
+    mask = labels == (int(np.argmax(sizes)) + 1)
+    idx = np.argwhere(mask)
+    coords = idx @ affine[:3, :3].T + affine[:3, 3]
+    axis = _slice_axis(affine, coords)
+    weights = np.where(mask, np.asarray(prob, dtype=float), 0.0)
+    samples = []
+    for k in np.unique(idx[:, axis]):
+        sel = idx[:, axis] == k
+        if sel.sum() < min_voxels:
+            continue
+        pts = idx[sel]
+        w = weights[tuple(pts.T)]
+        centre_vox = (pts * w[:, None]).sum(axis=0) / max(w.sum(), 1e-9)
+        samples.append(affine[:3, :3] @ centre_vox + affine[:3, 3])
+    if len(samples) < 4:
+        raise CenterlineError(f"the cord spans only {len(samples)} slices; at least 4 are needed")
+    return np.asarray(samples)
+
+
+def _reject_outliers(points: np.ndarray, t: np.ndarray, smooth: float) -> np.ndarray:
+    """Drop samples far from a heavily smoothed fit (e.g. brainstem widening, mis-segmentation)."""
+    keep = np.ones(len(points), bool)
+    for _ in range(2):
+        fit = np.stack([_smooth(t[keep], points[keep, d], smooth * 4)(t) for d in range(3)], axis=1)
+        resid = np.linalg.norm(points - fit, axis=1)
+        mad = np.median(np.abs(resid[keep] - np.median(resid[keep]))) + 1e-6
+        keep = resid <= np.median(resid[keep]) + 5 * 1.4826 * mad + 1.0
+    return keep
+
+
+def _smooth(t: np.ndarray, y: np.ndarray, lam: float | None):
+    """Cubic smoothing spline; ``lam=None`` picks the smoothness by generalised cross-validation."""
+    return interpolate.make_smoothing_spline(t, y, lam=lam)
+
+
+def fit_centerline(samples: np.ndarray, step_mm: float = 1.0, lam: float | None = None) -> Centerline:
+    """Smooth the samples, resample by arc length and build rotation-minimising frames."""
+    samples = np.asarray(samples, float)
+    if samples.ndim != 2 or samples.shape[1] != 3 or len(samples) < 4:
+        raise CenterlineError(f"{len(samples)} centreline samples; at least 4 are needed")
+    # Order from inferior to superior along the main direction.
+    main = samples[-1] - samples[0]
+    if main[2] < 0:
+        samples = samples[::-1]
+    d = np.linalg.norm(np.diff(samples, axis=0), axis=1)
+    t = np.concatenate([[0.0], np.cumsum(d)])
+    keep = np.concatenate([[True], d > 1e-6])
+    samples, t = samples[keep], t[keep]
+    if len(samples) < 4:
+        raise CenterlineError(f"{len(samples)} distinct centreline samples; at least 4 are needed")
+    if len(samples) >= 8:
+        ok = _reject_outliers(samples, t, lam if lam is not None else 1.0)
+        samples, t = samples[ok], t[ok]
+    splines = [_smooth(t, samples[:, k], lam) for k in range(3)]
+    dense_t = np.linspace(t[0], t[-1], max(200, int((t[-1] - t[0]) / 0.1)))
+    dense = np.stack([s(dense_t) for s in splines], axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))])
+    n = max(2, int(np.floor(arc[-1] / step_mm)) + 1)
+    targets = np.arange(n) * step_mm
+    t_at = np.interp(targets, arc, dense_t)
+    points = np.stack([s(t_at) for s in splines], axis=1)
+    deriv = np.stack([s.derivative()(t_at) for s in splines], axis=1)
+    tangents = deriv / np.linalg.norm(deriv, axis=1, keepdims=True)
+    normals, binormals = rotation_minimizing_frames(points, tangents)
+    return Centerline(points, tangents, normals, binormals, step_mm)
+
+
+def rotation_minimizing_frames(points: np.ndarray, tangents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Double-reflection rotation-minimising frames along a sampled curve.
+
+    The first normal points right (+x) as far as the tangent allows, so for a
+    cord running upwards the binormal points anterior: in the straightened
+    image 'u' is left-right and 'v' posterior-anterior.
+    """
+    n = len(points)
+    normals = np.zeros_like(points)
+    t0 = tangents[0]
+    ref = np.array([1.0, 0.0, 0.0])  # right: straightened x stays left-right
+    r0 = ref - (ref @ t0) * t0
+    if np.linalg.norm(r0) < 1e-6:
+        ref = np.array([0.0, 1.0, 0.0])
+        r0 = ref - (ref @ t0) * t0
+    normals[0] = r0 / np.linalg.norm(r0)
+    for i in range(n - 1):
+        v1 = points[i + 1] - points[i]
+        c1 = v1 @ v1
+        if c1 < 1e-12:
+            normals[i + 1] = normals[i]
+            continue
+        r_l = normals[i] - (2 / c1) * (v1 @ normals[i]) * v1
+        t_l = tangents[i] - (2 / c1) * (v1 @ tangents[i]) * v1
+        v2 = tangents[i + 1] - t_l
+        c2 = v2 @ v2
+        r_next = r_l - (2 / c2) * (v2 @ r_l) * v2 if c2 > 1e-12 else r_l
+        r_next -= (r_next @ tangents[i + 1]) * tangents[i + 1]
+        normals[i + 1] = r_next / np.linalg.norm(r_next)
+    binormals = np.cross(tangents, normals)
+    return normals, binormals
+
+
+def extract_centerline(prob: np.ndarray, affine: np.ndarray, step_mm: float = 1.0, threshold: float = 0.5,
+                       lam: float | None = None) -> Centerline:
+    """Centreline of a cord mask or probability map in any orientation and voxel size."""
+    return fit_centerline(centerline_samples(prob, affine, threshold), step_mm=step_mm, lam=lam)
