@@ -22,6 +22,7 @@ def main() -> int:
     p.add_argument("--train-command", required=True)
     p.add_argument("--data-command", required=True)
     p.add_argument("--test-command", required=True)
+    p.add_argument("--name", default=None, help="name the model is bundled under")
     p.add_argument("--extra", type=Path, default=None, help="Markdown appended to the card (e.g. real-data table)")
     args = p.parse_args()
 
@@ -34,6 +35,8 @@ def main() -> int:
         "command": args.test_command,
         "per_contrast": summary,
     }
+    if args.name:
+        meta["name"] = args.name
     meta["training"]["commands"] = {"data": args.data_command, "train": args.train_command}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 

@@ -70,6 +70,9 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="default", help="bundled model name or path to a model directory")
     g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")
+    g.add_argument("--min-lesion-volume", type=float, default=5.0, metavar="MM3",
+                   help="smaller lesion components are dropped (chosen on a tuning set: "
+                        "scripts/tune_postprocessing.py)")
 
     g = p.add_argument_group("other")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv for debug)")

@@ -19,7 +19,7 @@ def predict_probabilities(
     network: torch.nn.Module,
     volume: np.ndarray,
     device: torch.device | str = "cpu",
-    roi_size: tuple[int, int, int] = (96, 96, 96),
+    roi_size: tuple[int, int, int] = (64, 64, 64),
     overlap: float = 0.25,
     size_divisor: int = 16,
 ) -> np.ndarray:

@@ -16,7 +16,7 @@ def segment_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cord and lesion probabilities on ``img``'s own grid."""
     model_input = to_model_grid(img, model.spacing)
-    roi = tuple(model.metadata.get("inference", {}).get("roi_size", (96, 96, 96)))
+    roi = tuple(model.metadata.get("inference", {}).get("roi_size", (64, 64, 64)))
     divisor = 1
     for s in model.metadata["network"].get("strides", [2, 2, 2, 2]):
         divisor *= int(s)

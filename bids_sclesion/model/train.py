@@ -110,11 +110,11 @@ class TrainingConfig:
     threads: int | None = None
 
 
-def _evaluate(network, cases_data, spacing, device) -> dict[str, float]:
+def _evaluate(network, cases_data, roi_size, device) -> dict[str, float]:
     network.eval()
     cord_d, les_d, det, n_true, tp_pred, n_pred = [], [], 0, 0, 0, 0
     for image, labels in cases_data:
-        prob = predict_probabilities(network, image, device)
+        prob = predict_probabilities(network, image, device, roi_size=roi_size)
         cord, lesion = prob[0] > 0.5, (prob[1] > 0.5) & (prob[0] > 0.5)
         cord_d.append(dice(cord, labels[0] > 0.5))
         if labels[1].any() or lesion.any():
@@ -200,7 +200,7 @@ def train(
             elapsed = time.time() - start
             out_of_time = config.max_minutes is not None and elapsed > config.max_minutes * 60
             if it % config.val_every == 0 or it == config.iterations or out_of_time:
-                metrics = _evaluate(network, val_data, config.spacing_mm, dev) if val_data else {}
+                metrics = _evaluate(network, val_data, config.patch_size, dev) if val_data else {}
                 score = metrics.get("val_lesion_dice", 0.0) + metrics.get("val_lesion_f1", 0.0) + metrics.get("val_cord_dice", 0.0)
                 if not val_data or score >= best:
                     best, best_state = score, {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
@@ -222,7 +222,8 @@ def train(
         "contrasts": sorted({c.suffix for c in cases}),
         "network": network_config.to_dict(),
         "preprocessing": {"reorient": "closest canonical (RAS)", "bias_correction": "N4", "normalisation": "percentiles 0.5-99.5 -> 0-1"},
-        "inference": {"roi_size": [96, 96, 96], "overlap": 0.25, "threshold": 0.5},
+        # Instance normalisation sees windows of the training patch size.
+        "inference": {"roi_size": list(config.patch_size), "overlap": 0.25, "threshold": 0.5},
         "training": {
             "bids_dir": str(bids_dir),
             "images": len(train_cases),

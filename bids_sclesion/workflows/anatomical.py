@@ -19,6 +19,7 @@ def init_anat_lesion_wf(
     device: str = "auto",
     omp_nthreads: int = 1,
     threshold: float = 0.5,
+    min_lesion_mm3: float = 5.0,
     name: str = "anat_lesion_wf",
 ) -> pe.Workflow:
     """Segment the cord and MS lesions of one anatomical image.
@@ -41,7 +42,8 @@ def init_anat_lesion_wf(
     merge = pe.Node(niu.Merge(2), name="merge_probabilities", run_without_submitting=True)
     to_original = pe.Node(ResampleToOriginal(), name="to_original_grid", mem_gb=0.5)
     split = pe.Node(niu.Split(splits=[1, 1], squeeze=True), name="split_probabilities", run_without_submitting=True)
-    post = pe.Node(PostprocessLesions(threshold=threshold), name="postprocess_lesions", mem_gb=0.5)
+    post = pe.Node(PostprocessLesions(threshold=threshold, min_lesion_mm3=min_lesion_mm3), name="postprocess_lesions",
+                   mem_gb=0.5)
     sink = pe.Node(
         DerivativesSink(bids_dir=bids_dir, out_dir=output_dir, threshold=threshold),
         name="ds_lesions",
