@@ -7,7 +7,7 @@ ENV PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN if [ "$TORCH_VARIANT" = cuda ]; then pip install "torch==${TORCH_VERSION}"; \
-    else pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu; fi
+    else pip install --no-deps "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu; fi
 COPY . /src
 RUN pip install "/src[test]"
 

@@ -22,7 +22,9 @@ if ! python -c "import torch" >/dev/null 2>&1; then
     if [ "$variant" = cuda ]; then
         pip install -q "torch==${TORCH_VERSION}"
     else
-        pip install -q "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
+        # Only torch comes from PyTorch's CPU index; its dependencies come from PyPI below.
+        pip install -q --no-deps --retries 1 --timeout 15 "torch==${TORCH_VERSION}" \
+            --index-url https://download.pytorch.org/whl/cpu
     fi
 fi
 if ! python -c "import bids_sclesion, pytest" >/dev/null 2>&1; then
