@@ -29,16 +29,31 @@ class StraightGrid:
     affine: np.ndarray
     radius_mm: float
     spacing_mm: tuple[float, float, float]
+    margin_mm: float = 0.0  # extension beyond both ends of the centreline
+
+    @property
+    def centerline_origin(self) -> np.ndarray:
+        """World position of the first centreline point (u = v = s = 0)."""
+        du, dv, _ = self.spacing_mm
+        return self.affine[:3, 3] + np.array([(self.shape[0] - 1) / 2 * du, (self.shape[1] - 1) / 2 * dv,
+                                              self.margin_mm])
 
 
-def straight_grid(centerline: Centerline, radius_mm: float = 20.0, spacing_mm=(0.5, 0.5, 1.0)) -> StraightGrid:
-    """A grid of half-width ``radius_mm`` around the cord, ``spacing_mm`` (u, v, s)."""
+def straight_grid(centerline: Centerline, radius_mm: float = 20.0, spacing_mm=(0.5, 0.5, 1.0),
+                  margin_mm: float = 5.0) -> StraightGrid:
+    """A grid of half-width ``radius_mm`` around the cord, ``spacing_mm`` (u, v, s).
+
+    It extends ``margin_mm`` beyond each end of the centreline (the frame is
+    extrapolated linearly) so that the cord's first and last slices, often
+    only partly covered by the centreline samples, are not cut.
+    """
     du, dv, ds = (float(x) for x in spacing_mm)
+    margin = float(np.ceil(margin_mm / ds) * ds)
     nu, nv = int(np.ceil(2 * radius_mm / du)) + 1, int(np.ceil(2 * radius_mm / dv)) + 1
-    ns = int(np.floor(centerline.length_mm / ds)) + 1
+    ns = int(np.floor((centerline.length_mm + 2 * margin) / ds)) + 1
     affine = np.diag([du, dv, ds, 1.0])
-    affine[:3, 3] = centerline.points[0] + np.array([-(nu - 1) / 2 * du, -(nv - 1) / 2 * dv, 0.0])
-    return StraightGrid((nu, nv, ns), affine, float(radius_mm), (du, dv, ds))
+    affine[:3, 3] = centerline.points[0] + np.array([-(nu - 1) / 2 * du, -(nv - 1) / 2 * dv, -margin])
+    return StraightGrid((nu, nv, ns), affine, float(radius_mm), (du, dv, ds), margin)
 
 
 def _frame_at(centerline: Centerline, s: np.ndarray):
@@ -61,43 +76,75 @@ def straight_to_native_points(centerline: Centerline, grid: StraightGrid) -> np.
     du, dv, ds = grid.spacing_mm
     u = (np.arange(nu) - (nu - 1) / 2) * du
     v = (np.arange(nv) - (nv - 1) / 2) * dv
-    p, normal, binormal = _frame_at(centerline, np.arange(ns) * ds)
+    p, normal, binormal = _frame_at(centerline, np.arange(ns) * ds - grid.margin_mm)
     return (p[None, None, :, :] + u[:, None, None, None] * normal[None, None, :, :]
             + v[None, :, None, None] * binormal[None, None, :, :])
 
 
 def native_to_straight_points(centerline: Centerline, grid: StraightGrid, native_shape, native_affine,
-                              chunk: int = 2_000_000) -> np.ndarray:
+                              coarse_mm: float | None = 2.0) -> np.ndarray:
     """Straight-space world position (mm) of every native voxel, shape (*native_shape, 3).
 
-    Each voxel is projected on the centreline: nearest dense sample, then
-    refined along the local tangent.
+    The projection is exact on a grid of about ``coarse_mm`` and trilinearly
+    interpolated in between: the mapping is smooth wherever the cord's radius
+    of curvature exceeds the distance to it, and this is ~20x faster.
     """
-    step = centerline.step_mm
-    tree = cKDTree(centerline.points)
-    n = len(centerline.points)
+    native_shape = tuple(int(n) for n in native_shape)
+    if not coarse_mm:
+        return _project_voxels(centerline, grid, native_shape, native_affine)
+    zooms = np.sqrt((native_affine[:3, :3] ** 2).sum(axis=0))
+    axes = []
+    for n, z in zip(native_shape, zooms):
+        step = max(1, int(round(coarse_mm / z)))
+        idx = np.arange(0, n, step)
+        if idx[-1] != n - 1:
+            idx = np.append(idx, n - 1)
+        axes.append(idx)
+    if all(len(a) == n for a, n in zip(axes, native_shape)):
+        return _project_voxels(centerline, grid, native_shape, native_affine)
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    coarse = _project_indices(centerline, grid, ijk.astype(float), native_affine).reshape(
+        tuple(len(a) for a in axes) + (3,))
+    out = np.empty(native_shape + (3,), np.float32)
+    # Separable linear interpolation: fractional coarse index of every native index per axis.
+    frac = [np.interp(np.arange(n), a, np.arange(len(a))) for n, a in zip(native_shape, axes)]
+    coords = np.meshgrid(*frac, indexing="ij")
+    for c in range(3):
+        out[..., c] = ndimage.map_coordinates(coarse[..., c], coords, order=1, mode="nearest")
+    return out
+
+
+def _project_voxels(centerline, grid, native_shape, native_affine, chunk: int = 2_000_000) -> np.ndarray:
     out = np.empty(tuple(native_shape) + (3,), np.float32)
     flat = out.reshape(-1, 3)
     total = int(np.prod(native_shape))
-    origin = grid.affine[:3, 3] + np.array([(grid.shape[0] - 1) / 2 * grid.spacing_mm[0],
-                                            (grid.shape[1] - 1) / 2 * grid.spacing_mm[1], 0.0])
     for start in range(0, total, chunk):
         ids = np.arange(start, min(total, start + chunk))
         ijk = np.stack(np.unravel_index(ids, native_shape), axis=1).astype(float)
-        x = ijk @ native_affine[:3, :3].T + native_affine[:3, 3]
-        _, k = tree.query(x)
-        s = k * step + np.einsum("ij,ij->i", x - centerline.points[k], centerline.tangents[k])
-        # Two refinements: re-project on the frame at the updated arc length.
-        for _ in range(2):
-            p, _, _ = _frame_at(centerline, s)
-            kk = np.clip(np.round(s / step).astype(int), 0, n - 1)
-            s = s + np.einsum("ij,ij->i", x - p, centerline.tangents[kk])
-        p, normal, binormal = _frame_at(centerline, s)
-        rel = x - p
-        u = np.einsum("ij,ij->i", rel, normal)
-        v = np.einsum("ij,ij->i", rel, binormal)
-        flat[ids] = origin + np.stack([u, v, s], axis=1)
+        flat[ids] = _project_indices(centerline, grid, ijk, native_affine)
     return out
+
+
+def _project_indices(centerline: Centerline, grid: StraightGrid, ijk: np.ndarray, native_affine) -> np.ndarray:
+    """Project native voxel indices (N, 3) on the centreline: nearest sample, then
+    refined along the local tangent; returns straight-space world positions."""
+    step = centerline.step_mm
+    tree = cKDTree(centerline.points)
+    n = len(centerline.points)
+    origin = grid.centerline_origin
+    x = ijk @ native_affine[:3, :3].T + native_affine[:3, 3]
+    _, k = tree.query(x)
+    s = k * step + np.einsum("ij,ij->i", x - centerline.points[k], centerline.tangents[k])
+    # Two refinements: re-project on the frame at the updated arc length.
+    for _ in range(2):
+        p, _, _ = _frame_at(centerline, s)
+        kk = np.clip(np.round(s / step).astype(int), 0, n - 1)
+        s = s + np.einsum("ij,ij->i", x - p, centerline.tangents[kk])
+    p, normal, binormal = _frame_at(centerline, s)
+    rel = x - p
+    u = np.einsum("ij,ij->i", rel, normal)
+    v = np.einsum("ij,ij->i", rel, binormal)
+    return (origin + np.stack([u, v, s], axis=1)).astype(np.float32)
 
 
 def displacement_field_image(target_points: np.ndarray, grid_affine: np.ndarray) -> nib.Nifti1Image:
