@@ -9,7 +9,7 @@ from . import __version__, __url__
 from .utils.io import write_json, write_text
 
 #: Files the BIDS specification does not define yet, kept out of validation.
-BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "group_*", "figures/", "logs/"]
+BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "*_xfm.*", "group_*", "figures/", "logs/"]
 
 _SOURCE = re.compile(r"^(?P<entities>sub-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)\.nii(\.gz)?$")
 
@@ -60,6 +60,15 @@ class SourceName:
             "cord_mask": self.derivative(root, space="orig", label="SC", suffix="mask", ext=".nii.gz"),
             "lesion_prob": self.derivative(root, space="orig", label="lesion", suffix="probseg", ext=".nii.gz"),
             "lesion_table": self.derivative(root, suffix="lesions", ext=".tsv"),
+        }
+
+    def warps(self, root) -> dict[str, Path]:
+        """Straightening warps (ITK displacement fields); from/to name the source contrast."""
+        base = self.out_dir(root) / self.entities
+        straight = f"{self.suffix}straight"
+        return {
+            "to_straight_xfm": Path(f"{base}_from-{self.suffix}_to-{straight}_mode-image_xfm.nii.gz"),
+            "to_orig_xfm": Path(f"{base}_from-{straight}_to-{self.suffix}_mode-image_xfm.nii.gz"),
         }
 
 

@@ -114,3 +114,28 @@ def test_one_bad_image_does_not_stop_the_others(synth_two_subjects, tmp_path, ca
     assert not list((out / "sub-02").rglob("*.nii.gz")) if (out / "sub-02").exists() else True
     crash = "".join(p.read_text() for p in (tmp_path / "work" / "crashes").glob("*.txt"))
     assert "sub-02_T2w.nii.gz" in crash and "cannot read image" in crash
+
+
+def test_straightening_warps_are_written_and_usable_with_ants(app_run, synth_two_subjects, tmp_path):
+    ants = pytest.importorskip("ants")
+    from bids_sclesion.core.metrics import dice
+
+    _, out, _, _, _ = app_run
+    anat = out / "sub-01" / "anat"
+    to_straight = anat / "sub-01_from-T2w_to-T2wstraight_mode-image_xfm.nii.gz"
+    to_orig = anat / "sub-01_from-T2wstraight_to-T2w_mode-image_xfm.nii.gz"
+    assert json.loads(to_straight.with_name(to_straight.name.replace(".nii.gz", ".json")).read_text())["CordLengthMM"] > 50
+    truth = synth_two_subjects / "derivatives/labels/sub-01/anat/sub-01_T2w_seg-manual.nii.gz"
+    field = nib.load(str(to_straight))
+    ref = tmp_path / "straight_ref.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(field.shape[:3], np.float32), field.affine), str(ref))
+    moving = ants.image_read(str(truth))
+    straight = ants.apply_transforms(ants.image_read(str(ref)), moving, [str(to_straight)], interpolator="linear")
+    back = ants.apply_transforms(moving, straight, [str(to_orig)], interpolator="linear")
+    assert dice(back.numpy() >= 0.5, moving.numpy() > 0.5) >= 0.97
+    # In straight space the cord runs along the last axis, centred in the cross-section.
+    s = straight.numpy() >= 0.5
+    centre = (np.array(s.shape[:2]) - 1) / 2
+    rows = [k for k in range(s.shape[2]) if s[:, :, k].sum() > 20]
+    offsets = [np.linalg.norm((np.argwhere(s[:, :, k]).mean(0) - centre) * 0.5) for k in rows[5:-5]]
+    assert np.median(offsets) < 1.0

@@ -53,7 +53,7 @@ def _progress_callback(total: int, names: dict[str, str]):
         fullname = node.fullname
         parts = fullname.split(".")
         image = next((names.get(p, p) for p in parts if p.startswith("anat_") and p.endswith("_wf")), None)
-        if image is None or status == "start" or parts[-1] in ("merge_probabilities", "split_probabilities"):
+        if image is None or status == "start" or parts[-1] in ("merge_probabilities", "split_probabilities", "ds_warps"):
             return
         step = parts[-1]
         if status == "exception":

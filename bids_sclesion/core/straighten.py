@@ -172,3 +172,20 @@ def apply_points(data: np.ndarray, affine: np.ndarray, points_mm: np.ndarray, or
     out = ndimage.map_coordinates(np.asarray(data, np.float32), coords, order=order, mode="constant", cval=cval,
                                   prefilter=order > 1)
     return out.reshape(points_mm.shape[:-1])
+
+
+def straightening_fields(cord_prob: np.ndarray, affine: np.ndarray, radius_mm: float = 20.0,
+                         spacing_mm=(0.5, 0.5, 1.0), threshold: float = 0.5):
+    """Centreline of a cord map and both displacement fields.
+
+    Returns ``(to_straight, to_native, centerline)``: the field on the straight
+    grid that resamples native images into straight space, and the field on
+    the native grid that resamples straight-space maps back.
+    """
+    from .centerline import extract_centerline
+
+    cl = extract_centerline(cord_prob, affine, threshold=threshold)
+    grid = straight_grid(cl, radius_mm, spacing_mm)
+    to_straight = displacement_field_image(straight_to_native_points(cl, grid), grid.affine)
+    to_native = displacement_field_image(native_to_straight_points(cl, grid, cord_prob.shape, affine), affine)
+    return to_straight, to_native, cl

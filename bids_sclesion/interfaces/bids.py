@@ -62,3 +62,41 @@ class DerivativesSink(SimpleInterface):
         written.append(str(table))
         self._results["out_files"] = written
         return runtime
+
+
+class _WarpSinkInputSpec(BaseInterfaceInputSpec):
+    source_file = File(exists=True, mandatory=True)
+    bids_dir = Directory(exists=True, mandatory=True)
+    out_dir = traits.Str(mandatory=True)
+    to_straight_xfm = File(exists=True, mandatory=True)
+    to_orig_xfm = File(exists=True, mandatory=True)
+    cord_length_mm = traits.Float(mandatory=True)
+
+
+class WarpsSink(SimpleInterface):
+    """Copy the straightening warps into OUT_DIR (atomically), with sidecars."""
+
+    input_spec = _WarpSinkInputSpec
+    output_spec = _SinkOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        from .. import __version__
+
+        source = SourceName(self.inputs.source_file, self.inputs.bids_dir)
+        targets = source.warps(self.inputs.out_dir)
+        written = []
+        for key, description in (
+            ("to_straight_xfm", "resamples the source image into the straightened cord (apply with ANTs)"),
+            ("to_orig_xfm", "resamples straightened-cord maps back onto the source grid (apply with ANTs)"),
+        ):
+            target = targets[key]
+            with atomic_path(target) as tmp:
+                shutil.copyfile(getattr(self.inputs, key), tmp)
+            write_json({"Description": f"ITK displacement field (vectors in LPS mm) that {description}",
+                        "Sources": [source.uri], "CordLengthMM": round(self.inputs.cord_length_mm, 1),
+                        "SoftwareVersion": __version__},
+                       target.with_name(target.name.replace(".nii.gz", ".json")))
+            written.append(str(target))
+        self._results["out_files"] = written
+        return runtime

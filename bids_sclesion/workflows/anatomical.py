@@ -4,9 +4,10 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces.bids import DerivativesSink
+from ..interfaces.bids import DerivativesSink, WarpsSink
 from ..interfaces.image import N4BiasCorrection, ResampleToOriginal, Reorient
 from ..interfaces.segmentation import PostprocessLesions, SegmentCordLesion
+from ..interfaces.straighten import CordStraighteningWarps
 
 
 def init_anat_lesion_wf(
@@ -50,7 +51,17 @@ def init_anat_lesion_wf(
         run_without_submitting=True,
     )
 
+    # The warps have their own sink: an image whose cord cannot be straightened
+    # still gets its lesion outputs.
+    straighten = pe.Node(CordStraighteningWarps(), name="straightening_warps", mem_gb=1.0)
+    ds_warps = pe.Node(WarpsSink(bids_dir=bids_dir, out_dir=output_dir), name="ds_warps",
+                       run_without_submitting=True)
+
     wf.connect([
+        (split, straighten, [("out1", "cord_prob")]),
+        (inputnode, ds_warps, [("source_file", "source_file")]),
+        (straighten, ds_warps, [("to_straight_xfm", "to_straight_xfm"), ("to_orig_xfm", "to_orig_xfm"),
+                                ("cord_length_mm", "cord_length_mm")]),
         (inputnode, reorient, [("source_file", "in_file")]),
         (reorient, n4, [("out_file", "in_file")]),
         (n4, segment, [("out_file", "in_file")]),
