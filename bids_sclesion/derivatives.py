@@ -72,6 +72,23 @@ class SourceName:
         }
 
 
+_LESION_TABLE = re.compile(r"^(?P<entities>.+)_desc-(?P<suffix>[A-Za-z0-9]+)_lesions\.tsv$")
+
+
+def source_of_lesion_table(table: str | os.PathLike, root: str | os.PathLike) -> SourceName:
+    """The source image whose lesion table is ``table`` in the derivatives ``root``.
+
+    The returned name's ``relpath`` is relative to ``root``, which mirrors the
+    raw dataset's layout, so ``bids_dir / relpath`` is the source image and
+    ``outputs(root)`` its other derivatives.
+    """
+    table = Path(table)
+    match = _LESION_TABLE.match(table.name)
+    if not match:
+        raise ValueError(f"{table}: not a lesion table name (<entities>_desc-<suffix>_lesions.tsv)")
+    return SourceName(table.parent / f"{match['entities']}_{match['suffix']}.nii.gz", root)
+
+
 def container_info() -> dict | None:
     """Container type and tag when the app runs in one (set by the image)."""
     kind = os.environ.get("BIDS_SCLESION_CONTAINER_TYPE")

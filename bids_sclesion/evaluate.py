@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from .core.metrics import dice, f1_score, lesion_detection
-from .derivatives import SourceName
+from .derivatives import SourceName, source_of_lesion_table
 
 
 @dataclass
@@ -80,11 +80,10 @@ def evaluate_outputs(bids_dir: Path, out_dir: Path, labels_dir: Path | None = No
     labels_dir = Path(labels_dir) if labels_dir else bids_dir / "derivatives" / "labels"
     scores = []
     for table in sorted(out_dir.glob("sub-*/**/anat/*_lesions.tsv")):
-        suffix = table.name.split("_desc-")[1].split("_")[0]
-        rel = table.parent.relative_to(out_dir)
-        source_name = table.name.replace(f"_desc-{suffix}_lesions.tsv", f"_{suffix}.nii.gz")
-        source = bids_dir / rel / source_name
-        if source.exists() and (labels_dir / rel / source_name.replace(".nii.gz", "_lesion-manual.nii.gz")).exists():
+        relpath = Path(source_of_lesion_table(table, out_dir).relpath)
+        source = bids_dir / relpath
+        truth = labels_dir / relpath.parent / relpath.name.replace(".nii.gz", "_lesion-manual.nii.gz")
+        if source.exists() and truth.exists():
             scores.append(score_image(source, bids_dir, out_dir, labels_dir))
     summary = {suffix: aggregate([s for s in scores if s.suffix == suffix]) for suffix in sorted({s.suffix for s in scores})}
     summary["all"] = aggregate(scores)

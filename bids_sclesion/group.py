@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
 import numpy as np
 
+from .derivatives import source_of_lesion_table
 from .utils.io import write_json, write_text
 
 GROUP_COLUMNS = ("participant_id", "session_id", "source", "suffix", "n_lesions", "total_lesion_volume_mm3",
@@ -19,28 +19,24 @@ def collect_rows(out_dir: Path, participant_label: Sequence[str] | None = None,
                  session_label: Sequence[str] | None = None) -> list[dict]:
     rows = []
     for table in sorted(Path(out_dir).glob("sub-*/**/anat/*_lesions.tsv")):
-        name = table.name
-        sub = re.match(r"sub-([A-Za-z0-9]+)", name).group(1)
-        ses_m = re.search(r"_ses-([A-Za-z0-9]+)", name)
-        ses = ses_m.group(1) if ses_m else ""
+        source = source_of_lesion_table(table, out_dir)
+        sub, ses = source.subject, source.session or ""
         if participant_label and sub not in participant_label:
             continue
         if session_label and ses not in session_label:
             continue
-        suffix = re.search(r"_desc-([A-Za-z0-9]+)_lesions\.tsv$", name).group(1)
         with open(table, newline="") as fh:
             lesions = list(csv.DictReader(fh, delimiter="\t"))
-        cord_file = table.with_name(name.replace("_lesions.tsv", "_mask.nii.gz").replace(f"_desc-{suffix}", f"_space-orig_label-SC_desc-{suffix}"))
+        cord_file = source.outputs(out_dir)["cord_mask"]
         cord_volume = float("nan")
         if cord_file.exists():
             img = nib.load(str(cord_file))
             cord_volume = float(np.count_nonzero(np.asarray(img.dataobj)) * abs(np.linalg.det(img.affine[:3, :3])))
-        source = name.replace(f"_desc-{suffix}_lesions.tsv", f"_{suffix}")
         rows.append({
             "participant_id": f"sub-{sub}",
             "session_id": f"ses-{ses}" if ses else "n/a",
-            "source": source,
-            "suffix": suffix,
+            "source": f"{source.entities}_{source.suffix}",
+            "suffix": source.suffix,
             "n_lesions": len(lesions),
             "total_lesion_volume_mm3": round(sum(float(r["volume_mm3"]) for r in lesions), 2),
             "cord_volume_mm3": round(cord_volume, 2),

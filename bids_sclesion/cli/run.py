@@ -39,10 +39,6 @@ def _setup_logging(verbose: int) -> None:
     LOGGER.addHandler(handler)
     LOGGER.setLevel([logging.INFO, logging.INFO, logging.DEBUG][min(2, verbose)])
     LOGGER.propagate = False
-    # Nipype's own node-by-node log is shown from -v on; the progress lines are always shown.
-    nipype_level = [logging.WARNING, logging.INFO, logging.DEBUG][min(2, verbose)]
-    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
-        logging.getLogger(name).setLevel(nipype_level)
 
 
 def _progress_callback(total: int, names: dict[str, str]):
@@ -159,6 +155,7 @@ def run_participant(args) -> int:
 
     from nipype import config as ncfg
 
+    # Nipype's node-by-node log is shown from -v on; the progress lines are always shown.
     nipype_level = "INFO" if args.verbose else "WARNING"
     ncfg.update_config({"logging": {"log_directory": str(work_dir), "log_to_file": False,
                                     "workflow_level": nipype_level, "interface_level": nipype_level,
@@ -240,7 +237,6 @@ def _load_filters(path: Path | None) -> dict:
 def run_group(args) -> int:
     from ..group import write_group_table
 
-    bids_dir = args.bids_dir.resolve()
     out_dir = args.output_dir.resolve()
     if not (out_dir / "dataset_description.json").is_file():
         raise AppError(f"{out_dir}: no participant-level results (run the participant level first)", ExitCode.NO_DATA)

@@ -1,20 +1,23 @@
 """Writing derivatives into the output dataset, atomically."""
 from __future__ import annotations
 
-import shutil
-
 import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, traits
 
 from ..derivatives import SourceName, mask_sidecar
-from ..utils.io import atomic_path, write_json, write_nifti
+from ..utils.io import copy_file, write_json, write_nifti
 
 
-class _SinkInputSpec(BaseInterfaceInputSpec):
+class _SourceSinkInputSpec(BaseInterfaceInputSpec):
+    """What every sink needs to name its outputs after the source image."""
+
     source_file = File(exists=True, mandatory=True)
     bids_dir = Directory(exists=True, mandatory=True)
     out_dir = traits.Str(mandatory=True)
+
+
+class _SinkInputSpec(_SourceSinkInputSpec):
     cord_mask = File(exists=True, mandatory=True)
     lesion_mask = File(exists=True, mandatory=True)
     lesion_prob = File(exists=True, mandatory=True)
@@ -55,19 +58,14 @@ class DerivativesSink(SimpleInterface):
             write_nifti(out, targets[key])
             write_json(mask_sidecar(source, key, model, self.inputs.threshold), targets[key].with_name(targets[key].name.replace(".nii.gz", ".json")))
             written.append(str(targets[key]))
-        table = targets["lesion_table"]
-        with atomic_path(table) as tmp:
-            shutil.copyfile(self.inputs.lesion_table, tmp)
+        table = copy_file(self.inputs.lesion_table, targets["lesion_table"])
         write_json(mask_sidecar(source, "lesion_table", model, self.inputs.threshold), table.with_suffix(".json"))
         written.append(str(table))
         self._results["out_files"] = written
         return runtime
 
 
-class _WarpSinkInputSpec(BaseInterfaceInputSpec):
-    source_file = File(exists=True, mandatory=True)
-    bids_dir = Directory(exists=True, mandatory=True)
-    out_dir = traits.Str(mandatory=True)
+class _WarpSinkInputSpec(_SourceSinkInputSpec):
     to_straight_xfm = File(exists=True, mandatory=True)
     to_orig_xfm = File(exists=True, mandatory=True)
     cord_length_mm = traits.Float(mandatory=True)
@@ -90,9 +88,7 @@ class WarpsSink(SimpleInterface):
             ("to_straight_xfm", "resamples the source image into the straightened cord (apply with ANTs)"),
             ("to_orig_xfm", "resamples straightened-cord maps back onto the source grid (apply with ANTs)"),
         ):
-            target = targets[key]
-            with atomic_path(target) as tmp:
-                shutil.copyfile(getattr(self.inputs, key), tmp)
+            target = copy_file(getattr(self.inputs, key), targets[key])
             write_json({"Description": f"ITK displacement field (vectors in LPS mm) that {description}",
                         "Sources": [source.uri], "CordLengthMM": round(self.inputs.cord_length_mm, 1),
                         "SoftwareVersion": __version__},

@@ -1,7 +1,7 @@
 """The segmentation network (a MONAI residual U-Net) and its configuration."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from monai.networks.nets import UNet

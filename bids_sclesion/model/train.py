@@ -174,7 +174,7 @@ def train(
     rng = np.random.default_rng(config.seed)
     model_dir.mkdir(parents=True, exist_ok=True)
     log_path = model_dir / "training_log.csv"
-    best, best_state, history = -1.0, None, []
+    best, best_state = -1.0, None
     start = time.time()
     network.train()
     with open(log_path, "w", newline="") as fh:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,12 @@ def write_nifti(img: nib.Nifti1Image, target: str | os.PathLike) -> Path:
 def write_text(text: str, target: str | os.PathLike) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+    return Path(target)
+
+
+def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
     return Path(target)
 
 
