@@ -106,3 +106,26 @@ def scores_to_tsv(scores: list[ImageScore]) -> str:
         d = asdict(s)
         rows.append("\t".join(f"{d[c]:.4f}" if isinstance(d[c], float) else str(d[c]) for c in cols))
     return "\n".join(rows) + "\n"
+
+
+def stage1_cord_dice(model, image_path: Path, manual_path: Path, device: str = "cpu") -> tuple[float, float, float]:
+    """Cord Dice of a whole-image model on one image, as the app computes it:
+    canonical grid, N4, model grid, back to the image grid, threshold 0.5.
+
+    Returns (Dice, manual volume mm3, predicted volume mm3).
+    """
+    from .core.image import load_image, resample_to_grid
+    from .core.lesions import threshold_masks
+    from .core.preprocess import bias_correct_image
+    from .core.image import to_canonical
+    from .model.segment import segment_image
+
+    img = load_image(image_path)
+    canonical = bias_correct_image(to_canonical(img))
+    cord_prob, _ = segment_image(canonical, model, device)
+    native = resample_to_grid(cord_prob, canonical.affine, img.shape[:3], img.affine, order=1)
+    cord, _ = threshold_masks(native, np.zeros_like(native))
+    ref = nib.load(str(manual_path))
+    truth = np.asarray(ref.dataobj) > 0.5
+    vox = float(abs(np.linalg.det(img.affine[:3, :3])))
+    return dice(cord, truth), float(truth.sum() * vox), float(cord.sum() * vox)

@@ -19,6 +19,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("bids_dir", help="BIDS dataset with derivatives/labels")
     p.add_argument("model_dir", help="output model directory (model.safetensors + model.json)")
     d = TrainingConfig()
+    p.add_argument("--add-dataset", action="append", default=[], metavar="BIDS_DIR",
+                   help="another BIDS dataset to train on (repeatable); batches draw from each dataset equally")
     p.add_argument("--contrast", nargs="+", default=list(d.suffixes), help="image suffixes to train on")
     p.add_argument("--iterations", type=int, default=d.iterations)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -29,6 +31,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-max-images", type=int, default=d.val_max_images, help="validation images scored each time")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
     p.add_argument("--channels", type=int, nargs="+", default=list(NetworkConfig().channels))
+    p.add_argument("--space", choices=["native", "straight"], default=d.space,
+                   help="native: whole-image model (stage 1); straight: model on the straightened cord (stage 2)")
+    p.add_argument("--augmentation", choices=["standard", "domain"], default=d.augmentation,
+                   help="domain: axis order, contrast curve, inversion and blur randomised (for real scanners)")
+    p.add_argument("--exclude-subjects", nargs="+", default=[], metavar="sub-XX", help="subjects held out")
+    p.add_argument("--allow-missing-lesion-labels", action="store_true",
+                   help="images with a cord label but no lesion label are used as lesion-free")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="bundled model name or model directory to fine-tune (transfer learning)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nthreads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -52,10 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         max_minutes=args.max_minutes,
         seed=args.seed,
         threads=args.nthreads,
+        space=args.space,
+        augmentation=args.augmentation,
+        exclude_subjects=tuple(args.exclude_subjects),
+        require_lesion=not args.allow_missing_lesion_labels,
+        init_from=args.init_from,
     )
     net = NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
     try:
-        out = train(args.bids_dir, args.model_dir, config, net, cache_dir=args.work_dir, device=args.device)
+        out = train([args.bids_dir, *args.add_dataset], args.model_dir, config, net, cache_dir=args.work_dir, device=args.device)
     except ValueError as exc:
         print(f"bids_sclesion-train: error: {exc}", file=sys.stderr)
         return 1

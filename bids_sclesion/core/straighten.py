@@ -187,3 +187,23 @@ def straightening_fields(cord_prob: np.ndarray, affine: np.ndarray, radius_mm: f
     to_straight = displacement_field_image(straight_to_native_points(cl, grid), grid.affine)
     to_native = displacement_field_image(native_to_straight_points(cl, grid, cord_prob.shape, affine), affine)
     return to_straight, to_native, cl
+
+
+def field_target_points(field: nib.Nifti1Image) -> np.ndarray:
+    """World positions (RAS mm) an ITK displacement field points to, shape (*grid, 3).
+
+    The inverse of :func:`displacement_field_image`: lets a straightening
+    field written to disk (or one from another tool) drive the resampling.
+    """
+    disp = np.asarray(field.dataobj, np.float32)
+    if disp.ndim == 5:
+        disp = disp[:, :, :, 0, :]
+    if disp.ndim != 4 or disp.shape[-1] != 3:
+        raise ValueError(f"not a 3D displacement field: shape {disp.shape}")
+    disp = disp.copy()
+    disp[..., :2] *= -1  # LPS -> RAS
+    shape = disp.shape[:3]
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(np.float32)
+    affine = field.affine
+    world = ijk @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)
+    return world + disp

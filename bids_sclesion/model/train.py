@@ -17,9 +17,9 @@ import torch
 from monai.losses import DiceCELoss
 
 from .. import __version__
-from ..core.image import load_image
+from ..core.image import load_image, to_canonical
 from ..core.metrics import dice, lesion_detection
-from ..core.preprocess import mask_to_model_grid, prepare_for_model
+from ..core.preprocess import bias_correct_image, mask_to_model_grid, prepare_for_model
 from .inference import predict_probabilities
 from .io import save_model
 from .network import NetworkConfig, OUTPUT_CHANNELS, build_network, init_output_bias
@@ -34,7 +34,8 @@ class TrainingCase:
     subject: str
     image_path: Path
     cord_path: Path
-    lesion_path: Path
+    lesion_path: Path | None  # None: a cord-only case (no lesion in this image)
+    dataset: int = 0  # index of the BIDS dataset the case comes from
 
     @property
     def suffix(self) -> str:
@@ -42,9 +43,19 @@ class TrainingCase:
 
 
 def find_training_cases(
-    bids_dir: Path, suffixes: Sequence[str], cord_label: str = "seg-manual", lesion_label: str = "lesion-manual"
+    bids_dir: Path,
+    suffixes: Sequence[str],
+    cord_label: str = "seg-manual",
+    lesion_label: str = "lesion-manual",
+    require_lesion: bool = True,
+    dataset: int = 0,
 ) -> list[TrainingCase]:
-    """Images of ``suffixes`` that have both label files in derivatives/labels."""
+    """Images of ``suffixes`` with a cord label in derivatives/labels.
+
+    With ``require_lesion`` the lesion label must exist too; otherwise an
+    image without one is a lesion-free case (a healthy cord teaches the
+    network what is *not* a lesion).
+    """
     cases = []
     for image in sorted(bids_dir.glob("sub-*/**/anat/*.nii*")):
         stem = image.name.split(".")[0]
@@ -54,8 +65,10 @@ def find_training_cases(
         labels_dir = bids_dir / "derivatives" / "labels" / rel_dir
         cord = labels_dir / f"{stem}_{cord_label}.nii.gz"
         lesion = labels_dir / f"{stem}_{lesion_label}.nii.gz"
-        if cord.exists() and lesion.exists():
-            cases.append(TrainingCase(_ENTITY.match(image.name).group(1), image, cord, lesion))
+        if not cord.exists() or (require_lesion and not lesion.exists()):
+            continue
+        cases.append(TrainingCase(_ENTITY.match(image.name).group(1), image, cord,
+                                  lesion if lesion.exists() else None, dataset))
     return cases
 
 
@@ -71,8 +84,15 @@ def split_by_subject(cases: list[TrainingCase], val_fraction: float, seed: int) 
     return [c for c in cases if c.subject not in val], [c for c in cases if c.subject in val]
 
 
-def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """Model-grid image and labels (2, ...) for a case, cached on disk."""
+def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
+                    space: str = "native") -> tuple[np.ndarray, np.ndarray]:
+    """Model-grid image and labels (2, ...) for a case, cached on disk.
+
+    ``space="straight"``: the image and labels are resampled on the cord's
+    straightened grid, the centreline taken from the manual cord mask.
+    """
+    if space == "straight":
+        return _preprocess_straight(case, cache_dir)
     key = hashlib.sha1(
         f"{case.image_path.resolve()}|{case.image_path.stat().st_mtime_ns}|{spacing}|{__version__}".encode()
     ).hexdigest()[:16]
@@ -83,14 +103,48 @@ def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None) -> tupl
     img = load_image(case.image_path)
     canonical, model_input = prepare_for_model(img, spacing)
     cord = mask_to_model_grid(nib.load(str(case.cord_path)), canonical, spacing)
-    lesion = mask_to_model_grid(nib.load(str(case.lesion_path)), canonical, spacing)
+    if case.lesion_path is not None:
+        lesion = mask_to_model_grid(nib.load(str(case.lesion_path)), canonical, spacing)
+    else:
+        lesion = np.zeros_like(cord)
     labels = np.stack([cord | lesion, lesion]).astype(np.uint8)
+    _save_cache(cache, model_input.data, labels)
+    return model_input.data, labels.astype(np.float32)
+
+
+def _save_cache(cache: Path | None, image: np.ndarray, labels: np.ndarray) -> None:
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, image=model_input.data.astype(np.float16), labels=labels)
+        np.savez_compressed(tmp, image=image.astype(np.float16), labels=labels.astype(np.uint8))
         tmp.replace(cache)
-    return model_input.data, labels.astype(np.float32)
+
+
+def _preprocess_straight(case: TrainingCase, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    from .cascade import StraightSpace, straighten_labels
+
+    space = StraightSpace()
+    key = hashlib.sha1(
+        f"{case.image_path.resolve()}|{case.image_path.stat().st_mtime_ns}|{space}|{__version__}".encode()
+    ).hexdigest()[:16]
+    cache = cache_dir / f"{case.image_path.name.split('.')[0]}_straight_{key}.npz" if cache_dir else None
+    if cache and cache.exists():
+        with np.load(cache) as z:
+            return z["image"].astype(np.float32), z["labels"].astype(np.float32)
+    canonical = bias_correct_image(to_canonical(load_image(case.image_path)))
+    masks = []
+    for path in (case.cord_path, case.lesion_path):
+        if path is None:
+            masks.append(np.zeros(canonical.shape, bool))
+            continue
+        mask = to_canonical(nib.load(str(path)))
+        if mask.shape != canonical.shape or not np.allclose(mask.affine, canonical.affine, atol=1e-3):
+            raise ValueError(f"{path}: mask and image grids differ")
+        masks.append(np.asarray(mask.dataobj, np.float32) > 0.5)
+    image, labels = straighten_labels(canonical, masks[0], masks[1], space)
+    labels = np.stack([labels[0] | labels[1], labels[1]]).astype(np.uint8)
+    _save_cache(cache, image, labels)
+    return image, labels.astype(np.float32)
 
 
 @dataclass
@@ -108,6 +162,11 @@ class TrainingConfig:
     max_minutes: float | None = None
     seed: int = 0
     threads: int | None = None
+    space: str = "native"  # "straight": stage-2 model on the straightened cord
+    augmentation: str = "standard"  # "domain": orientation and strong intensity randomisation
+    exclude_subjects: tuple[str, ...] = ()  # held out (cross-validation)
+    require_lesion: bool = True  # False: images with a cord label only are lesion-free cases
+    init_from: str | None = None  # model name or directory to fine-tune
 
 
 def _evaluate(network, cases_data, roi_size, device) -> dict[str, float]:
@@ -135,7 +194,7 @@ def _evaluate(network, cases_data, roi_size, device) -> dict[str, float]:
 
 
 def train(
-    bids_dir: str | Path,
+    bids_dir: str | Path | Sequence[str | Path],
     model_dir: str | Path,
     config: TrainingConfig,
     network_config: NetworkConfig | None = None,
@@ -143,34 +202,57 @@ def train(
     device: str = "cpu",
     progress: bool = True,
 ) -> Path:
-    """Train a network and save it (safetensors + JSON) in ``model_dir``."""
-    bids_dir, model_dir = Path(bids_dir), Path(model_dir)
+    """Train a network and save it (safetensors + JSON) in ``model_dir``.
+
+    With several BIDS datasets, each batch draws from every dataset equally
+    often (a few real images are not drowned by many phantoms).
+    """
+    bids_dirs = [Path(bids_dir)] if isinstance(bids_dir, (str, Path)) else [Path(b) for b in bids_dir]
+    model_dir = Path(model_dir)
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
+    init = None
+    if config.init_from:
+        from .io import load_model
+
+        init = load_model(config.init_from, "cpu")
+        network_config = NetworkConfig.from_dict(init.metadata["network"])
     network_config = network_config or NetworkConfig()
-    cases = find_training_cases(bids_dir, config.suffixes)
+    cases = []
+    for i, bd in enumerate(bids_dirs):
+        found = find_training_cases(bd, config.suffixes, require_lesion=config.require_lesion, dataset=i)
+        if not found:
+            raise ValueError(f"{bd}: no image of {list(config.suffixes)} with labels in derivatives/labels")
+        cases.extend(found)
+    cases = [c for c in cases if c.subject not in set(config.exclude_subjects)]
     if not cases:
-        raise ValueError(f"{bids_dir}: no image of {list(config.suffixes)} with labels in derivatives/labels")
+        raise ValueError("every image was excluded")
     train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed)
     val_cases = _interleave_contrasts(val_cases)[: config.val_max_images]
     LOGGER.info("%d training images (%d subjects), %d validation images", len(train_cases),
                 len({c.subject for c in train_cases}), len(val_cases))
     cache = Path(cache_dir) if cache_dir else model_dir / ".cache"
     t0 = time.time()
-    train_data = [preprocess_case(c, config.spacing_mm, cache) for c in _progress(train_cases, progress, "preprocess")]
-    val_data = [preprocess_case(c, config.spacing_mm, cache) for c in val_cases]
+    train_data = [preprocess_case(c, config.spacing_mm, cache, config.space)
+                  for c in _progress(train_cases, progress, "preprocess")]
+    val_data = [preprocess_case(c, config.spacing_mm, cache, config.space) for c in val_cases]
+    by_dataset = [[k for k, c in enumerate(train_cases) if c.dataset == d] for d in range(len(bids_dirs))]
+    by_dataset = [ks for ks in by_dataset if ks]
     LOGGER.info("preprocessing took %.0f s", time.time() - t0)
     voxels = [(np.argwhere(lab[1] > 0.5), np.argwhere(lab[0] > 0.5)) for _, lab in train_data]
 
     dev = torch.device(device)
     network = build_network(network_config)
-    init_output_bias(network)
+    if init is not None:
+        network.load_state_dict(init.network.state_dict())
+    else:
+        init_output_bias(network)
     network = network.to(dev)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=config.iterations, pct_start=0.05)
     loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
-    augment = training_augmentation(config.seed)
+    augment = training_augmentation(config.seed, config.augmentation)
     rng = np.random.default_rng(config.seed)
     model_dir.mkdir(parents=True, exist_ok=True)
     log_path = model_dir / "training_log.csv"
@@ -184,7 +266,8 @@ def train(
         for it in range(1, config.iterations + 1):
             samples = []
             for _ in range(config.batch_size):
-                k = int(rng.integers(len(train_data)))
+                group = by_dataset[int(rng.integers(len(by_dataset)))]
+                k = group[int(rng.integers(len(group)))]
                 image, labels = train_data[k]
                 img_p, lab_p = sample_patch(rng, image, labels, config.patch_size, p_lesion=0.6, p_cord=0.25,
                                             lesion_voxels=voxels[k][0], cord_voxels=voxels[k][1])
@@ -219,13 +302,16 @@ def train(
         "version": __version__,
         "outputs": list(OUTPUT_CHANNELS),
         "spacing_mm": list(config.spacing_mm),
+        "space": config.space,
         "contrasts": sorted({c.suffix for c in cases}),
+        "straight_space": _straight_space_dict() if config.space == "straight" else None,
         "network": network_config.to_dict(),
         "preprocessing": {"reorient": "closest canonical (RAS)", "bias_correction": "N4", "normalisation": "percentiles 0.5-99.5 -> 0-1"},
         # Instance normalisation sees windows of the training patch size.
         "inference": {"roi_size": list(config.patch_size), "overlap": 0.25, "threshold": 0.5},
         "training": {
-            "bids_dir": str(bids_dir),
+            "bids_dir": [str(b) for b in bids_dirs],
+            "init_from": init.name if init is not None else None,
             "images": len(train_cases),
             "subjects": sorted({c.subject for c in train_cases}),
             "validation_subjects": sorted({c.subject for c in val_cases}),
@@ -237,6 +323,12 @@ def train(
     }
     save_model(network, metadata, model_dir)
     return model_dir
+
+
+def _straight_space_dict() -> dict:
+    from .cascade import StraightSpace
+
+    return StraightSpace().to_dict()
 
 
 def _interleave_contrasts(cases: list[TrainingCase]) -> list[TrainingCase]:

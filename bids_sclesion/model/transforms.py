@@ -11,6 +11,7 @@ from monai.transforms import (
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    RandHistogramShiftd,
     RandLambdad,
     RandScaleIntensityd,
     RandShiftIntensityd,
@@ -60,8 +61,47 @@ def _invert(x):
     return 1.0 - x
 
 
-def training_augmentation(seed: int | None = None) -> Compose:
-    """Augmentations for spinal cord MRI: geometry, bias, gamma, noise, blur, inversion."""
+class RandAxisPermuted:
+    """Randomly permute and flip the spatial axes of cubic patches.
+
+    Headers of real scans do not always say which way the cord runs (some
+    put it along the anterior-posterior axis): a cord model that must find
+    it anyway sees every axis order during training.
+    """
+
+    def __init__(self, keys=("image", "label"), prob: float = 0.5, seed: int | None = None):
+        self.keys, self.prob = tuple(keys), float(prob)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, data: dict) -> dict:
+        if self.rng.random() >= self.prob:
+            return data
+        order = self.rng.permutation(3)
+        shape = np.asarray(data[self.keys[0]]).shape[1:]
+        if len(set(shape)) != 1:  # only cubic patches keep their shape when permuted
+            order = np.arange(3)
+        flips = [ax for ax in range(3) if self.rng.random() < 0.5]
+        out = dict(data)
+        for key in self.keys:
+            x = np.asarray(out[key])
+            x = np.transpose(x, (0, *(order + 1)))
+            if flips:
+                x = np.flip(x, axis=tuple(a + 1 for a in flips))
+            out[key] = np.ascontiguousarray(x)
+        return out
+
+
+def training_augmentation(seed: int | None = None, profile: str = "standard") -> Compose:
+    """Augmentations for spinal cord MRI: geometry, bias, gamma, noise, blur, inversion.
+
+    ``profile="domain"`` randomises much more (axis order, contrast curve,
+    inversion, slice thickness, bias): for a cord model meant to work on any
+    real scanner and contrast.
+    """
+    if profile == "domain":
+        return _domain_randomisation(seed)
+    if profile != "standard":
+        raise ValueError(f"unknown augmentation profile {profile!r}")
     keys = ["image", "label"]
     # The phantoms already randomise anatomy, intensities, noise and bias, so each
     # augmentation is applied sparingly: strong augmentation slowed lesion learning.
@@ -79,6 +119,32 @@ def training_augmentation(seed: int | None = None) -> Compose:
             RandGaussianSmoothd("image", prob=0.1, sigma_x=(0.0, 0.8), sigma_y=(0.0, 0.8), sigma_z=(0.0, 0.8)),
             RandGaussianNoised("image", prob=0.15, std=0.03),
             RandLambdad("image", func=_invert, prob=0.05),
+        ]
+    )
+    if seed is not None:
+        aug.set_random_state(seed)
+    return aug
+
+
+def _domain_randomisation(seed: int | None) -> Compose:
+    keys = ["image", "label"]
+    aug = Compose(
+        [
+            RandAxisPermuted(keys, prob=0.3, seed=seed),
+            RandAffined(
+                keys, prob=0.5, rotate_range=(0.3, 0.3, 0.3), scale_range=(0.15, 0.15, 0.15),
+                mode=("bilinear", "nearest"), padding_mode="border",
+            ),
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.4)),
+            RandHistogramShiftd("image", prob=0.3, num_control_points=(5, 10)),
+            RandAdjustContrastd("image", prob=0.3, gamma=(0.5, 2.0)),
+            RandScaleIntensityd("image", prob=0.2, factors=0.2),
+            RandShiftIntensityd("image", prob=0.2, offsets=0.1),
+            # Thick slices along any axis: anisotropic blur.
+            RandGaussianSmoothd("image", prob=0.3, sigma_x=(0.0, 1.5), sigma_y=(0.0, 1.5), sigma_z=(0.0, 1.5)),
+            RandGaussianNoised("image", prob=0.2, std=0.05),
+            RandLambdad("image", func=_invert, prob=0.15),
         ]
     )
     if seed is not None:
