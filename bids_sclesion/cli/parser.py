@@ -6,6 +6,10 @@ from pathlib import Path
 
 from .. import __version__
 
+#: Bundled models used by default: the cascade's whole-image and straightened-cord stages.
+DEFAULT_STAGE1 = "default"
+DEFAULT_STAGE2 = "stage2"
+
 #: Anatomical suffixes the bundled models are trained for, including the
 #: non-standard ones MS datasets use (PSIR, STIR, T2star).
 SUPPORTED_SUFFIXES = ("T2w", "T1w", "PSIR", "STIR", "T2starw", "T2star")
@@ -68,7 +72,12 @@ def get_parser() -> argparse.ArgumentParser:
                    help="where the network runs: auto uses a GPU when there is one")
 
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="default", help="bundled model name or path to a model directory")
+    g.add_argument("--model", default=DEFAULT_STAGE1,
+                   help="whole-image model (stage 1 of the cascade): bundled model name or model directory")
+    g.add_argument("--stage2-model", default=DEFAULT_STAGE2,
+                   help="model applied to the straightened cord (stage 2): bundled model name or model directory")
+    g.add_argument("--single-stage", action="store_true",
+                   help="no cascade: the whole-image model gives the final cord and lesion maps")
     g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")
     g.add_argument("--min-lesion-volume", type=float, default=5.0, metavar="MM3",
                    help="smaller lesion components are dropped (chosen on a tuning set: "

@@ -148,6 +148,15 @@ def run_participant(args) -> int:
             f"sessions {args.session_label or 'all'}, suffixes {suffixes}, filters {filters or 'none'})",
             ExitCode.NO_DATA)
     model_hash = _model_hash(args.model)
+    stage2 = None if args.single_stage else str(args.stage2_model)
+    stage2_hash = _model_hash(stage2) if stage2 else ""
+    if stage2:
+        from ..workflows.anatomical import straight_space_of
+
+        try:
+            straight_space_of(stage2)
+        except (ValueError, OSError) as exc:
+            raise AppError(str(exc), ExitCode.INVALID_ARGUMENTS) from exc
     nprocs = args.nprocs or os.cpu_count() or 1
     omp = args.omp_nthreads or max(1, min(nprocs, 8) if nprocs < 4 else nprocs // 2)
     print(f"bids_sclesion {__version__}: {n_images} image(s) of {len(subjects)} participant(s); work dir {work_dir}",
@@ -172,6 +181,7 @@ def run_participant(args) -> int:
         {s: [str(p) for p in imgs] for s, imgs in subjects.items()}, bids_dir=str(bids_dir), output_dir=str(out_dir),
         work_dir=str(work_dir), model=str(args.model), model_hash=model_hash, device=args.device,
         omp_nthreads=omp, threshold=args.threshold, min_lesion_mm3=args.min_lesion_volume,
+        stage2_model=stage2, stage2_model_hash=stage2_hash,
     )
     plugin, plugin_args = _plugin(args, nprocs)
     if plugin in ("Linear", "MultiProc"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, traits
+from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, traits
 
 from ..derivatives import SourceName, mask_sidecar
 from ..utils.io import copy_file, write_json, write_nifti
@@ -24,6 +24,7 @@ class _SinkInputSpec(_SourceSinkInputSpec):
     lesion_table = File(exists=True, mandatory=True)
     model_name = traits.Str(mandatory=True)
     model_version = traits.Str(mandatory=True)
+    stage2_model_name = traits.Str(desc="cascade: the model that segmented the straightened cord")
     threshold = traits.Float(0.5, usedefault=True)
 
 
@@ -46,6 +47,10 @@ class DerivativesSink(SimpleInterface):
         source = SourceName(self.inputs.source_file, self.inputs.bids_dir)
         targets = source.outputs(self.inputs.out_dir)
         model = {"Name": self.inputs.model_name, "Version": self.inputs.model_version}
+        if isdefined(self.inputs.stage2_model_name):
+            model = {"Name": f"{self.inputs.model_name}+{self.inputs.stage2_model_name}",
+                     "Version": self.inputs.model_version, "Stage1": self.inputs.model_name,
+                     "Stage2": self.inputs.stage2_model_name}
         written = []
         for key in ("lesion_mask", "cord_mask", "lesion_prob"):
             img = nib.load(getattr(self.inputs, key))

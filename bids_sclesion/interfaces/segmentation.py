@@ -52,6 +52,67 @@ class SegmentCordLesion(SimpleInterface):
         return runtime
 
 
+class _SegmentStraightInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="canonical, bias-corrected image")
+    reference = File(exists=True, mandatory=True, desc="the source image (grid of the outputs)")
+    to_straight_xfm = File(exists=True, mandatory=True, desc="ITK field on the straight grid (-> native)")
+    to_orig_xfm = File(exists=True, mandatory=True, desc="ITK field on the source grid (-> straight)")
+    model = traits.Str(mandatory=True, desc="stage-2 model name or directory")
+    model_hash = traits.Str(desc="content hash of the model weights (re-runs when the model changes)")
+    device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
+    num_threads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _SegmentStraightOutputSpec(TraitedSpec):
+    cord_prob = File(exists=True, desc="stage-2 cord probability on the source grid")
+    lesion_prob = File(exists=True, desc="stage-2 lesion probability on the source grid")
+    straight_image = File(exists=True, desc="the straightened, normalised image")
+    model_name = traits.Str()
+    model_version = traits.Str()
+
+
+class SegmentStraightened(SimpleInterface):
+    """Stage 2: segment on the straightened cord, then map the probabilities back."""
+
+    input_spec = _SegmentStraightInputSpec
+    output_spec = _SegmentStraightOutputSpec
+
+    def _run_interface(self, runtime):
+        import torch
+
+        from ..core.straighten import field_target_points
+        from ..model.cascade import sample_straight, segment_straightened, unstraighten
+        from ..model.inference import select_device
+        from ..model.io import load_model
+
+        torch.set_num_threads(max(1, self.inputs.num_threads))
+        device = select_device(self.inputs.device)
+        model = load_model(self.inputs.model, device)
+        img = nib.load(self.inputs.in_file)
+        to_straight = nib.load(self.inputs.to_straight_xfm)
+        native_points = field_target_points(to_straight)
+        prob = segment_straightened(img, native_points, model, device)
+        ref = nib.load(self.inputs.reference)
+        straight_points = field_target_points(nib.load(self.inputs.to_orig_xfm))
+        if straight_points.shape[:3] != ref.shape[:3]:
+            raise ValueError(f"{self.inputs.to_orig_xfm}: grid {straight_points.shape[:3]} is not the grid of "
+                             f"{self.inputs.reference} {ref.shape[:3]}")
+        native = unstraighten(prob, to_straight.affine, straight_points)
+        for key, data in (("cord_prob", native[0]), ("lesion_prob", native[1])):
+            out = os.path.join(runtime.cwd, f"{key}.nii.gz")
+            out_img = nib.Nifti1Image(data, ref.affine)
+            out_img.set_qform(ref.affine, code=1)
+            out_img.set_sform(ref.affine, code=1)
+            nib.save(out_img, out)
+            self._results[key] = out
+        out = os.path.join(runtime.cwd, "straight_image.nii.gz")
+        nib.save(nib.Nifti1Image(sample_straight(img, native_points), to_straight.affine), out)
+        self._results["straight_image"] = out
+        self._results["model_name"] = model.name
+        self._results["model_version"] = model.version
+        return runtime
+
+
 class _PostInputSpec(BaseInterfaceInputSpec):
     cord_prob = File(exists=True, mandatory=True)
     lesion_prob = File(exists=True, mandatory=True)

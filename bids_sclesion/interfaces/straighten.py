@@ -12,7 +12,9 @@ from ..core.straighten import straightening_fields
 
 class _StraightenInputSpec(BaseInterfaceInputSpec):
     cord_prob = File(exists=True, mandatory=True, desc="cord probability on the source grid")
-    radius_mm = traits.Float(20.0, usedefault=True)
+    radius_mm = traits.Float(20.0, usedefault=True, desc="half-width of the straight grid across the cord")
+    spacing_mm = traits.Tuple((0.5, 0.5, 1.0), traits.Float, traits.Float, traits.Float, usedefault=True,
+                              desc="straight grid voxel size: across (2) and along the cord")
 
 
 class _StraightenOutputSpec(TraitedSpec):
@@ -30,7 +32,7 @@ class CordStraighteningWarps(SimpleInterface):
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.cord_prob)
         to_straight, to_orig, cl = straightening_fields(np.asarray(img.dataobj, np.float32), img.affine,
-                                                        self.inputs.radius_mm)
+                                                        self.inputs.radius_mm, tuple(self.inputs.spacing_mm))
         for key, field in (("to_straight_xfm", to_straight), ("to_orig_xfm", to_orig)):
             out = os.path.join(runtime.cwd, f"{key}.nii.gz")
             nib.save(field, out)

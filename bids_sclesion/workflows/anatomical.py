@@ -6,7 +6,7 @@ from nipype.pipeline import engine as pe
 
 from ..interfaces.bids import DerivativesSink, WarpsSink
 from ..interfaces.image import N4BiasCorrection, ResampleToOriginal, Reorient
-from ..interfaces.segmentation import PostprocessLesions, SegmentCordLesion
+from ..interfaces.segmentation import PostprocessLesions, SegmentCordLesion, SegmentStraightened
 from ..interfaces.straighten import CordStraighteningWarps
 
 
@@ -21,9 +21,18 @@ def init_anat_lesion_wf(
     omp_nthreads: int = 1,
     threshold: float = 0.5,
     min_lesion_mm3: float = 5.0,
+    stage2_model: str | None = None,
+    stage2_model_hash: str = "",
     name: str = "anat_lesion_wf",
 ) -> pe.Workflow:
     """Segment the cord and MS lesions of one anatomical image.
+
+    Single stage (``stage2_model=None``): ``model`` gives the final
+    probabilities; the straightening warps come from its cord. Cascade:
+    ``model`` finds the cord on the whole image (stage 1), the cord is
+    straightened and cropped, and ``stage2_model`` segments cord and lesions
+    there at full resolution; its probabilities are mapped back to the
+    source grid.
 
     Inputs are fixed at construction (one workflow per image) so that the
     work directory caches each node by the image's content.
@@ -54,6 +63,10 @@ def init_anat_lesion_wf(
     # The warps have their own sink: an image whose cord cannot be straightened
     # still gets its lesion outputs.
     straighten = pe.Node(CordStraighteningWarps(), name="straightening_warps", mem_gb=1.0)
+    if stage2_model:
+        space = straight_space_of(stage2_model)
+        straighten.inputs.radius_mm = space.radius_mm
+        straighten.inputs.spacing_mm = tuple(space.spacing_mm)
     ds_warps = pe.Node(WarpsSink(bids_dir=bids_dir, out_dir=output_dir), name="ds_warps",
                        run_without_submitting=True)
 
@@ -69,10 +82,40 @@ def init_anat_lesion_wf(
         (merge, to_original, [("out", "in_files")]),
         (inputnode, to_original, [("source_file", "reference")]),
         (to_original, split, [("out_files", "inlist")]),
-        (split, post, [("out1", "cord_prob"), ("out2", "lesion_prob")]),
         (inputnode, sink, [("source_file", "source_file")]),
         (post, sink, [("cord_mask", "cord_mask"), ("lesion_mask", "lesion_mask"), ("lesion_table", "lesion_table")]),
-        (split, sink, [("out2", "lesion_prob")]),
         (segment, sink, [("model_name", "model_name"), ("model_version", "model_version")]),
     ])  # fmt: skip
+    if not stage2_model:
+        wf.connect([
+            (split, post, [("out1", "cord_prob"), ("out2", "lesion_prob")]),
+            (split, sink, [("out2", "lesion_prob")]),
+        ])  # fmt: skip
+        return wf
+    stage2 = pe.Node(
+        SegmentStraightened(model=stage2_model, model_hash=stage2_model_hash, device=device,
+                            num_threads=omp_nthreads),
+        name="segment_straightened_cord",
+        n_procs=omp_nthreads,
+        mem_gb=2.0,
+    )
+    wf.connect([
+        (n4, stage2, [("out_file", "in_file")]),
+        (inputnode, stage2, [("source_file", "reference")]),
+        (straighten, stage2, [("to_straight_xfm", "to_straight_xfm"), ("to_orig_xfm", "to_orig_xfm")]),
+        (stage2, post, [("cord_prob", "cord_prob"), ("lesion_prob", "lesion_prob")]),
+        (stage2, sink, [("lesion_prob", "lesion_prob"), ("model_name", "stage2_model_name")]),
+    ])  # fmt: skip
     return wf
+
+
+def straight_space_of(model: str):
+    from ..model.cascade import StraightSpace
+    from ..model.io import METADATA, resolve_model
+
+    import json
+
+    meta = json.loads((resolve_model(model) / METADATA).read_text())
+    if meta.get("space") != "straight":
+        raise ValueError(f"model '{model}' was not trained on the straightened cord (space: {meta.get('space')})")
+    return StraightSpace.from_dict(meta.get("straight_space") or {})

@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Insert synthetic lesions into the real cords gathered by make_real_cord_dataset.py.
+
+Usage: python scripts/make_real_lesion_dataset.py REAL_DIR OUT_DIR [--seed S] [--lesions MIN MAX]
+
+Every real image with a cord mask (the ``template`` subject excepted) is
+written to OUT_DIR with 1-4 lesions inside its manual cord mask (scanner
+texture kept: intensities are scaled), plus ``*_seg-manual`` (the manual cord,
+lesions included) and ``*_lesion-manual`` in derivatives/labels.
+participants.tsv is copied, so each image can be scored with the
+cross-validation fold that did not train on its collection.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_sclesion.model.train import find_training_cases
+from bids_sclesion.phantoms.insert import LESION_CONTRAST, insert_lesions
+from bids_sclesion.utils.io import write_nifti
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("real_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--lesions", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"))
+    args = p.parse_args()
+    sources = {}
+    with open(args.real_dir / "participants.tsv") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            sources[row["participant_id"]] = row["source"]
+    cases = find_training_cases(args.real_dir, tuple(LESION_CONTRAST), require_lesion=False)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.real_dir / "participants.tsv", args.out_dir / "participants.tsv")
+    (args.out_dir / "dataset_description.json").write_text(
+        '{"Name": "real spinal cords with synthetic lesions", "BIDSVersion": "1.9.0", "DatasetType": "raw"}\n')
+    print("| image | lesions | lesion volume (mm3) |")
+    print("|---|---|---|")
+    for i, case in enumerate(cases):
+        if sources.get(case.subject) == "template":
+            continue
+        rng = np.random.default_rng([args.seed, i])
+        img = nib.load(str(case.image_path))
+        cord_img = nib.load(str(case.cord_path))
+        cord = np.asarray(cord_img.dataobj) > 0.5
+        n = int(rng.integers(args.lesions[0], args.lesions[1] + 1))
+        data, lesions = insert_lesions(np.asarray(img.dataobj, np.float32), img.affine, cord, case.suffix, rng, n)
+        rel = case.image_path.parent.relative_to(args.real_dir)
+        stem = case.image_path.name.split(".")[0]
+        out_img = nib.Nifti1Image(data, img.affine, img.header)
+        out_img.set_data_dtype(np.float32)
+        write_nifti(out_img, args.out_dir / rel / f"{stem}.nii.gz")
+        labels = args.out_dir / "derivatives" / "labels" / rel
+        for name, mask in (("seg-manual", cord | lesions), ("lesion-manual", lesions)):
+            m = nib.Nifti1Image(mask.astype(np.uint8), img.affine)
+            write_nifti(m, labels / f"{stem}_{name}.nii.gz")
+        from scipy import ndimage
+
+        n_found = ndimage.label(lesions)[1]
+        vox = float(abs(np.linalg.det(img.affine[:3, :3])))
+        print(f"| {case.image_path.name} | {n_found} | {lesions.sum() * vox:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Cascade pieces: straightened training cases, field round trips, lesion insertion, augmentation."""
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_sclesion.core.centerline import extract_centerline
+from bids_sclesion.core.straighten import (displacement_field_image, field_target_points, straight_grid,
+                                           straight_to_native_points)
+from bids_sclesion.model.cascade import StraightSpace, sample_straight, straighten_labels, unstraighten
+from bids_sclesion.model.transforms import RandAxisPermuted
+from bids_sclesion.phantoms.insert import insert_lesions
+
+from .test_straighten import curved_cord  # noqa: F401  (module fixture)
+
+
+def test_field_target_points_inverts_displacement_field(curved_cord):  # noqa: F811
+    data, affine, _ = curved_cord
+    cl = extract_centerline(data, affine)
+    grid = straight_grid(cl, 10.0, (1.0, 1.0, 2.0))
+    points = straight_to_native_points(cl, grid)
+    field = displacement_field_image(points, grid.affine)
+    assert np.allclose(field_target_points(field), points, atol=1e-3)
+
+
+def test_straightened_labels_put_the_cord_in_the_middle(curved_cord):  # noqa: F811
+    data, affine, _ = curved_cord
+    rng = np.random.default_rng(0)
+    image = nib.Nifti1Image((data * 100 + rng.normal(0, 5, data.shape)).astype(np.float32), affine)
+    lesion = np.zeros_like(data, bool)
+    space = StraightSpace(radius_mm=8.0, spacing_mm=(0.5, 0.5, 1.0))
+    img, labels = straighten_labels(image, data > 0.5, lesion, space)
+    assert img.shape == labels.shape[1:] and img.shape[:2] == (33, 33)
+    cord = labels[0]
+    # Away from the ends, every cross-section holds the cord, centred.
+    inner = cord[:, :, 10:-10]
+    assert inner.any(axis=(0, 1)).all()
+    idx = np.argwhere(inner)
+    assert np.allclose(idx[:, :2].mean(axis=0), 16.0, atol=1.0)
+    assert not labels[1].any()
+    assert 0.0 <= np.percentile(img, 50) <= 1.0
+
+
+def test_sample_straight_zeroes_outside_the_field_of_view():
+    img = nib.Nifti1Image(np.random.default_rng(1).uniform(10, 20, (10, 10, 10)).astype(np.float32), np.eye(4))
+    points = np.zeros((2, 1, 1, 3))
+    points[1] = 100.0  # far outside
+    out = sample_straight(img, points)
+    assert out[1, 0, 0] == 0.0 and np.isfinite(out).all()
+
+
+def test_unstraighten_maps_back_with_zero_outside():
+    prob = np.ones((2, 4, 4, 4), np.float32)
+    pts = np.array([[[[1.0, 1.0, 1.0]]], [[[50.0, 50.0, 50.0]]]])
+    out = unstraighten(prob, np.eye(4), pts)
+    assert out.shape == (2, 2, 1, 1)
+    assert np.allclose(out[:, 0], 1.0) and np.allclose(out[:, 1], 0.0)
+
+
+@pytest.mark.parametrize("suffix,sign", [("T2w", 1), ("T1w", -1)])
+def test_inserted_lesions_lie_in_the_cord_and_change_intensity(curved_cord, suffix, sign):  # noqa: F811
+    data, affine, _ = curved_cord
+    cord = data > 0.5
+    image = np.where(cord, 100.0, 50.0).astype(np.float32)
+    out, lesions = insert_lesions(image, affine, cord, suffix, np.random.default_rng(4), n_lesions=3)
+    from scipy import ndimage
+
+    assert ndimage.label(lesions)[1] == 3
+    assert not np.any(lesions & ~cord)
+    assert np.array_equal(out[~cord], image[~cord]), "nothing changes outside the cord"
+    change = out[lesions] - image[lesions]
+    assert np.all(np.sign(change) == sign) and np.abs(change).mean() > 10
+
+
+def test_insert_lesions_rejects_unknown_contrast(curved_cord):  # noqa: F811
+    data, affine, _ = curved_cord
+    with pytest.raises(ValueError, match="no lesion contrast"):
+        insert_lesions(data, affine, data > 0.5, "FLAIR", np.random.default_rng(0))
+
+
+def test_axis_permutation_moves_image_and_label_together():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(1, 8, 8, 8)).astype(np.float32)
+    lab = np.stack([img[0] > 0, img[0] > 1]).astype(np.float32)
+    t = RandAxisPermuted(prob=1.0, seed=3)
+    for _ in range(5):
+        out = t({"image": img, "label": lab})
+        assert np.array_equal(out["label"][0] > 0, out["image"][0] > 0)
+        assert np.array_equal(out["label"][1] > 0, out["image"][0] > 1)
+    # Non-cubic patches keep their shape (flips only).
+    out = t({"image": img[:, :, :, :4], "label": lab[:, :, :, :4]})
+    assert out["image"].shape == (1, 8, 8, 4)
