@@ -108,11 +108,31 @@ def scores_to_tsv(scores: list[ImageScore]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def stage1_cord_dice(model, image_path: Path, manual_path: Path, device: str = "cpu") -> tuple[float, float, float]:
+def dice_in_labelled_slices(pred: np.ndarray, truth: np.ndarray, affine: np.ndarray) -> float:
+    """Dice restricted to the slices (across the cord's main axis) that hold manual labels.
+
+    Manual cord masks often stop before the image does (the top or bottom
+    slices are left unlabelled); outside them a prediction cannot be scored.
+    """
+    from .core.centerline import _slice_axis
+
+    idx = np.argwhere(truth)
+    if len(idx) == 0:
+        return float("nan")
+    axis = _slice_axis(affine, idx @ affine[:3, :3].T + affine[:3, 3])
+    labelled = np.zeros(truth.shape[axis], bool)
+    labelled[np.unique(idx[:, axis])] = True
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    keep = labelled.reshape(shape)
+    return dice(pred & keep, truth)
+
+
+def stage1_cord_dice(model, image_path: Path, manual_path: Path, device: str = "cpu") -> tuple[float, float, float, float]:
     """Cord Dice of a whole-image model on one image, as the app computes it:
     canonical grid, N4, model grid, back to the image grid, threshold 0.5.
 
-    Returns (Dice, manual volume mm3, predicted volume mm3).
+    Returns (Dice, Dice in the labelled slices, manual volume mm3, predicted volume mm3).
     """
     from .core.image import load_image, resample_to_grid
     from .core.lesions import threshold_masks
@@ -128,4 +148,5 @@ def stage1_cord_dice(model, image_path: Path, manual_path: Path, device: str = "
     ref = nib.load(str(manual_path))
     truth = np.asarray(ref.dataobj) > 0.5
     vox = float(abs(np.linalg.det(img.affine[:3, :3])))
-    return dice(cord, truth), float(truth.sum() * vox), float(cord.sum() * vox)
+    return (dice(cord, truth), dice_in_labelled_slices(cord, truth, img.affine), float(truth.sum() * vox),
+            float(cord.sum() * vox))

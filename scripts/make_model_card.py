@@ -24,6 +24,9 @@ def main() -> int:
     p.add_argument("--test-command", required=True)
     p.add_argument("--name", default=None, help="name the model is bundled under")
     p.add_argument("--extra", type=Path, default=None, help="Markdown appended to the card (e.g. real-data table)")
+    p.add_argument("--training-data", default=None,
+                   help="one paragraph on the training data (default: synthetic phantoms only)")
+    p.add_argument("--test-note", default="", help="how the test run used this model (e.g. as stage 2 of the cascade)")
     args = p.parse_args()
 
     scores, summary = evaluate_outputs(args.test_bids, args.test_out)
@@ -41,19 +44,30 @@ def main() -> int:
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
     t = meta["training"]
+    if meta.get("space") == "straight":
+        sp = meta["straight_space"]
+        grid = (f"the straightened, cropped cord: a grid of {sp['spacing_mm']} mm (across, across, along the "
+                f"cord) reaching {sp['radius_mm']} mm from the centreline, resampled from the N4-corrected "
+                "image with the straightening warp of the stage-1 cord, scaled by its 0.5-99.5 percentiles. "
+                "This is stage 2 of the cascade; its maps are brought back to the source grid by the reverse warp")
+    else:
+        grid = (f"one anatomical image, reoriented to RAS, N4-corrected, resampled to {meta['spacing_mm']} mm and "
+                "scaled by its 0.5-99.5 percentiles")
+    data_text = args.training_data or (
+        f"Synthetic phantoms only (`bids_sclesion-synth`), {t['images']} images of {len(t['subjects'])} subjects, "
+        f"validation on {len(t['validation_subjects'])} other subjects. No real image and no real lesion was used.")
+    init = f" Fine-tuned from `{t['init_from']}`." if t.get("init_from") else ""
     card = f"""# Model card: `{meta['name']}` (bids_sclesion {meta['version']})
 
 ## What it does
 A 3D residual U-Net (MONAI `UNet`, channels {meta['network']['channels']}, instance norm) that outputs two
-sigmoid maps: spinal cord (lesions included) and MS lesion. Input: one anatomical image, reoriented to
-RAS, N4-corrected, resampled to {meta['spacing_mm']} mm and scaled by its 0.5-99.5 percentiles.
+sigmoid maps: spinal cord (lesions included) and MS lesion. Input: {grid}.
 Contrasts seen in training: {', '.join(meta['contrasts'])}. Inference: sliding window
 {meta['inference']['roi_size']} with Gaussian blending, threshold {meta['inference']['threshold']};
 lesion components outside the cord are removed.
 
 ## Training data
-Synthetic phantoms only (`bids_sclesion-synth`), {t['images']} images of {len(t['subjects'])} subjects,
-validation on {len(t['validation_subjects'])} other subjects. No real image and no real lesion was used.
+{data_text}{init} Augmentation profile: `{t['config'].get('augmentation', 'standard')}`.
 
     {args.data_command}
     {args.train_command}
@@ -61,7 +75,7 @@ validation on {len(t['validation_subjects'])} other subjects. No real image and 
 Iterations: {t['iterations_done']} ({t['minutes']} min on the CPU); best validation: {json.dumps(t['best_validation'])}.
 
 ## Measured accuracy (held-out synthetic subjects, seed never used in training)
-Dataset: {meta['test_metrics']['dataset']}; {len(scores)} images. Produced by the BIDS App itself:
+Dataset: {meta['test_metrics']['dataset']}; {len(scores)} images. Produced by the BIDS App itself{args.test_note}:
 
     {args.test_command}
 
@@ -72,9 +86,8 @@ over images: a true lesion is detected when a predicted component overlaps it (`
 covers at least 10 % of it); a predicted component touching no true lesion is a false positive.
 
 ## Limits
-- Trained on synthetic anatomy only. Accuracy on real patients is not known from these figures; real-image
-  cord results are below when measured.
-- Single stage on the whole field of view at 1 mm: lesions thinner than about 1 mm are missed.
+- No real MS lesion was used in training or testing: lesion accuracy on real patients is not known from
+  these figures (real-image results, where measured, are below).
 """
     if args.extra and args.extra.exists():
         card += "\n" + args.extra.read_text()

@@ -8,7 +8,7 @@ from .. import __version__
 
 #: Bundled models used by default: the cascade's whole-image and straightened-cord stages.
 DEFAULT_STAGE1 = "default"
-DEFAULT_STAGE2 = "stage2"
+DEFAULT_STAGE2: str | None = None  # None: single stage
 
 #: Anatomical suffixes the bundled models are trained for, including the
 #: non-standard ones MS datasets use (PSIR, STIR, T2star).

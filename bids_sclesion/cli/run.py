@@ -148,7 +148,7 @@ def run_participant(args) -> int:
             f"sessions {args.session_label or 'all'}, suffixes {suffixes}, filters {filters or 'none'})",
             ExitCode.NO_DATA)
     model_hash = _model_hash(args.model)
-    stage2 = None if args.single_stage else str(args.stage2_model)
+    stage2 = None if args.single_stage or not args.stage2_model else str(args.stage2_model)
     stage2_hash = _model_hash(stage2) if stage2 else ""
     if stage2:
         from ..workflows.anatomical import straight_space_of

@@ -40,6 +40,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="images with a cord label but no lesion label are used as lesion-free")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="bundled model name or model directory to fine-tune (transfer learning)")
+    p.add_argument("--tta-flips", action="store_true",
+                   help="the model predicts by averaging flips along each axis (4x inference time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nthreads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         exclude_subjects=tuple(args.exclude_subjects),
         require_lesion=not args.allow_missing_lesion_labels,
         init_from=args.init_from,
+        tta_flip_axes=((0,), (1,), (2,)) if args.tta_flips else (),
     )
     net = NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
     try:

@@ -11,17 +11,19 @@ from .metrics import CONNECTIVITY
 
 def threshold_masks(
     cord_prob: np.ndarray, lesion_prob: np.ndarray, threshold: float = 0.5, min_lesion_mm3: float = 0.0,
-    voxel_mm3: float = 1.0,
+    voxel_mm3: float = 1.0, min_cord_fraction: float = 0.3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cord and lesion masks. Lesion components that do not touch the cord are
     removed (lesions are only reported inside the spinal cord), as are those
-    smaller than ``min_lesion_mm3``. Kept lesions are added to the cord mask."""
+    smaller than ``min_lesion_mm3``. Kept lesions are added to the cord mask.
+    Cord components smaller than ``min_cord_fraction`` of the largest are dropped."""
     cord = cord_prob >= threshold
-    # Keep the largest cord components: isolated specks elsewhere are not cord.
+    # Keep the largest cord components: blobs elsewhere (vessels, fat, other
+    # tissue on real scans) are not cord; a cord broken by a gap keeps its big parts.
     lab, n = ndimage.label(cord, CONNECTIVITY)
     if n > 1:
         sizes = np.bincount(lab.ravel())[1:]
-        keep = np.flatnonzero(sizes >= 0.05 * sizes.max()) + 1
+        keep = np.flatnonzero(sizes >= min_cord_fraction * sizes.max()) + 1
         cord = np.isin(lab, keep)
     lesion = lesion_prob >= threshold
     lab, n = ndimage.label(lesion, CONNECTIVITY)

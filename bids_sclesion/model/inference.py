@@ -22,11 +22,14 @@ def predict_probabilities(
     roi_size: tuple[int, int, int] = (64, 64, 64),
     overlap: float = 0.25,
     size_divisor: int = 16,
+    flip_axes: tuple[tuple[int, ...], ...] = (),
 ) -> np.ndarray:
     """Return sigmoid probabilities, shape (2, *volume.shape): cord, lesion.
 
     The volume is padded to a multiple of the network's down-sampling factor
-    and windows are blended with Gaussian weights.
+    and windows are blended with Gaussian weights. ``flip_axes`` adds
+    test-time augmentation: the probabilities of each flipped copy (axes of
+    the volume) are flipped back and averaged with the plain prediction.
     """
     device = torch.device(device)
     shape = np.asarray(volume.shape)
@@ -37,9 +40,17 @@ def predict_probabilities(
     tensor = torch.from_numpy(x)[None, None].to(device)
     with torch.inference_mode():
         autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _nullcontext()
-        with autocast:
-            logits = sliding_window_inference(tensor, roi, sw_batch_size=2, predictor=network, overlap=overlap, mode="gaussian")
-        prob = torch.sigmoid(logits.float())[0].cpu().numpy()
+        prob = None
+        for axes in ((),) + tuple(tuple(a) for a in flip_axes):
+            dims = [a + 2 for a in axes]
+            x_in = torch.flip(tensor, dims) if dims else tensor
+            with autocast:
+                logits = sliding_window_inference(x_in, roi, sw_batch_size=2, predictor=network, overlap=overlap,
+                                                  mode="gaussian")
+            p = torch.sigmoid(logits.float())
+            p = torch.flip(p, dims) if dims else p
+            prob = p if prob is None else prob + p
+        prob = (prob / (1 + len(flip_axes)))[0].cpu().numpy()
     return prob[:, : shape[0], : shape[1], : shape[2]]
 
 

@@ -20,7 +20,9 @@ def segment_image(
     divisor = 1
     for s in model.metadata["network"].get("strides", [2, 2, 2, 2]):
         divisor *= int(s)
-    prob = predict_probabilities(model.network, model_input.data, device, roi_size=roi, size_divisor=divisor)
+    flips = tuple(tuple(a) for a in model.metadata.get("inference", {}).get("flip_axes", []))
+    prob = predict_probabilities(model.network, model_input.data, device, roi_size=roi, size_divisor=divisor,
+                                 flip_axes=flips)
     out = [
         np.clip(resample_to_grid(p, model_input.affine, img.shape[:3], img.affine, order=1), 0.0, 1.0)
         for p in prob

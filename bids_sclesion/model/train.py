@@ -167,6 +167,7 @@ class TrainingConfig:
     exclude_subjects: tuple[str, ...] = ()  # held out (cross-validation)
     require_lesion: bool = True  # False: images with a cord label only are lesion-free cases
     init_from: str | None = None  # model name or directory to fine-tune
+    tta_flip_axes: tuple[tuple[int, ...], ...] = ()  # test-time flips recorded for inference
 
 
 def _evaluate(network, cases_data, roi_size, device) -> dict[str, float]:
@@ -308,7 +309,8 @@ def train(
         "network": network_config.to_dict(),
         "preprocessing": {"reorient": "closest canonical (RAS)", "bias_correction": "N4", "normalisation": "percentiles 0.5-99.5 -> 0-1"},
         # Instance normalisation sees windows of the training patch size.
-        "inference": {"roi_size": list(config.patch_size), "overlap": 0.25, "threshold": 0.5},
+        "inference": {"roi_size": list(config.patch_size), "overlap": 0.25, "threshold": 0.5,
+                      "flip_axes": [list(a) for a in config.tta_flip_axes]},
         "training": {
             "bids_dir": [str(b) for b in bids_dirs],
             "init_from": init.name if init is not None else None,
