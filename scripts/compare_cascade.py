@@ -9,28 +9,36 @@ Runs the participant level three times on BIDS_DIR (labels in
 derivatives/labels: *_seg-manual, *_lesion-manual):
   baseline  the walking skeleton's single-stage model (``--baseline``),
   stage1    the whole-image model of the cascade alone (``--stage1``, single stage),
-  cascade   stage 1 + stage 2 on the straightened cord.
+  cascade   stage 1 + stage 2 on the straightened cord (cord map: stage 2's),
+  cascade_mean  the same, cord map = mean of both stages' cord probabilities
+            (it reuses the cascade's work directory: only the post-processing
+            runs again, so its time is the cascade's).
 With ``--stage1-folds CV_DIR`` (from scripts/crossval_real_cord.py) each
 subject is processed by the fold model that did not see its collection
 (participants.tsv ``source`` column), so real images are never scored by a
 model trained on them. Prints lesion Dice, lesion-wise F1, cord Dice and
-wall time per image for each configuration.
+wall time per image for each configuration, over the images that every
+configuration processed (a model that does not know a contrast skips it).
+Wall times are saved in OUT_ROOT/<configuration>/timing.json; ``--score-only``
+rescores finished runs without running anything.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
 from bids_sclesion.cli.run import main as app
-from bids_sclesion.evaluate import evaluate_outputs
+from bids_sclesion.evaluate import aggregate, evaluate_outputs
 
 
-def run(bids: Path, out: Path, model: str, stage2: str | None, nprocs: int, participants=None) -> float:
-    argv = [str(bids), str(out / "derivatives"), "participant", "-w", str(out / "work"), "--skip-bids-validation",
+def run(bids: Path, out: Path, work: Path, model: str, stage2: str | None, cord: str, nprocs: int,
+        participants=None) -> float:
+    argv = [str(bids), str(out / "derivatives"), "participant", "-w", str(work), "--skip-bids-validation",
             "--nprocs", str(nprocs), "--omp-nthreads", "1", "--model", model]
-    argv += ["--stage2-model", stage2] if stage2 else ["--single-stage"]
+    argv += ["--stage2-model", stage2, "--cascade-cord", cord] if stage2 else ["--single-stage"]
     if participants:
         argv += ["--participant-label", *[p.removeprefix("sub-") for p in participants]]
     t0 = time.time()
@@ -38,6 +46,23 @@ def run(bids: Path, out: Path, model: str, stage2: str | None, nprocs: int, part
     if code not in (0, 1):
         raise SystemExit(f"participant level failed with exit code {code}: {' '.join(argv)}")
     return time.time() - t0
+
+
+def node_seconds(work: Path) -> dict[str, float]:
+    """Seconds spent in each pipeline step, summed over images (from Nipype's result files)."""
+    from nipype.utils.filemanip import loadpkl
+
+    totals: dict[str, float] = {}
+    for result in work.rglob("result_*.pklz"):
+        step = result.parent.name
+        if "_wf" in step:
+            continue
+        try:
+            duration = float(getattr(loadpkl(result).runtime, "duration", 0.0) or 0.0)
+        except Exception:  # an unreadable result file only loses its timing
+            continue
+        totals[step] = totals.get(step, 0.0) + duration
+    return totals
 
 
 def main() -> int:
@@ -50,6 +75,7 @@ def main() -> int:
     p.add_argument("--stage1-folds", type=Path, default=None)
     p.add_argument("--nprocs", type=int, default=2)
     p.add_argument("--only", nargs="+", default=None, help="configurations to run")
+    p.add_argument("--score-only", action="store_true", help="score finished runs, run nothing")
     args = p.parse_args()
     groups: dict[str, list[str]] = {}
     if args.stage1_folds:
@@ -57,31 +83,66 @@ def main() -> int:
             for row in csv.DictReader(fh, delimiter="\t"):
                 if row["source"] != "template":
                     groups.setdefault(row["source"], []).append(row["participant_id"])
-    configs = {"baseline": (args.baseline, None, False), "stage1": (args.stage1, None, True),
-               "cascade": (args.stage1, args.stage2, True)}
+    configs = {"baseline": (args.baseline, None, False, "", "baseline"),
+               "stage1": (args.stage1, None, True, "", "stage1"),
+               "cascade": (args.stage1, args.stage2, True, "stage2", "cascade"),
+               "cascade_mean": (args.stage1, args.stage2, True, "mean", "cascade")}
     results = {}
-    for name, (model, stage2, uses_folds) in configs.items():
+    for name, (model, stage2, uses_folds, cord, work_name) in configs.items():
         if args.only and name not in args.only:
             continue
         out = args.out_root / name
-        seconds = 0.0
-        if uses_folds and groups:
-            for source, subjects in sorted(groups.items()):
-                seconds += run(args.bids_dir, out, str(args.stage1_folds / f"fold-{source}"), stage2, args.nprocs,
-                               subjects)
+        work = args.out_root / work_name / "work"
+        timing = out / "timing.json"
+        if args.score_only:
+            if not timing.exists():
+                continue
+            info = json.loads(timing.read_text())
+            seconds = info["seconds"]
+            if "steps" not in info:  # durations are in the work directory's result files
+                info["steps"] = node_seconds(work)
+                timing.write_text(json.dumps(info) + "\n")
         else:
-            seconds = run(args.bids_dir, out, model, stage2, args.nprocs)
-        scores, summary = evaluate_outputs(args.bids_dir, out / "derivatives")
-        results[name] = (summary, seconds, len(scores))
+            seconds = 0.0
+            if uses_folds and groups:
+                for source, subjects in sorted(groups.items()):
+                    seconds += run(args.bids_dir, out, work, str(args.stage1_folds / f"fold-{source}"), stage2,
+                                   cord, args.nprocs, subjects)
+            else:
+                seconds = run(args.bids_dir, out, work, model, stage2, cord, args.nprocs)
+            if work_name != name and (args.out_root / work_name / "timing.json").exists():
+                seconds = json.loads((args.out_root / work_name / "timing.json").read_text())["seconds"]
+        scores, _ = evaluate_outputs(args.bids_dir, out / "derivatives")
+        if not args.score_only:
+            steps = node_seconds(work)
+            timing.write_text(json.dumps({"seconds": seconds, "images": len(scores), "steps": steps}) + "\n")
+        results[name] = (scores, seconds)
+    common = set.intersection(*[{s.image for s in scores} for scores, _ in results.values()]) if results else set()
+    for name, (scores, _) in results.items():
+        left_out = sorted({s.image for s in scores} - common)
+        if left_out:
+            print(f"{name}: not scored (not processed by every configuration): {', '.join(left_out)}")
     print("| configuration | contrast | images | cord Dice | lesion Dice | lesion TPR | lesion PPV | lesion F1 "
           "| false positives | wall s / image |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, (summary, seconds, n) in results.items():
+    for name, (scores, seconds) in results.items():
+        kept = [s for s in scores if s.image in common]
+        summary = {c: aggregate([s for s in kept if s.suffix == c]) for c in sorted({s.suffix for s in kept})}
+        summary["all"] = aggregate(kept)
         for contrast, row in summary.items():
-            per_image = f"{seconds / max(n, 1):.1f}" if contrast == "all" else ""
+            per_image = f"{seconds / max(len(scores), 1):.1f}" if contrast == "all" else ""
             print(f"| {name} | {contrast} | {row['images']} | {row['cord_dice']:.3f} | {row['lesion_dice']:.3f} | "
                   f"{row['lesion_tpr']:.3f} | {row['lesion_ppv']:.3f} | {row['lesion_f1']:.3f} | "
                   f"{row['false_positives']} | {per_image} |")
+    print("\nSeconds per image in each step (sum of Nipype node run times / images; one thread per node):")
+    for name in results:
+        timing = args.out_root / name / "timing.json"
+        if timing.exists():
+            info = json.loads(timing.read_text())
+            n = max(info.get("images", 1), 1)
+            steps = info.get("steps", {})
+            cells = ", ".join(f"{k} {v / n:.1f}" for k, v in sorted(steps.items()))
+            print(f"- {name}: total {sum(steps.values()) / n:.1f} s ({cells})")
     return 0
 
 

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bids_sclesion.cli.parser import DEFAULT_STAGE1, DEFAULT_STAGE2
 from bids_sclesion.cli.run import main
 from bids_sclesion.evaluate import evaluate_outputs
 
@@ -50,7 +51,7 @@ def test_outputs_are_on_the_native_grid_with_sidecars(app_run, synth_two_subject
             assert img.shape == src_img.shape and np.allclose(img.affine, src_img.affine, atol=1e-4)
             meta = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
             assert meta["Sources"] == [f"bids:raw:{src.relative_to(synth_two_subjects).as_posix()}"]
-            assert meta["Model"]["Name"] == "default"
+            assert meta["Model"]["Stage1"] == DEFAULT_STAGE1 and meta["Model"]["Stage2"] == DEFAULT_STAGE2
         lesion = np.asarray(nib.load(str(out / src.parent.relative_to(synth_two_subjects) / f"{stem}_space-orig_label-lesion_desc-{suffix}_mask.nii.gz")).dataobj) > 0
         cord = np.asarray(nib.load(str(out / src.parent.relative_to(synth_two_subjects) / f"{stem}_space-orig_label-SC_desc-{suffix}_mask.nii.gz")).dataobj) > 0
         assert not np.any(lesion & ~cord), "no lesion outside the cord"
@@ -74,7 +75,8 @@ def test_output_dataset_is_bids_valid(app_run):
 def test_rerun_reuses_the_work_directory(app_run, synth_two_subjects, capsys):
     _, out, work, _, _ = app_run
     seg_results = sorted(work.rglob("segment_cord_lesion/result_segment_cord_lesion.pklz"))
-    assert len(seg_results) == 4
+    seg_results += sorted(work.rglob("segment_straightened_cord/result_segment_straightened_cord.pklz"))
+    assert len(seg_results) == 8, "both stages ran for the 4 images"
     stamps = [p.stat().st_mtime_ns for p in seg_results]
     code = main([str(synth_two_subjects), str(out), "participant", "-w", str(work), "--nprocs", "1",
                  "--participant-label", "sub-01", "--skip-bids-validation"])
@@ -139,3 +141,21 @@ def test_straightening_warps_are_written_and_usable_with_ants(app_run, synth_two
     rows = [k for k in range(s.shape[2]) if s[:, :, k].sum() > 20]
     offsets = [np.linalg.norm((np.argwhere(s[:, :, k]).mean(0) - centre) * 0.5) for k in rows[5:-5]]
     assert np.median(offsets) < 1.0
+
+
+def test_single_stage_option(synth_two_subjects, tmp_path):
+    out = tmp_path / "out"
+    code = main([str(synth_two_subjects), str(out), "participant", "-w", str(tmp_path / "work"),
+                 "--participant-label", "01", "--contrast", "T2w", "--single-stage", "--skip-bids-validation",
+                 "--nprocs", "1"])
+    assert code == 0
+    assert not list((tmp_path / "work").rglob("segment_straightened_cord"))
+    mask = out / "sub-01" / "anat" / "sub-01_space-orig_label-SC_desc-T2w_mask.json"
+    assert json.loads(mask.read_text())["Model"]["Name"] == DEFAULT_STAGE1
+
+
+def test_stage2_model_must_be_a_straight_space_model(synth_two_subjects, tmp_path, capsys):
+    code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                 "--stage2-model", DEFAULT_STAGE1, "--skip-bids-validation"])
+    assert code == 17
+    assert "not trained on the straightened cord" in capsys.readouterr().err

@@ -89,3 +89,16 @@ def test_axis_permutation_moves_image_and_label_together():
     # Non-cubic patches keep their shape (flips only).
     out = t({"image": img[:, :, :, :4], "label": lab[:, :, :, :4]})
     assert out["image"].shape == (1, 8, 8, 4)
+
+
+def test_dice_in_labelled_slices_ignores_unlabelled_slices():
+    from bids_sclesion.evaluate import dice_in_labelled_slices
+
+    truth = np.zeros((10, 10, 20), bool)
+    truth[4:6, 4:6, 5:15] = True  # a 'cord' along the third axis, labelled in slices 5-14
+    pred = np.zeros_like(truth)
+    pred[4:6, 4:6, 0:20] = True  # the prediction covers the whole cord
+    assert dice_in_labelled_slices(pred, truth, np.eye(4)) == pytest.approx(1.0)
+    from bids_sclesion.core.metrics import dice
+
+    assert dice(pred, truth) < 0.7

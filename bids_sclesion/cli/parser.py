@@ -7,8 +7,8 @@ from pathlib import Path
 from .. import __version__
 
 #: Bundled models used by default: the cascade's whole-image and straightened-cord stages.
-DEFAULT_STAGE1 = "default"
-DEFAULT_STAGE2: str | None = None  # None: single stage
+DEFAULT_STAGE1 = "stage1"
+DEFAULT_STAGE2: str | None = "stage2"  # None: single stage
 
 #: Anatomical suffixes the bundled models are trained for, including the
 #: non-standard ones MS datasets use (PSIR, STIR, T2star).
@@ -76,6 +76,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="whole-image model (stage 1 of the cascade): bundled model name or model directory")
     g.add_argument("--stage2-model", default=DEFAULT_STAGE2,
                    help="model applied to the straightened cord (stage 2): bundled model name or model directory")
+    g.add_argument("--cascade-cord", choices=["mean", "stage2"], default="mean",
+                   help="cascade's cord map: mean of both stages' cord probabilities, or stage 2's alone")
     g.add_argument("--single-stage", action="store_true",
                    help="no cascade: the whole-image model gives the final cord and lesion maps")
     g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")

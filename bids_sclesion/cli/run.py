@@ -181,7 +181,7 @@ def run_participant(args) -> int:
         {s: [str(p) for p in imgs] for s, imgs in subjects.items()}, bids_dir=str(bids_dir), output_dir=str(out_dir),
         work_dir=str(work_dir), model=str(args.model), model_hash=model_hash, device=args.device,
         omp_nthreads=omp, threshold=args.threshold, min_lesion_mm3=args.min_lesion_volume,
-        stage2_model=stage2, stage2_model_hash=stage2_hash,
+        stage2_model=stage2, stage2_model_hash=stage2_hash, cord_fusion=args.cascade_cord,
     )
     plugin, plugin_args = _plugin(args, nprocs)
     if plugin in ("Linear", "MultiProc"):

@@ -5,7 +5,7 @@ import os
 
 import nibabel as nib
 import numpy as np
-from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
+from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from ..core.lesions import lesion_table, table_to_tsv, threshold_masks
 
@@ -116,6 +116,7 @@ class SegmentStraightened(SimpleInterface):
 class _PostInputSpec(BaseInterfaceInputSpec):
     cord_prob = File(exists=True, mandatory=True)
     lesion_prob = File(exists=True, mandatory=True)
+    extra_cord_prob = File(exists=True, desc="another cord probability (same grid), averaged with cord_prob")
     threshold = traits.Float(0.5, usedefault=True)
     min_lesion_mm3 = traits.Float(0.0, usedefault=True)
 
@@ -136,6 +137,8 @@ class PostprocessLesions(SimpleInterface):
     def _run_interface(self, runtime):
         cimg, limg = nib.load(self.inputs.cord_prob), nib.load(self.inputs.lesion_prob)
         cord_p = np.asarray(cimg.dataobj, np.float32)
+        if isdefined(self.inputs.extra_cord_prob):
+            cord_p = 0.5 * (cord_p + np.asarray(nib.load(self.inputs.extra_cord_prob).dataobj, np.float32))
         les_p = np.asarray(limg.dataobj, np.float32)
         vox = float(abs(np.linalg.det(cimg.affine[:3, :3])))
         cord, lesion = threshold_masks(cord_p, les_p, self.inputs.threshold, self.inputs.min_lesion_mm3, vox)

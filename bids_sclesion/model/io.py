@@ -21,7 +21,9 @@ from .network import NetworkConfig, build_network
 
 WEIGHTS = "model.safetensors"
 METADATA = "model.json"
-BUNDLED = ("default",)
+#: Models shipped in bids_sclesion/data/models: the cascade's two stages and the
+#: phantom-only single-stage model of release 0.1.0 (kept as a baseline).
+BUNDLED = ("stage1", "stage2", "default")
 
 
 class ModelError(ValueError):

@@ -23,6 +23,7 @@ def init_anat_lesion_wf(
     min_lesion_mm3: float = 5.0,
     stage2_model: str | None = None,
     stage2_model_hash: str = "",
+    cord_fusion: str = "mean",
     name: str = "anat_lesion_wf",
 ) -> pe.Workflow:
     """Segment the cord and MS lesions of one anatomical image.
@@ -32,7 +33,9 @@ def init_anat_lesion_wf(
     ``model`` finds the cord on the whole image (stage 1), the cord is
     straightened and cropped, and ``stage2_model`` segments cord and lesions
     there at full resolution; its probabilities are mapped back to the
-    source grid.
+    source grid. ``cord_fusion="mean"`` averages the two stages' cord
+    probabilities (stage 1 has seen real cords, stage 2 works at 0.5 mm);
+    ``"stage2"`` keeps stage 2's alone.
 
     Inputs are fixed at construction (one workflow per image) so that the
     work directory caches each node by the image's content.
@@ -106,6 +109,10 @@ def init_anat_lesion_wf(
         (stage2, post, [("cord_prob", "cord_prob"), ("lesion_prob", "lesion_prob")]),
         (stage2, sink, [("lesion_prob", "lesion_prob"), ("model_name", "stage2_model_name")]),
     ])  # fmt: skip
+    if cord_fusion == "mean":
+        wf.connect(split, "out1", post, "extra_cord_prob")
+    elif cord_fusion != "stage2":
+        raise ValueError(f"cord_fusion must be 'mean' or 'stage2', not {cord_fusion!r}")
     return wf
 
 
