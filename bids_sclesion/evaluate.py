@@ -25,15 +25,29 @@ class ImageScore:
     true_volume_mm3: float
     predicted_volume_mm3: float
 
+    @property
+    def abs_volume_diff_mm3(self) -> float:
+        return abs(self.predicted_volume_mm3 - self.true_volume_mm3)
 
-def score_image(source: Path, bids_dir: Path, out_dir: Path, labels_dir: Path) -> ImageScore:
+    @property
+    def rel_volume_diff(self) -> float:
+        """(predicted - true) / true lesion volume; nan without a true lesion."""
+        if self.true_volume_mm3 <= 0:
+            return float("nan")
+        return (self.predicted_volume_mm3 - self.true_volume_mm3) / self.true_volume_mm3
+
+
+def score_image(source: Path, bids_dir: Path, out_dir: Path, labels_dir: Path, lesion_label: str = "lesion-manual",
+                cord_label: str = "seg-manual") -> ImageScore:
+    """Score the app's masks for ``source`` against ``<stem>_<label>.nii.gz`` in ``labels_dir``."""
     name = SourceName(source, bids_dir)
     outputs = name.outputs(out_dir)
     stem = source.name.split(".")[0]
     gt_dir = labels_dir / Path(name.relpath).parent
-    truth_les_img = nib.load(str(gt_dir / f"{stem}_lesion-manual.nii.gz"))
+    truth_les_img = nib.load(str(gt_dir / f"{stem}_{lesion_label}.nii.gz"))
     truth_les = np.asarray(truth_les_img.dataobj) > 0.5
-    truth_cord = np.asarray(nib.load(str(gt_dir / f"{stem}_seg-manual.nii.gz")).dataobj) > 0.5
+    cord_path = gt_dir / f"{stem}_{cord_label}.nii.gz"
+    truth_cord = np.asarray(nib.load(str(cord_path)).dataobj) > 0.5 if cord_path.exists() else None
     pred_les = np.asarray(nib.load(str(outputs["lesion_mask"])).dataobj) > 0
     pred_cord = np.asarray(nib.load(str(outputs["cord_mask"])).dataobj) > 0
     det = lesion_detection(pred_les, truth_les)
@@ -42,7 +56,7 @@ def score_image(source: Path, bids_dir: Path, out_dir: Path, labels_dir: Path) -
     return ImageScore(
         image=source.name,
         suffix=name.suffix,
-        cord_dice=dice(pred_cord, truth_cord),
+        cord_dice=dice(pred_cord, truth_cord) if truth_cord is not None else float("nan"),
         lesion_dice=dice(pred_les, truth_les) if (truth_les.any() or pred_les.any()) else float("nan"),
         true_lesions=det.true_lesions,
         detected=det.detected,
@@ -61,9 +75,13 @@ def aggregate(scores: list[ImageScore]) -> dict[str, float]:
     det = sum(s.detected for s in scores)
     pred = sum(s.predicted_lesions for s in scores)
     tp_pred = pred - sum(s.false_positives for s in scores)
+    cord = [s.cord_dice for s in scores if np.isfinite(s.cord_dice)]
+    rel = [s.rel_volume_diff for s in scores if np.isfinite(s.rel_volume_diff)]
     return {
         "images": len(scores),
-        "cord_dice": float(np.mean([s.cord_dice for s in scores])) if scores else float("nan"),
+        "cord_dice": float(np.mean(cord)) if cord else float("nan"),
+        "abs_volume_diff_mm3": float(np.mean([s.abs_volume_diff_mm3 for s in scores])) if scores else float("nan"),
+        "rel_volume_diff": float(np.mean(rel)) if rel else float("nan"),
         "lesion_dice": float(np.mean(with_lesion)) if with_lesion else float("nan"),
         "lesion_tpr": det / true if true else float("nan"),
         "lesion_ppv": tp_pred / pred if pred else float("nan"),
@@ -90,8 +108,28 @@ def evaluate_outputs(bids_dir: Path, out_dir: Path, labels_dir: Path | None = No
     return scores, summary
 
 
+def evaluate_predictions(pred_dir: Path, labels_dir: Path, lesion_label: str = "lesion-manual",
+                         cord_label: str = "seg-manual") -> tuple[list[ImageScore], dict]:
+    """Score every image of ``pred_dir`` (the app's output folder) that has a
+    ``<stem>_<lesion_label>`` file at the same relative place in ``labels_dir``.
+
+    Needs no raw dataset: the source name comes from each lesion table's name.
+    """
+    pred_dir, labels_dir = Path(pred_dir), Path(labels_dir)
+    scores = []
+    for table in sorted(pred_dir.glob("sub-*/**/anat/*_lesions.tsv")):
+        relpath = Path(source_of_lesion_table(table, pred_dir).relpath)
+        truth = labels_dir / relpath.parent / relpath.name.replace(".nii.gz", f"_{lesion_label}.nii.gz")
+        if truth.exists():
+            scores.append(score_image(labels_dir / relpath, labels_dir, pred_dir, labels_dir, lesion_label, cord_label))
+    summary = {s: aggregate([x for x in scores if x.suffix == s]) for s in sorted({x.suffix for x in scores})}
+    summary["all"] = aggregate(scores)
+    return scores, summary
+
+
 def format_summary(summary: dict) -> str:
-    cols = ["images", "cord_dice", "lesion_dice", "lesion_tpr", "lesion_ppv", "lesion_f1", "lesion_f1_10pct", "true_lesions", "false_positives"]
+    cols = ["images", "cord_dice", "lesion_dice", "lesion_tpr", "lesion_ppv", "lesion_f1", "lesion_f1_10pct",
+            "true_lesions", "false_positives", "abs_volume_diff_mm3", "rel_volume_diff"]
     lines = ["| contrast | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for key, row in summary.items():
         cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols]
@@ -100,10 +138,11 @@ def format_summary(summary: dict) -> str:
 
 
 def scores_to_tsv(scores: list[ImageScore]) -> str:
-    cols = list(ImageScore.__dataclass_fields__)
+    cols = list(ImageScore.__dataclass_fields__) + ["abs_volume_diff_mm3", "rel_volume_diff"]
     rows = ["\t".join(cols)]
     for s in scores:
         d = asdict(s)
+        d.update(abs_volume_diff_mm3=s.abs_volume_diff_mm3, rel_volume_diff=s.rel_volume_diff)
         rows.append("\t".join(f"{d[c]:.4f}" if isinstance(d[c], float) else str(d[c]) for c in cols))
     return "\n".join(rows) + "\n"
 

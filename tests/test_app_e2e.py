@@ -159,3 +159,25 @@ def test_stage2_model_must_be_a_straight_space_model(synth_two_subjects, tmp_pat
                  "--stage2-model", DEFAULT_STAGE1, "--skip-bids-validation"])
     assert code == 17
     assert "not trained on the straightened cord" in capsys.readouterr().err
+
+
+def test_eval_command_matches_the_library_scores(app_run, synth_two_subjects, tmp_path, capsys):
+    from bids_sclesion.cli.evaluate import main as eval_main
+
+    _, out, _, _, _ = app_run
+    tsv, js = tmp_path / "scores.tsv", tmp_path / "summary.json"
+    assert eval_main([str(out), str(synth_two_subjects), "--tsv", str(tsv), "--json", str(js)]) == 0
+    printed = capsys.readouterr().out
+    assert "lesion_f1_10pct" in printed and "rel_volume_diff" in printed
+    summary = json.loads(js.read_text())
+    _, reference = evaluate_outputs(synth_two_subjects, out)
+    for key in ("cord_dice", "lesion_dice", "lesion_f1", "true_lesions"):
+        assert summary["all"][key] == pytest.approx(reference["all"][key])
+    rows = list(csv.DictReader(tsv.open(), delimiter="\t"))
+    assert len(rows) == 4
+    for row in rows:
+        assert float(row["abs_volume_diff_mm3"]) == pytest.approx(
+            abs(float(row["predicted_volume_mm3"]) - float(row["true_volume_mm3"])), abs=1e-3)
+    # No label found: a clear error, not an empty table.
+    assert eval_main([str(out), str(tmp_path)]) == 1
+    assert "no output" in capsys.readouterr().err
