@@ -80,3 +80,57 @@ def test_train_on_straightened_cord(synth_two_subjects, tmp_path):
     assert meta["space"] == "straight"
     assert meta["straight_space"]["spacing_mm"] == [0.5, 0.5, 1.0]
     assert len(list((tmp_path / "cache").glob("*_straight_*.npz"))) == 2
+
+
+def _tiny(bids, out, cache, *extra):
+    return train_main([str(bids), str(out), "--contrast", "T2w", "--channels", "4", "8", "16",
+                       "--patch-size", "32", "32", "32", "-w", str(cache), "--nthreads", "1", *extra])
+
+
+def test_resume_continues_from_the_checkpoint(synth_two_subjects, tmp_path):
+    import torch
+
+    out = tmp_path / "m"
+    # --max-minutes 0 stops after the first iteration, like a crash after a checkpoint.
+    assert _tiny(synth_two_subjects, out, tmp_path / "c", "--iterations", "4", "--val-every", "1",
+                 "--val-fraction", "0.5", "--max-minutes", "0") == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)  # loads without executing code
+    assert ckpt["iteration"] == 1
+    assert _tiny(synth_two_subjects, out, tmp_path / "c", "--iterations", "4", "--val-every", "1",
+                 "--val-fraction", "0.5", "--resume") == 0
+    rows = list(csv.DictReader((out / "training_log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4], "the log goes on where it stopped"
+    assert load_model(out).metadata["training"]["iterations_done"] == 4
+    assert _tiny(synth_two_subjects, out, tmp_path / "c", "--iterations", "9", "--resume") == 1
+
+
+def test_early_stopping_and_frozen_encoder(synth_two_subjects, tmp_path):
+    from bids_sclesion.model.train import is_encoder_parameter
+
+    base = tmp_path / "base"
+    assert _tiny(synth_two_subjects, base, tmp_path / "c", "--iterations", "1", "--val-fraction", "0") == 0
+    before = load_model(base).network.state_dict()
+    out = tmp_path / "tuned"
+    # Patience 1 with a validation every iteration stops long before 50 iterations
+    # unless every check improves, which a tiny network on noise does not do for long.
+    assert _tiny(synth_two_subjects, out, tmp_path / "c", "--init-from", str(base), "--freeze", "encoder",
+                 "--iterations", "50", "--val-every", "1", "--val-fraction", "0.5", "--patience", "1") == 0
+    meta = load_model(out).metadata
+    assert meta["training"]["iterations_done"] < 50
+    after = load_model(out).network.state_dict()
+    enc = [k for k in before if is_encoder_parameter(k) and not k.endswith("num_batches_tracked")]
+    dec = [k for k in before if not is_encoder_parameter(k)]
+    assert enc and dec
+    assert all(torch_equal(before[k], after[k]) for k in enc), "the frozen encoder does not change"
+    assert not all(torch_equal(before[k], after[k]) for k in dec)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_freeze_needs_a_pretrained_model(synth_two_subjects, tmp_path, capsys):
+    assert _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--freeze", "encoder", "--iterations", "1") == 1
+    assert "--freeze needs --init-from" in capsys.readouterr().err

@@ -40,6 +40,14 @@ def get_parser() -> argparse.ArgumentParser:
                    help="images with a cord label but no lesion label are used as lesion-free")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="bundled model name or model directory to fine-tune (transfer learning)")
+    p.add_argument("--freeze", choices=["none", "encoder"], default=d.freeze,
+                   help="with --init-from: keep the pretrained encoder fixed")
+    p.add_argument("--encoder-lr-scale", type=float, default=d.encoder_lr_scale,
+                   help="with --init-from: learning-rate factor of the pretrained encoder")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping: validations without a better score before stopping")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from MODEL_DIR/checkpoint.pt (written at every validation)")
     p.add_argument("--tta-flips", action="store_true",
                    help="the model predicts by averaging flips along each axis (4x inference time)")
     p.add_argument("--seed", type=int, default=0)
@@ -71,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         require_lesion=not args.allow_missing_lesion_labels,
         init_from=args.init_from,
         tta_flip_axes=((0,), (1,), (2,)) if args.tta_flips else (),
+        freeze=args.freeze,
+        encoder_lr_scale=args.encoder_lr_scale,
+        patience=args.patience,
+        resume=args.resume,
     )
     net = NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
     try:

@@ -168,6 +168,10 @@ class TrainingConfig:
     require_lesion: bool = True  # False: images with a cord label only are lesion-free cases
     init_from: str | None = None  # model name or directory to fine-tune
     tta_flip_axes: tuple[tuple[int, ...], ...] = ()  # test-time flips recorded for inference
+    freeze: str = "none"  # "encoder": keep the pretrained encoder fixed (with init_from)
+    encoder_lr_scale: float = 0.1  # with init_from: the pretrained encoder learns this much slower
+    patience: int | None = None  # stop after this many validations without improvement
+    resume: bool = False  # continue from MODEL_DIR/checkpoint.pt
 
 
 def _evaluate(network, cases_data, roi_size, device) -> dict[str, float]:
@@ -250,21 +254,44 @@ def train(
     else:
         init_output_bias(network)
     network = network.to(dev)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=config.iterations, pct_start=0.05)
+    groups, max_lrs = _parameter_groups(network, config, pretrained=init is not None)
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=config.iterations,
+                                                    pct_start=0.05)
     loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
     augment = training_augmentation(config.seed, config.augmentation)
     rng = np.random.default_rng(config.seed)
     model_dir.mkdir(parents=True, exist_ok=True)
     log_path = model_dir / "training_log.csv"
-    best, best_state = -1.0, None
+    best, best_state, best_metrics, first_it, stale = -1.0, None, {}, 1, 0
+    checkpoint_path = model_dir / CHECKPOINT
+    if config.resume and checkpoint_path.exists():
+        ckpt = torch.load(checkpoint_path, map_location=dev, weights_only=True)
+        planned = int(ckpt["scheduler"].get("total_steps", config.iterations))
+        if planned != config.iterations:
+            raise ValueError(f"{checkpoint_path}: this run was planned for {planned} iterations, not "
+                             f"{config.iterations}; resume with --iterations {planned}")
+        network.load_state_dict(ckpt["network"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        rng.bit_generator.state = ckpt["sampler_state"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        best, best_state, best_metrics = float(ckpt["best"]), ckpt["best_state"], dict(ckpt["best_metrics"])
+        first_it, stale = int(ckpt["iteration"]) + 1, int(ckpt["stale"])
+        LOGGER.info("resuming from %s at iteration %d", checkpoint_path, first_it)
+    elif config.resume:
+        LOGGER.warning("--resume: no %s yet, starting from the beginning", checkpoint_path)
     start = time.time()
     network.train()
-    with open(log_path, "w", newline="") as fh:
+    resumed = first_it > 1 and log_path.exists()
+    with open(log_path, "a" if resumed else "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["iteration", "loss", "lr", "seconds", "val_cord_dice", "val_lesion_dice", "val_lesion_f1"])
+        if not resumed:
+            writer.writerow(["iteration", "loss", "lr", "seconds", "val_cord_dice", "val_lesion_dice",
+                             "val_lesion_f1"])
         running = []
-        for it in range(1, config.iterations + 1):
+        it = first_it - 1
+        for it in range(first_it, config.iterations + 1):
             samples = []
             for _ in range(config.batch_size):
                 group = by_dataset[int(rng.integers(len(by_dataset)))]
@@ -289,14 +316,25 @@ def train(
                 if not val_data or score >= best:
                     best, best_state = score, {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
                     best_metrics = dict(metrics, iteration=it)
+                    stale = 0
+                else:
+                    stale += 1
                 writer.writerow([it, np.mean(running), scheduler.get_last_lr()[0], round(elapsed, 1)] + [metrics.get(k) for k in ("val_cord_dice", "val_lesion_dice", "val_lesion_f1")])
                 fh.flush()
                 if progress:
                     print(f"[train] it {it}/{config.iterations} loss {np.mean(running):.4f} {json.dumps({k: round(v, 3) for k, v in metrics.items()})} {elapsed:.0f}s", flush=True)
                 running = []
+                _save_checkpoint(checkpoint_path, network, optimizer, scheduler, rng, it, best, best_state,
+                                 best_metrics, stale)
             if out_of_time:
                 LOGGER.warning("stopping after %.1f min (--max-minutes)", elapsed / 60)
                 break
+            if config.patience is not None and val_data and stale >= config.patience:
+                LOGGER.info("early stop at iteration %d: no better validation score in %d checks", it, stale)
+                break
+    if best_state is None:
+        raise ValueError(f"{checkpoint_path}: training already finished at iteration {first_it - 1}; "
+                         "raise --iterations to train further")
     network.load_state_dict(best_state)
     metadata = {
         "name": model_dir.name,
@@ -325,6 +363,56 @@ def train(
     }
     save_model(network, metadata, model_dir)
     return model_dir
+
+
+CHECKPOINT = "checkpoint.pt"
+
+#: Encoder of MONAI's UNet: the down-sampling block of each level and the bottom block.
+_ENCODER = re.compile(r"^model\.(?:1\.submodule\.)*(?:0\.|1\.submodule\.(?:conv|residual)\.)")
+
+
+def is_encoder_parameter(name: str) -> bool:
+    return bool(_ENCODER.match(name))
+
+
+def _parameter_groups(network: torch.nn.Module, config: TrainingConfig, pretrained: bool):
+    """Optimizer groups: with a pretrained start, the encoder is frozen or learns slower."""
+    if config.freeze not in ("none", "encoder"):
+        raise ValueError(f"freeze must be 'none' or 'encoder', not {config.freeze!r}")
+    if not pretrained:
+        if config.freeze != "none":
+            raise ValueError("--freeze needs --init-from (a pretrained model)")
+        return [{"params": list(network.parameters())}], config.learning_rate
+    encoder, decoder = [], []
+    for name, param in network.named_parameters():
+        (encoder if is_encoder_parameter(name) else decoder).append(param)
+    if config.freeze == "encoder":
+        for param in encoder:
+            param.requires_grad_(False)
+        return [{"params": decoder}], config.learning_rate
+    scaled = config.learning_rate * config.encoder_lr_scale
+    return [{"params": encoder, "lr": scaled}, {"params": decoder}], [scaled, config.learning_rate]
+
+
+def _save_checkpoint(path: Path, network, optimizer, scheduler, rng, iteration, best, best_state, best_metrics,
+                     stale) -> None:
+    """Everything needed to resume (plain tensors and numbers: loadable with weights_only=True)."""
+    from ..utils.io import atomic_path
+
+    state = {
+        "network": network.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "sampler_state": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "iteration": int(iteration),
+        "best": float(best),
+        "best_state": best_state,
+        "best_metrics": {k: float(v) for k, v in best_metrics.items()},
+        "stale": int(stale),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, str(tmp))
 
 
 def _straight_space_dict() -> dict:
