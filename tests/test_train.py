@@ -134,3 +134,36 @@ def torch_equal(a, b) -> bool:
 def test_freeze_needs_a_pretrained_model(synth_two_subjects, tmp_path, capsys):
     assert _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--freeze", "encoder", "--iterations", "1") == 1
     assert "--freeze needs --init-from" in capsys.readouterr().err
+
+
+def test_config_file_with_command_line_override(synth_two_subjects, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("contrast: T2w\niterations: 3\nval-fraction: 0\nchannels: [4, 8, 16]\n"
+                   "patch_size: [32, 32, 32]\nnthreads: 1\nlearning-rate: 0.01\n")
+    out = tmp_path / "m"
+    assert train_main([str(synth_two_subjects), str(out), "--config", str(cfg), "--iterations", "2",
+                       "-w", str(tmp_path / "c")]) == 0
+    meta = load_model(out).metadata
+    assert meta["training"]["iterations_done"] == 2, "the command line wins over the file"
+    assert meta["training"]["config"]["learning_rate"] == 0.01, "the file wins over the defaults"
+    assert meta["network"]["channels"] == [4, 8, 16]
+    saved = json.loads((out / "training_config.json").read_text())
+    assert saved["iterations"] == 2 and saved["contrast"] == ["T2w"] and saved["patch_size"] == [32, 32, 32]
+
+
+def test_bad_config_files_are_named_with_the_problem(synth_two_subjects, tmp_path, capsys):
+    cases = {
+        "unknown.yaml": ("iterationz: 3\n", "unknown option 'iterationz'"),
+        "type.json": ('{"iterations": "many"}', "'iterations': 'many' is not a valid value"),
+        "choice.yaml": ("space: sideways\n", "'space' must be one of"),
+        "shape.yaml": ("patch-size: [32, 32]\n", "'patch-size' needs 3 values"),
+        "list.yaml": ("- iterations\n", "expected a mapping"),
+        "syntax.json": ("{iterations: 3", "not valid JSON"),
+    }
+    for name, (text, message) in cases.items():
+        cfg = tmp_path / name
+        cfg.write_text(text)
+        assert train_main([str(synth_two_subjects), str(tmp_path / "m"), "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert str(cfg) in err and message in err, (name, err)
+    assert not (tmp_path / "m").exists(), "nothing is written for a bad configuration"

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from .. import __version__
 from ..model.network import NetworkConfig
 from ..model.train import TrainingConfig, train
+from ..utils.io import write_text
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -54,12 +57,87 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--nthreads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("-w", "--work-dir", default=None, help="cache of preprocessed images")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="YAML or JSON file of option values (keys as the long options: iterations, "
+                        "learning-rate, ...); options given on the command line win. The resolved values are "
+                        "saved as MODEL_DIR/training_config.json")
     p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
     return p
 
 
+_NOT_CONFIGURABLE = {"help", "version", "config", "bids_dir", "model_dir"}
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used (the message names the file and the key)."""
+
+
+def read_config(path: Path, parser: argparse.ArgumentParser) -> dict:
+    """Option values from a YAML/JSON file, checked against the parser's options."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
+    actions = {a.dest: a for a in parser._actions if a.dest not in _NOT_CONFIGURABLE}
+    values = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            raise ConfigError(f"{path}: unknown option '{key}' (known: {', '.join(sorted(actions))})")
+        values[dest] = _checked(path, key, value, actions[dest])
+    return values
+
+
+def _checked(path: Path, key, value, action: argparse.Action):
+    """One option value converted and checked as the command line would do it."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: '{key}' must be true or false, got {value!r}")
+        return value
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int) or isinstance(action, argparse._AppendAction)
+    if value is None:
+        if action.default is not None:
+            raise ConfigError(f"{path}: '{key}' cannot be empty")
+        return None
+    if not many and isinstance(value, (list, dict)):
+        raise ConfigError(f"{path}: '{key}' takes one value, got {value!r}")
+    items = value if isinstance(value, list) else [value]
+    if isinstance(action.nargs, int) and len(items) != action.nargs:
+        raise ConfigError(f"{path}: '{key}' needs {action.nargs} values, got {len(items)}")
+    out = []
+    for item in items:
+        if isinstance(item, (list, dict)):
+            raise ConfigError(f"{path}: '{key}': {item!r} is not a single value")
+        try:
+            item = action.type(item) if action.type else str(item)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: '{key}': {item!r} is not a valid value ({exc})") from exc
+        if action.choices is not None and item not in action.choices:
+            raise ConfigError(f"{path}: '{key}' must be one of {list(action.choices)}, got {item!r}")
+        out.append(item)
+    return out if many else out[0]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        try:
+            parser.set_defaults(**read_config(args.config, parser))
+        except ConfigError as exc:
+            print(f"bids_sclesion-train: error: {exc}", file=sys.stderr)
+            return 2
+        args = parser.parse_args(argv)  # command-line options override the file
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     config = TrainingConfig(
         suffixes=tuple(args.contrast),
@@ -90,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"bids_sclesion-train: error: {exc}", file=sys.stderr)
         return 1
+    resolved = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIGURABLE}
+    write_text(json.dumps(resolved, indent=2, default=str) + "\n", Path(args.model_dir) / "training_config.json")
     print(f"model written to {out}")
     return 0
 
