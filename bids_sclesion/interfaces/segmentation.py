@@ -43,13 +43,21 @@ class SegmentCordLesion(SimpleInterface):
         model = load_model(self.inputs.model, device)
         img = nib.load(self.inputs.in_file)
         cord, lesion = segment_image(img, model, device)
-        for key, data in (("cord_prob", cord), ("lesion_prob", lesion)):
-            out = os.path.join(runtime.cwd, f"{key}.nii.gz")
-            nib.save(nib.Nifti1Image(data.astype(np.float32), img.affine), out)
-            self._results[key] = out
-        self._results["model_name"] = model.name
-        self._results["model_version"] = model.version
+        self._results.update(_write_probabilities(runtime.cwd, cord, lesion, img.affine, model))
         return runtime
+
+
+def _write_probabilities(cwd: str, cord: np.ndarray, lesion: np.ndarray, affine: np.ndarray, model) -> dict:
+    """Save both probability maps (float32, sform/qform set) and name the model that made them."""
+    results = {"model_name": model.name, "model_version": model.version}
+    for key, data in (("cord_prob", cord), ("lesion_prob", lesion)):
+        out = os.path.join(cwd, f"{key}.nii.gz")
+        img = nib.Nifti1Image(np.asarray(data, np.float32), affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        nib.save(img, out)
+        results[key] = out
+    return results
 
 
 class _SegmentStraightInputSpec(BaseInterfaceInputSpec):
@@ -98,18 +106,10 @@ class SegmentStraightened(SimpleInterface):
             raise ValueError(f"{self.inputs.to_orig_xfm}: grid {straight_points.shape[:3]} is not the grid of "
                              f"{self.inputs.reference} {ref.shape[:3]}")
         native = unstraighten(prob, to_straight.affine, straight_points)
-        for key, data in (("cord_prob", native[0]), ("lesion_prob", native[1])):
-            out = os.path.join(runtime.cwd, f"{key}.nii.gz")
-            out_img = nib.Nifti1Image(data, ref.affine)
-            out_img.set_qform(ref.affine, code=1)
-            out_img.set_sform(ref.affine, code=1)
-            nib.save(out_img, out)
-            self._results[key] = out
+        self._results.update(_write_probabilities(runtime.cwd, native[0], native[1], ref.affine, model))
         out = os.path.join(runtime.cwd, "straight_image.nii.gz")
         nib.save(nib.Nifti1Image(sample_straight(img, native_points), to_straight.affine), out)
         self._results["straight_image"] = out
-        self._results["model_name"] = model.name
-        self._results["model_version"] = model.version
         return runtime
 
 

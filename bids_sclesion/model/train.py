@@ -93,13 +93,9 @@ def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
     """
     if space == "straight":
         return _preprocess_straight(case, cache_dir)
-    key = hashlib.sha1(
-        f"{case.image_path.resolve()}|{case.image_path.stat().st_mtime_ns}|{spacing}|{__version__}".encode()
-    ).hexdigest()[:16]
-    cache = cache_dir / f"{case.image_path.name.split('.')[0]}_{key}.npz" if cache_dir else None
+    cache = _cache_path(case, cache_dir, "", spacing)
     if cache and cache.exists():
-        with np.load(cache) as z:
-            return z["image"].astype(np.float32), z["labels"].astype(np.float32)
+        return _load_cache(cache)
     img = load_image(case.image_path)
     canonical, model_input = prepare_for_model(img, spacing)
     cord = mask_to_model_grid(nib.load(str(case.cord_path)), canonical, spacing)
@@ -110,6 +106,21 @@ def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
     labels = np.stack([cord | lesion, lesion]).astype(np.uint8)
     _save_cache(cache, model_input.data, labels)
     return model_input.data, labels.astype(np.float32)
+
+
+def _cache_path(case: TrainingCase, cache_dir: Path | None, tag: str, params) -> Path | None:
+    """Cache file of a case, keyed by the image (path, mtime), the parameters and the version."""
+    if not cache_dir:
+        return None
+    key = hashlib.sha1(
+        f"{case.image_path.resolve()}|{case.image_path.stat().st_mtime_ns}|{params}|{__version__}".encode()
+    ).hexdigest()[:16]
+    return cache_dir / f"{case.image_path.name.split('.')[0]}{tag}_{key}.npz"
+
+
+def _load_cache(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(cache) as z:
+        return z["image"].astype(np.float32), z["labels"].astype(np.float32)
 
 
 def _save_cache(cache: Path | None, image: np.ndarray, labels: np.ndarray) -> None:
@@ -124,13 +135,9 @@ def _preprocess_straight(case: TrainingCase, cache_dir: Path | None) -> tuple[np
     from .cascade import StraightSpace, straighten_labels
 
     space = StraightSpace()
-    key = hashlib.sha1(
-        f"{case.image_path.resolve()}|{case.image_path.stat().st_mtime_ns}|{space}|{__version__}".encode()
-    ).hexdigest()[:16]
-    cache = cache_dir / f"{case.image_path.name.split('.')[0]}_straight_{key}.npz" if cache_dir else None
+    cache = _cache_path(case, cache_dir, "_straight", space)
     if cache and cache.exists():
-        with np.load(cache) as z:
-            return z["image"].astype(np.float32), z["labels"].astype(np.float32)
+        return _load_cache(cache)
     canonical = bias_correct_image(to_canonical(load_image(case.image_path)))
     masks = []
     for path in (case.cord_path, case.lesion_path):
