@@ -167,3 +167,33 @@ def test_bad_config_files_are_named_with_the_problem(synth_two_subjects, tmp_pat
         err = capsys.readouterr().err
         assert str(cfg) in err and message in err, (name, err)
     assert not (tmp_path / "m").exists(), "nothing is written for a bad configuration"
+
+
+def test_k_fold_split_covers_every_subject_once(synth_two_subjects):
+    cases = find_training_cases(synth_two_subjects, ("T2w", "PSIR"))
+    seen = []
+    for fold in range(2):
+        train, val = split_by_subject(cases, 0.0, seed=3, folds=2, fold=fold)
+        assert {c.subject for c in train}.isdisjoint({c.subject for c in val})
+        seen.extend(sorted({c.subject for c in val}))
+    assert sorted(seen) == ["sub-01", "sub-02"]
+    import pytest
+
+    with pytest.raises(ValueError, match="3 folds need at least 3 subjects"):
+        split_by_subject(cases, 0.0, seed=3, folds=3)
+
+
+def test_other_label_naming_styles(synth_two_subjects, tmp_path):
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(synth_two_subjects, bids)
+    for f in (bids / "derivatives" / "labels").rglob("*.nii.gz"):
+        f.rename(f.with_name(f.name.replace("_seg-manual", "_label-SC_seg").replace("_lesion-manual", "_label-lesion_mask")))
+    assert find_training_cases(bids, ("T2w",)) == []
+    cases = find_training_cases(bids, ("T2w",), cord_label="label-SC_seg", lesion_label="label-lesion_mask")
+    assert len(cases) == 2
+    out = tmp_path / "m"
+    assert _tiny(bids, out, tmp_path / "c", "--cord-label", "label-SC_seg", "--lesion-label", "label-lesion_mask",
+                 "--iterations", "1", "--folds", "2", "--fold", "1") == 0
+    assert len(load_model(out).metadata["training"]["validation_subjects"]) == 1

@@ -30,6 +30,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size))
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="k-fold cross-validation by subject: K groups, --fold I validates (replaces --val-fraction)")
+    p.add_argument("--fold", type=int, default=0, metavar="I", help="which of the K folds validates (0-based)")
+    p.add_argument("--cord-label", default=d.cord_label,
+                   help="cord label files <stem>_<LABEL>.nii.gz in derivatives/labels (e.g. label-SC_seg)")
+    p.add_argument("--lesion-label", default=d.lesion_label,
+                   help="lesion label files <stem>_<LABEL>.nii.gz (e.g. label-lesion_mask)")
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--val-max-images", type=int, default=d.val_max_images, help="validation images scored each time")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
@@ -161,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         encoder_lr_scale=args.encoder_lr_scale,
         patience=args.patience,
         resume=args.resume,
+        folds=args.folds,
+        fold=args.fold,
+        cord_label=args.cord_label,
+        lesion_label=args.lesion_label,
     )
     net = NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
     try:

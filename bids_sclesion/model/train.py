@@ -72,11 +72,23 @@ def find_training_cases(
     return cases
 
 
-def split_by_subject(cases: list[TrainingCase], val_fraction: float, seed: int) -> tuple[list, list]:
-    """Subject-level split: no subject has images on both sides."""
+def split_by_subject(cases: list[TrainingCase], val_fraction: float, seed: int, folds: int | None = None,
+                     fold: int = 0) -> tuple[list, list]:
+    """Subject-level split: no subject has images on both sides.
+
+    With ``folds`` the shuffled subjects are cut into that many groups and
+    group ``fold`` validates (k-fold cross-validation, one run per fold).
+    """
     subjects = sorted({c.subject for c in cases})
     rng = np.random.default_rng(seed)
     rng.shuffle(subjects)
+    if folds:
+        if not 2 <= folds <= len(subjects):
+            raise ValueError(f"{folds} folds need at least {folds} subjects; there are {len(subjects)}")
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must be in 0..{folds - 1}, not {fold}")
+        val = set(np.array_split(np.asarray(subjects, dtype=object), folds)[fold].tolist())
+        return [c for c in cases if c.subject not in val], [c for c in cases if c.subject in val]
     n_val = int(round(len(subjects) * val_fraction))
     if val_fraction > 0 and len(subjects) > 1:
         n_val = max(1, n_val)
@@ -179,6 +191,10 @@ class TrainingConfig:
     encoder_lr_scale: float = 0.1  # with init_from: the pretrained encoder learns this much slower
     patience: int | None = None  # stop after this many validations without improvement
     resume: bool = False  # continue from MODEL_DIR/checkpoint.pt
+    folds: int | None = None  # k-fold: validate on fold ``fold`` of ``folds`` subject groups
+    fold: int = 0
+    cord_label: str = "seg-manual"  # label files: <stem>_<label>.nii.gz in derivatives/labels
+    lesion_label: str = "lesion-manual"
 
 
 def _evaluate(network, cases_data, roi_size, device) -> dict[str, float]:
@@ -233,14 +249,15 @@ def train(
     network_config = network_config or NetworkConfig()
     cases = []
     for i, bd in enumerate(bids_dirs):
-        found = find_training_cases(bd, config.suffixes, require_lesion=config.require_lesion, dataset=i)
+        found = find_training_cases(bd, config.suffixes, cord_label=config.cord_label,
+                                    lesion_label=config.lesion_label, require_lesion=config.require_lesion, dataset=i)
         if not found:
             raise ValueError(f"{bd}: no image of {list(config.suffixes)} with labels in derivatives/labels")
         cases.extend(found)
     cases = [c for c in cases if c.subject not in set(config.exclude_subjects)]
     if not cases:
         raise ValueError("every image was excluded")
-    train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed)
+    train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed, config.folds, config.fold)
     val_cases = _interleave_contrasts(val_cases)[: config.val_max_images]
     LOGGER.info("%d training images (%d subjects), %d validation images", len(train_cases),
                 len({c.subject for c in train_cases}), len(val_cases))
@@ -288,6 +305,9 @@ def train(
         LOGGER.info("resuming from %s at iteration %d", checkpoint_path, first_it)
     elif config.resume:
         LOGGER.warning("--resume: no %s yet, starting from the beginning", checkpoint_path)
+    # Mixed precision on a GPU; plain float32 on the CPU.
+    use_amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = time.time()
     network.train()
     resumed = first_it > 1 and log_path.exists()
@@ -309,10 +329,12 @@ def train(
                 samples.append(augment({"image": img_p[None], "label": lab_p}))
             x, y = to_batch(samples)
             x, y = x.to(dev), y.to(dev)
-            loss = loss_fn(network(x), y)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss = loss_fn(network(x), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             running.append(loss.item())
             elapsed = time.time() - start
