@@ -9,7 +9,8 @@ from . import __version__, __url__
 from .utils.io import write_json, write_text
 
 #: Files the BIDS specification does not define yet, kept out of validation.
-BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "*_xfm.*", "group_*", "figures/", "logs/"]
+BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "*_xfm.*", "*_uncertainty.*", "group_*", "figures/",
+              "logs/"]
 
 _SOURCE = re.compile(r"^(?P<entities>sub-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)\.nii(\.gz)?$")
 
@@ -61,6 +62,10 @@ class SourceName:
             "lesion_prob": self.derivative(root, space="orig", label="lesion", suffix="probseg", ext=".nii.gz"),
             "lesion_table": self.derivative(root, suffix="lesions", ext=".tsv"),
         }
+
+    def uncertainty(self, root) -> Path:
+        """The optional lesion uncertainty map (``--tta``)."""
+        return self.derivative(root, space="orig", label="lesion", suffix="uncertainty", ext=".nii.gz")
 
     def warps(self, root) -> dict[str, Path]:
         """Straightening warps (ITK displacement fields); from/to name the source contrast."""
@@ -140,6 +145,10 @@ def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float) -
                 "Threshold": threshold, **common}
     if kind == "lesion_prob":
         return {"Description": "Voxel-wise lesion probability from the segmentation network", **common}
+    if kind == "lesion_uncertainty":
+        return {"Description": "Standard deviation of the lesion probability across the test-time augmented "
+                "predictions (plain and flipped along each axis of the straightened cord); 0 where they agree",
+                **common}
     if kind == "lesion_table":
         return {
             "Description": "One row per lesion (26-connected component of the lesion mask)",
@@ -152,6 +161,9 @@ def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float) -
             "extent_along_cord_mm": {"Description": "Length along the local cord axis", "Units": "mm"},
             "mean_probability": {"Description": "Mean network probability over the lesion's voxels"},
             "max_probability": {"Description": "Maximum network probability over the lesion's voxels"},
+            "confidence": {"Description": "Share of the test-time augmented predictions (plain and flipped "
+                           "along each axis) that find the lesion; n/a when the run used no test-time "
+                           "augmentation (--tta)"},
             "Model": model,
         }
     raise KeyError(kind)

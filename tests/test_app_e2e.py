@@ -181,3 +181,30 @@ def test_eval_command_matches_the_library_scores(app_run, synth_two_subjects, tm
     # No label found: a clear error, not an empty table.
     assert eval_main([str(out), str(tmp_path)]) == 1
     assert "no output" in capsys.readouterr().err
+
+
+def test_tta_writes_uncertainty_and_lesion_confidence(synth_two_subjects, tmp_path):
+    out = tmp_path / "out"
+    code = main([str(synth_two_subjects), str(out), "participant", "-w", str(tmp_path / "work"),
+                 "--participant-label", "01", "--contrast", "T2w", "--tta", "--skip-bids-validation", "--nprocs", "1"])
+    assert code == 0
+    anat = out / "sub-01" / "anat"
+    src = nib.load(str(synth_two_subjects / "sub-01" / "anat" / "sub-01_T2w.nii.gz"))
+    unc = nib.load(str(anat / "sub-01_space-orig_label-lesion_desc-T2w_uncertainty.nii.gz"))
+    assert unc.shape == src.shape and np.allclose(unc.affine, src.affine, atol=1e-4)
+    u = np.asarray(unc.dataobj)
+    assert 0.0 <= u.min() and u.max() <= 0.5 + 1e-6 and u.max() > 0
+    assert "Standard deviation" in json.loads((anat / "sub-01_space-orig_label-lesion_desc-T2w_uncertainty.json").read_text())["Description"]
+    rows = list(csv.DictReader((anat / "sub-01_desc-T2w_lesions.tsv").open(), delimiter="\t"))
+    assert rows, "the phantom has lesions"
+    assert all(0.0 <= float(r["confidence"]) <= 1.0 for r in rows)
+    if validator_available():
+        proc = subprocess.run(["bids-validator-deno", "--format", "json", str(out)], capture_output=True, text=True)
+        errors = [i for i in json.loads(proc.stdout)["issues"]["issues"] if i["severity"] == "error"]
+        assert errors == [], errors
+
+
+def test_tta_needs_the_cascade(synth_two_subjects, tmp_path, capsys):
+    code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                 "--tta", "--single-stage", "--skip-bids-validation"])
+    assert code == 17 and "--tta" in capsys.readouterr().err

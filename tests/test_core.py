@@ -112,3 +112,20 @@ def test_threshold_masks_drops_lesions_outside_the_cord():
     assert rows[0].extent_along_cord_mm == pytest.approx(8.0, abs=0.1)
     assert rows[0].mean_probability == pytest.approx(0.8, abs=1e-4)
     assert table_to_tsv(rows).splitlines()[0].startswith("lesion_id\tvolume_mm3")
+
+
+def test_lesion_confidence_counts_the_copies_that_find_each_lesion():
+    from bids_sclesion.core.lesions import lesion_table, voxel_uncertainty
+
+    lesion = np.zeros((20, 20, 20), bool)
+    lesion[2:4, 2:4, 2:4] = True
+    lesion[12:15, 12:15, 12:15] = True
+    cord = np.ones_like(lesion)
+    prob = lesion.astype(np.float32) * 0.9
+    copies = np.stack([prob, prob, prob, prob])
+    copies[1:, 2:4, 2:4, 2:4] = 0.1  # only one copy of four finds the first lesion
+    rows = lesion_table(lesion, prob, cord, np.eye(4), copies, threshold=0.5)
+    assert sorted(r.confidence for r in rows) == [0.25, 1.0]
+    assert lesion_table(lesion, prob, cord, np.eye(4))[0].confidence == "n/a"
+    u = voxel_uncertainty(copies)
+    assert u.shape == lesion.shape and u[3, 3, 3] > 0.3 and u[13, 13, 13] == 0.0

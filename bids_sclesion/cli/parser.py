@@ -78,6 +78,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="model applied to the straightened cord (stage 2): bundled model name or model directory")
     g.add_argument("--cascade-cord", choices=["mean", "stage2"], default="mean",
                    help="cascade's cord map: mean of both stages' cord probabilities, or stage 2's alone")
+    g.add_argument("--tta", action="store_true",
+                   help="test-time augmentation of stage 2 (flips): writes a lesion uncertainty map and a "
+                        "confidence per lesion in the lesion table (about 4x stage 2's time)")
     g.add_argument("--single-stage", action="store_true",
                    help="no cascade: the whole-image model gives the final cord and lesion maps")
     g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")

@@ -150,6 +150,9 @@ def run_participant(args) -> int:
     model_hash = _model_hash(args.model)
     stage2 = None if args.single_stage or not args.stage2_model else str(args.stage2_model)
     stage2_hash = _model_hash(stage2) if stage2 else ""
+    if args.tta and not stage2:
+        raise AppError("--tta works on the cascade's stage 2: it cannot be combined with --single-stage",
+                       ExitCode.INVALID_ARGUMENTS)
     if stage2:
         from ..workflows.anatomical import straight_space_of
 
@@ -182,6 +185,7 @@ def run_participant(args) -> int:
         work_dir=str(work_dir), model=str(args.model), model_hash=model_hash, device=args.device,
         omp_nthreads=omp, threshold=args.threshold, min_lesion_mm3=args.min_lesion_volume,
         stage2_model=stage2, stage2_model_hash=stage2_hash, cord_fusion=args.cascade_cord,
+        tta=args.tta,
     )
     plugin, plugin_args = _plugin(args, nprocs)
     if plugin in ("Linear", "MultiProc"):

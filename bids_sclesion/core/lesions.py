@@ -47,6 +47,7 @@ class LesionStats:
     extent_along_cord_mm: float
     mean_probability: float
     max_probability: float
+    confidence: float | str = "n/a"  # share of test-time copies that find the lesion ("n/a" without them)
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -55,11 +56,15 @@ class LesionStats:
 LESION_COLUMNS = tuple(LesionStats.__dataclass_fields__)
 
 
-def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, affine: np.ndarray) -> list[LesionStats]:
+def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, affine: np.ndarray,
+                 copies: np.ndarray | None = None, threshold: float = 0.5) -> list[LesionStats]:
     """One row per connected lesion, in scanner millimetres.
 
     The extent along the cord is measured along the local cord axis, the
     principal direction of the cord voxels within 20 mm of the lesion.
+    ``copies`` (K, ...) are the lesion probabilities of K test-time
+    augmented predictions: a lesion's confidence is the share of them in
+    which at least one of its voxels reaches ``threshold``.
     """
     lab, n = ndimage.label(lesion, CONNECTIVITY)
     if n == 0:
@@ -80,6 +85,10 @@ def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, 
         # Add one voxel's length along the axis so a one-voxel lesion has a size.
         voxel_len = float(np.abs(np.linalg.inv(affine[:3, :3]) @ axis).max() ** -1) if np.any(axis) else float(zooms.min())
         probs = lesion_prob[sl][local]
+        confidence: float | str = "n/a"
+        if copies is not None:
+            found = [(c[sl][local] >= threshold).any() for c in copies]
+            confidence = round(float(np.mean(found)), 4)
         rows.append(
             LesionStats(
                 lesion_id=i,
@@ -90,9 +99,15 @@ def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, 
                 extent_along_cord_mm=round(float(proj.max() - proj.min() + voxel_len), 2),
                 mean_probability=round(float(probs.mean()), 4),
                 max_probability=round(float(probs.max()), 4),
+                confidence=confidence,
             )
         )
     return rows
+
+
+def voxel_uncertainty(copies: np.ndarray) -> np.ndarray:
+    """Standard deviation of the lesion probability across test-time copies (0: they all agree)."""
+    return np.asarray(copies, np.float32).std(axis=0)
 
 
 def _to_mm(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:

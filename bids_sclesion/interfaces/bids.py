@@ -25,6 +25,7 @@ class _SinkInputSpec(_SourceSinkInputSpec):
     model_name = traits.Str(mandatory=True)
     model_version = traits.Str(mandatory=True)
     stage2_model_name = traits.Str(desc="cascade: the model that segmented the straightened cord")
+    lesion_uncertainty = File(exists=True, desc="optional voxel-wise uncertainty of the lesion probability")
     threshold = traits.Float(0.5, usedefault=True)
 
 
@@ -63,6 +64,16 @@ class DerivativesSink(SimpleInterface):
             write_nifti(out, targets[key])
             write_json(mask_sidecar(source, key, model, self.inputs.threshold), targets[key].with_name(targets[key].name.replace(".nii.gz", ".json")))
             written.append(str(targets[key]))
+        if isdefined(self.inputs.lesion_uncertainty):
+            img = nib.load(self.inputs.lesion_uncertainty)
+            out = nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine)
+            out.set_qform(img.affine, code=1)
+            out.set_sform(img.affine, code=1)
+            target = source.uncertainty(self.inputs.out_dir)
+            write_nifti(out, target)
+            write_json(mask_sidecar(source, "lesion_uncertainty", model, self.inputs.threshold),
+                       target.with_name(target.name.replace(".nii.gz", ".json")))
+            written.append(str(target))
         table = copy_file(self.inputs.lesion_table, targets["lesion_table"])
         write_json(mask_sidecar(source, "lesion_table", model, self.inputs.threshold), table.with_suffix(".json"))
         written.append(str(table))

@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from ..core.lesions import lesion_table, table_to_tsv, threshold_masks
+from ..core.lesions import lesion_table, table_to_tsv, threshold_masks, voxel_uncertainty
 
 
 class _SegmentInputSpec(BaseInterfaceInputSpec):
@@ -66,6 +66,7 @@ class _SegmentStraightInputSpec(BaseInterfaceInputSpec):
     to_straight_xfm = File(exists=True, mandatory=True, desc="ITK field on the straight grid (-> native)")
     to_orig_xfm = File(exists=True, mandatory=True, desc="ITK field on the source grid (-> straight)")
     model = traits.Str(mandatory=True, desc="stage-2 model name or directory")
+    tta = traits.Bool(False, usedefault=True, desc="also predict on flipped copies (uncertainty)")
     model_hash = traits.Str(desc="content hash of the model weights (re-runs when the model changes)")
     device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
     num_threads = traits.Int(1, usedefault=True, nohash=True)
@@ -75,6 +76,7 @@ class _SegmentStraightOutputSpec(TraitedSpec):
     cord_prob = File(exists=True, desc="stage-2 cord probability on the source grid")
     lesion_prob = File(exists=True, desc="stage-2 lesion probability on the source grid")
     straight_image = File(exists=True, desc="the straightened, normalised image")
+    lesion_copies = File(desc="with tta: lesion probability of each test-time copy (4D, source grid)")
     model_name = traits.Str()
     model_version = traits.Str()
 
@@ -99,12 +101,18 @@ class SegmentStraightened(SimpleInterface):
         img = nib.load(self.inputs.in_file)
         to_straight = nib.load(self.inputs.to_straight_xfm)
         native_points = field_target_points(to_straight)
-        prob = segment_straightened(img, native_points, model, device)
+        prob = segment_straightened(img, native_points, model, device, tta=self.inputs.tta)
         ref = nib.load(self.inputs.reference)
         straight_points = field_target_points(nib.load(self.inputs.to_orig_xfm))
         if straight_points.shape[:3] != ref.shape[:3]:
             raise ValueError(f"{self.inputs.to_orig_xfm}: grid {straight_points.shape[:3]} is not the grid of "
                              f"{self.inputs.reference} {ref.shape[:3]}")
+        if self.inputs.tta:
+            copies = unstraighten(prob[:, 1], to_straight.affine, straight_points)
+            out = os.path.join(runtime.cwd, "lesion_copies.nii.gz")
+            nib.save(nib.Nifti1Image(np.moveaxis(copies, 0, -1), ref.affine), out)
+            self._results["lesion_copies"] = out
+            prob = prob.mean(axis=0)
         native = unstraighten(prob, to_straight.affine, straight_points)
         self._results.update(_write_probabilities(runtime.cwd, native[0], native[1], ref.affine, model))
         out = os.path.join(runtime.cwd, "straight_image.nii.gz")
@@ -117,6 +125,7 @@ class _PostInputSpec(BaseInterfaceInputSpec):
     cord_prob = File(exists=True, mandatory=True)
     lesion_prob = File(exists=True, mandatory=True)
     extra_cord_prob = File(exists=True, desc="another cord probability (same grid), averaged with cord_prob")
+    lesion_copies = File(exists=True, desc="lesion probabilities of test-time copies (4D): confidence, uncertainty")
     threshold = traits.Float(0.5, usedefault=True)
     min_lesion_mm3 = traits.Float(0.0, usedefault=True)
 
@@ -125,6 +134,7 @@ class _PostOutputSpec(TraitedSpec):
     cord_mask = File(exists=True)
     lesion_mask = File(exists=True)
     lesion_table = File(exists=True)
+    lesion_uncertainty = File(desc="with lesion_copies: voxel-wise standard deviation across the copies")
     n_lesions = traits.Int()
 
 
@@ -142,7 +152,13 @@ class PostprocessLesions(SimpleInterface):
         les_p = np.asarray(limg.dataobj, np.float32)
         vox = float(abs(np.linalg.det(cimg.affine[:3, :3])))
         cord, lesion = threshold_masks(cord_p, les_p, self.inputs.threshold, self.inputs.min_lesion_mm3, vox)
-        rows = lesion_table(lesion, les_p, cord, cimg.affine)
+        copies = None
+        if isdefined(self.inputs.lesion_copies):
+            copies = np.moveaxis(np.asarray(nib.load(self.inputs.lesion_copies).dataobj, np.float32), -1, 0)
+            out = os.path.join(runtime.cwd, "lesion_uncertainty.nii.gz")
+            nib.save(nib.Nifti1Image(voxel_uncertainty(copies), cimg.affine), out)
+            self._results["lesion_uncertainty"] = out
+        rows = lesion_table(lesion, les_p, cord, cimg.affine, copies, self.inputs.threshold)
         for key, data in (("cord_mask", cord), ("lesion_mask", lesion)):
             out = os.path.join(runtime.cwd, f"{key}.nii.gz")
             img = nib.Nifti1Image(data.astype(np.uint8), cimg.affine)

@@ -68,15 +68,24 @@ def straighten_labels(canonical: nib.Nifti1Image, cord: np.ndarray, lesion: np.n
     return image, labels
 
 
+#: Test-time flips of the straightened cord: left-right, anterior-posterior, along the cord.
+TTA_FLIPS = ((0,), (1,), (2,))
+
+
 def segment_straightened(img: nib.Nifti1Image, native_points: np.ndarray, model: LoadedModel,
-                         device: torch.device | str = "cpu") -> np.ndarray:
-    """Stage-2 probabilities (2, *straight grid): cord, lesion."""
+                         device: torch.device | str = "cpu", tta: bool = False) -> np.ndarray:
+    """Stage-2 probabilities (2, *straight grid): cord, lesion.
+
+    With ``tta`` the plain and three flipped predictions are returned, shape
+    (4, 2, *straight grid): their spread is the uncertainty.
+    """
     volume = sample_straight(img, native_points)
     roi = tuple(model.metadata.get("inference", {}).get("roi_size", (64, 64, 64)))
     divisor = 1
     for s in model.metadata["network"].get("strides", [2, 2, 2]):
         divisor *= int(s)
-    return predict_probabilities(model.network, volume, device, roi_size=roi, size_divisor=divisor)
+    return predict_probabilities(model.network, volume, device, roi_size=roi, size_divisor=divisor,
+                                 flip_axes=TTA_FLIPS if tta else (), return_copies=tta)
 
 
 def unstraighten(prob: np.ndarray, straight_affine: np.ndarray, straight_points: np.ndarray) -> np.ndarray:

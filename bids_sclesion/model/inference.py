@@ -23,13 +23,15 @@ def predict_probabilities(
     overlap: float = 0.25,
     size_divisor: int = 16,
     flip_axes: tuple[tuple[int, ...], ...] = (),
+    return_copies: bool = False,
 ) -> np.ndarray:
     """Return sigmoid probabilities, shape (2, *volume.shape): cord, lesion.
 
     The volume is padded to a multiple of the network's down-sampling factor
     and windows are blended with Gaussian weights. ``flip_axes`` adds
     test-time augmentation: the probabilities of each flipped copy (axes of
-    the volume) are flipped back and averaged with the plain prediction.
+    the volume) are flipped back and averaged with the plain prediction;
+    ``return_copies`` returns every copy instead, shape (copies, 2, ...).
     """
     device = torch.device(device)
     shape = np.asarray(volume.shape)
@@ -40,7 +42,7 @@ def predict_probabilities(
     tensor = torch.from_numpy(x)[None, None].to(device)
     with torch.inference_mode():
         autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _nullcontext()
-        prob = None
+        prob, copies = None, []
         for axes in ((),) + tuple(tuple(a) for a in flip_axes):
             dims = [a + 2 for a in axes]
             x_in = torch.flip(tensor, dims) if dims else tensor
@@ -49,7 +51,11 @@ def predict_probabilities(
                                                   mode="gaussian")
             p = torch.sigmoid(logits.float())
             p = torch.flip(p, dims) if dims else p
+            if return_copies:
+                copies.append(p[0, :, : shape[0], : shape[1], : shape[2]].cpu().numpy())
             prob = p if prob is None else prob + p
+        if return_copies:
+            return np.stack(copies)
         prob = (prob / (1 + len(flip_axes)))[0].cpu().numpy()
     return prob[:, : shape[0], : shape[1], : shape[2]]
 

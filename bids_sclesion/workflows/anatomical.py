@@ -24,6 +24,7 @@ def init_anat_lesion_wf(
     stage2_model: str | None = None,
     stage2_model_hash: str = "",
     cord_fusion: str = "mean",
+    tta: bool = False,
     name: str = "anat_lesion_wf",
 ) -> pe.Workflow:
     """Segment the cord and MS lesions of one anatomical image.
@@ -35,7 +36,8 @@ def init_anat_lesion_wf(
     there at full resolution; its probabilities are mapped back to the
     source grid. ``cord_fusion="mean"`` averages the two stages' cord
     probabilities (stage 1 has seen real cords, stage 2 works at 0.5 mm);
-    ``"stage2"`` keeps stage 2's alone.
+    ``"stage2"`` keeps stage 2's alone. ``tta`` adds stage-2 predictions on
+    flipped copies: a voxel uncertainty map and a confidence per lesion.
 
     Inputs are fixed at construction (one workflow per image) so that the
     work directory caches each node by the image's content.
@@ -97,7 +99,7 @@ def init_anat_lesion_wf(
         return wf
     stage2 = pe.Node(
         SegmentStraightened(model=stage2_model, model_hash=stage2_model_hash, device=device,
-                            num_threads=omp_nthreads),
+                            num_threads=omp_nthreads, tta=tta),
         name="segment_straightened_cord",
         n_procs=omp_nthreads,
         mem_gb=2.0,
@@ -109,6 +111,11 @@ def init_anat_lesion_wf(
         (stage2, post, [("cord_prob", "cord_prob"), ("lesion_prob", "lesion_prob")]),
         (stage2, sink, [("lesion_prob", "lesion_prob"), ("model_name", "stage2_model_name")]),
     ])  # fmt: skip
+    if tta:
+        wf.connect([
+            (stage2, post, [("lesion_copies", "lesion_copies")]),
+            (post, sink, [("lesion_uncertainty", "lesion_uncertainty")]),
+        ])  # fmt: skip
     if cord_fusion == "mean":
         wf.connect(split, "out1", post, "extra_cord_prob")
     elif cord_fusion != "stage2":

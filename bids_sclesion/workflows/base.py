@@ -20,7 +20,7 @@ def image_workflow_name(image: str | Path) -> str:
 def init_single_subject_wf(
     subject: str, images: list[str], *, bids_dir: str, output_dir: str, model: str, model_hash: str,
     device: str, omp_nthreads: int, threshold: float = 0.5, min_lesion_mm3: float = 5.0,
-    stage2_model: str | None = None, stage2_model_hash: str = "", cord_fusion: str = "mean",
+    stage2_model: str | None = None, stage2_model_hash: str = "", cord_fusion: str = "mean", tta: bool = False,
 ) -> pe.Workflow:
     """All anatomical images of one subject (all sessions)."""
     wf = pe.Workflow(name=f"single_subject_{_node_name(subject)}_wf")
@@ -30,7 +30,7 @@ def init_single_subject_wf(
                 source_file=image, bids_dir=bids_dir, output_dir=output_dir, model=model, model_hash=model_hash,
                 device=device, omp_nthreads=omp_nthreads, threshold=threshold, min_lesion_mm3=min_lesion_mm3,
                 stage2_model=stage2_model, stage2_model_hash=stage2_model_hash, cord_fusion=cord_fusion,
-                name=image_workflow_name(image),
+                tta=tta, name=image_workflow_name(image),
             )
         ])
     return wf
@@ -40,7 +40,7 @@ def init_bids_sclesion_wf(
     subjects: dict[str, list[str]], *, bids_dir: str, output_dir: str, work_dir: str, model: str,
     model_hash: str, device: str = "auto", omp_nthreads: int = 1, threshold: float = 0.5,
     min_lesion_mm3: float = 5.0, stage2_model: str | None = None, stage2_model_hash: str = "",
-    cord_fusion: str = "mean",
+    cord_fusion: str = "mean", tta: bool = False,
 ) -> pe.Workflow:
     """The participant-level workflow for the selected ``subjects`` -> image lists."""
     wf = pe.Workflow(name="bids_sclesion_wf")
@@ -53,6 +53,6 @@ def init_bids_sclesion_wf(
                                    model_hash=model_hash, device=device, omp_nthreads=omp_nthreads,
                                    threshold=threshold, min_lesion_mm3=min_lesion_mm3,
                                    stage2_model=stage2_model, stage2_model_hash=stage2_model_hash,
-                                   cord_fusion=cord_fusion)
+                                   cord_fusion=cord_fusion, tta=tta)
         ])
     return wf
