@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Time per image and per step: single stage (0.1.0 baseline) vs the cascade.
+
+Usage: python benchmarks/cascade_time.py [--subjects 2] [--contrasts T2w,T1w] [--seed 99] [--tta]
+
+Generates a small phantom dataset, runs the participant level with one
+process and one thread per node for each configuration in turn (same
+machine, same run), and prints the seconds each step took per image (from
+Nipype's result files) and the cascade/baseline ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from nipype.utils.filemanip import loadpkl
+
+from bids_sclesion.cli.run import main as app
+from bids_sclesion.phantoms import generate_dataset
+
+
+def step_seconds(work: Path) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for result in work.rglob("result_*.pklz"):
+        step = result.parent.name
+        if "_wf" in step:
+            continue
+        totals[step] = totals.get(step, 0.0) + float(getattr(loadpkl(result).runtime, "duration", 0.0) or 0.0)
+    return totals
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--subjects", type=int, default=2)
+    p.add_argument("--contrasts", default="T2w,T1w")
+    p.add_argument("--seed", type=int, default=99)
+    p.add_argument("--tta", action="store_true", help="also time the cascade with --tta")
+    args = p.parse_args()
+    contrasts = tuple(args.contrasts.split(","))
+    configs = {"baseline": ["--model", "default", "--single-stage"], "cascade": []}
+    if args.tta:
+        configs["cascade+tta"] = ["--tta"]
+    with tempfile.TemporaryDirectory() as tmp:
+        bids = Path(tmp) / "bids"
+        generate_dataset(bids, n_subjects=args.subjects, contrasts=contrasts, seed=args.seed)
+        n_images = args.subjects * len(contrasts)
+        results = {}
+        for name, extra in configs.items():
+            work = Path(tmp) / name / "work"
+            t0 = time.time()
+            code = app([str(bids), str(Path(tmp) / name / "out"), "participant", "-w", str(work), "--nprocs", "1",
+                        "--omp-nthreads", "1", "--skip-bids-validation", *extra])
+            if code != 0:
+                raise SystemExit(f"{name}: participant level failed ({code})")
+            results[name] = (time.time() - t0, step_seconds(work))
+    steps = sorted({s for _, st in results.values() for s in st})
+    names = list(results)
+    print(f"\n{n_images} images ({args.subjects} subjects x {', '.join(contrasts)}), seconds per image, one thread:\n")
+    print("| step | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for step in steps:
+        print(f"| {step} | " + " | ".join(f"{results[n][1].get(step, 0.0) / n_images:.2f}" for n in names) + " |")
+    totals = {n: sum(results[n][1].values()) / n_images for n in names}
+    print("| **all steps** | " + " | ".join(f"{totals[n]:.2f}" for n in names) + " |")
+    print("| wall (incl. start-up) | " + " | ".join(f"{results[n][0] / n_images:.2f}" for n in names) + " |")
+    for n in names[1:]:
+        print(f"\n{n} / baseline (all steps): {totals[n] / totals['baseline']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
