@@ -15,20 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nipype.utils.filemanip import loadpkl
-
 from bids_sclesion.cli.run import main as app
 from bids_sclesion.phantoms import generate_dataset
-
-
-def step_seconds(work: Path) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for result in work.rglob("result_*.pklz"):
-        step = result.parent.name
-        if "_wf" in step:
-            continue
-        totals[step] = totals.get(step, 0.0) + float(getattr(loadpkl(result).runtime, "duration", 0.0) or 0.0)
-    return totals
+from bids_sclesion.workflows.base import node_run_seconds
 
 
 def main() -> int:
@@ -54,7 +43,7 @@ def main() -> int:
                         "--omp-nthreads", "1", "--skip-bids-validation", *extra])
             if code != 0:
                 raise SystemExit(f"{name}: participant level failed ({code})")
-            results[name] = (time.time() - t0, step_seconds(work))
+            results[name] = (time.time() - t0, node_run_seconds(work))
     steps = sorted({s for _, st in results.values() for s in st})
     names = list(results)
     print(f"\n{n_images} images ({args.subjects} subjects x {', '.join(contrasts)}), seconds per image, one thread:\n")

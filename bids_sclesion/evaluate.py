@@ -94,18 +94,9 @@ def aggregate(scores: list[ImageScore]) -> dict[str, float]:
 
 def evaluate_outputs(bids_dir: Path, out_dir: Path, labels_dir: Path | None = None) -> tuple[list[ImageScore], dict]:
     """Score every image of ``out_dir`` that has ground truth; returns per-image rows and per-contrast summaries."""
-    bids_dir, out_dir = Path(bids_dir), Path(out_dir)
+    bids_dir = Path(bids_dir)
     labels_dir = Path(labels_dir) if labels_dir else bids_dir / "derivatives" / "labels"
-    scores = []
-    for table in sorted(out_dir.glob("sub-*/**/anat/*_lesions.tsv")):
-        relpath = Path(source_of_lesion_table(table, out_dir).relpath)
-        source = bids_dir / relpath
-        truth = labels_dir / relpath.parent / relpath.name.replace(".nii.gz", "_lesion-manual.nii.gz")
-        if source.exists() and truth.exists():
-            scores.append(score_image(source, bids_dir, out_dir, labels_dir))
-    summary = {suffix: aggregate([s for s in scores if s.suffix == suffix]) for suffix in sorted({s.suffix for s in scores})}
-    summary["all"] = aggregate(scores)
-    return scores, summary
+    return _score_outputs(Path(out_dir), labels_dir, bids_dir=bids_dir)
 
 
 def evaluate_predictions(pred_dir: Path, labels_dir: Path, lesion_label: str = "lesion-manual",
@@ -115,16 +106,29 @@ def evaluate_predictions(pred_dir: Path, labels_dir: Path, lesion_label: str = "
 
     Needs no raw dataset: the source name comes from each lesion table's name.
     """
-    pred_dir, labels_dir = Path(pred_dir), Path(labels_dir)
+    return _score_outputs(Path(pred_dir), Path(labels_dir), lesion_label, cord_label)
+
+
+def _score_outputs(out_dir: Path, labels_dir: Path, lesion_label: str = "lesion-manual",
+                   cord_label: str = "seg-manual", bids_dir: Path | None = None) -> tuple[list[ImageScore], dict]:
+    """Score the images behind the lesion tables of ``out_dir`` that have a lesion label
+    (and, with ``bids_dir``, whose source image is there)."""
+    root = bids_dir if bids_dir is not None else labels_dir
     scores = []
-    for table in sorted(pred_dir.glob("sub-*/**/anat/*_lesions.tsv")):
-        relpath = Path(source_of_lesion_table(table, pred_dir).relpath)
+    for table in sorted(out_dir.glob("sub-*/**/anat/*_lesions.tsv")):
+        relpath = Path(source_of_lesion_table(table, out_dir).relpath)
         truth = labels_dir / relpath.parent / relpath.name.replace(".nii.gz", f"_{lesion_label}.nii.gz")
-        if truth.exists():
-            scores.append(score_image(labels_dir / relpath, labels_dir, pred_dir, labels_dir, lesion_label, cord_label))
-    summary = {s: aggregate([x for x in scores if x.suffix == s]) for s in sorted({x.suffix for x in scores})}
+        if truth.exists() and (bids_dir is None or (bids_dir / relpath).exists()):
+            scores.append(score_image(root / relpath, root, out_dir, labels_dir, lesion_label, cord_label))
+    return scores, summarise_by_contrast(scores)
+
+
+def summarise_by_contrast(scores: list[ImageScore]) -> dict[str, dict]:
+    """:func:`aggregate` per image suffix, and over all images under ``"all"``."""
+    summary = {suffix: aggregate([s for s in scores if s.suffix == suffix])
+               for suffix in sorted({s.suffix for s in scores})}
     summary["all"] = aggregate(scores)
-    return scores, summary
+    return summary
 
 
 def format_summary(summary: dict) -> str:
@@ -173,10 +177,9 @@ def stage1_cord_dice(model, image_path: Path, manual_path: Path, device: str = "
 
     Returns (Dice, Dice in the labelled slices, manual volume mm3, predicted volume mm3).
     """
-    from .core.image import load_image, resample_to_grid
+    from .core.image import load_image, resample_to_grid, to_canonical
     from .core.lesions import threshold_masks
     from .core.preprocess import bias_correct_image
-    from .core.image import to_canonical
     from .model.segment import segment_image
 
     img = load_image(image_path)

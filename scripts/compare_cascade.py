@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from bids_sclesion.cli.run import main as app
-from bids_sclesion.evaluate import aggregate, evaluate_outputs
+from bids_sclesion.evaluate import evaluate_outputs, summarise_by_contrast
+from bids_sclesion.workflows.base import node_run_seconds
 
 
 def run(bids: Path, out: Path, work: Path, model: str, stage2: str | None, cord: str, nprocs: int,
@@ -46,23 +47,6 @@ def run(bids: Path, out: Path, work: Path, model: str, stage2: str | None, cord:
     if code not in (0, 1):
         raise SystemExit(f"participant level failed with exit code {code}: {' '.join(argv)}")
     return time.time() - t0
-
-
-def node_seconds(work: Path) -> dict[str, float]:
-    """Seconds spent in each pipeline step, summed over images (from Nipype's result files)."""
-    from nipype.utils.filemanip import loadpkl
-
-    totals: dict[str, float] = {}
-    for result in work.rglob("result_*.pklz"):
-        step = result.parent.name
-        if "_wf" in step:
-            continue
-        try:
-            duration = float(getattr(loadpkl(result).runtime, "duration", 0.0) or 0.0)
-        except Exception:  # an unreadable result file only loses its timing
-            continue
-        totals[step] = totals.get(step, 0.0) + duration
-    return totals
 
 
 def main() -> int:
@@ -100,7 +84,7 @@ def main() -> int:
             info = json.loads(timing.read_text())
             seconds = info["seconds"]
             if "steps" not in info:  # durations are in the work directory's result files
-                info["steps"] = node_seconds(work)
+                info["steps"] = node_run_seconds(work)
                 timing.write_text(json.dumps(info) + "\n")
         else:
             seconds = 0.0
@@ -114,7 +98,7 @@ def main() -> int:
                 seconds = json.loads((args.out_root / work_name / "timing.json").read_text())["seconds"]
         scores, _ = evaluate_outputs(args.bids_dir, out / "derivatives")
         if not args.score_only:
-            steps = node_seconds(work)
+            steps = node_run_seconds(work)
             timing.write_text(json.dumps({"seconds": seconds, "images": len(scores), "steps": steps}) + "\n")
         results[name] = (scores, seconds)
     common = set.intersection(*[{s.image for s in scores} for scores, _ in results.values()]) if results else set()
@@ -127,8 +111,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, (scores, seconds) in results.items():
         kept = [s for s in scores if s.image in common]
-        summary = {c: aggregate([s for s in kept if s.suffix == c]) for c in sorted({s.suffix for s in kept})}
-        summary["all"] = aggregate(kept)
+        summary = summarise_by_contrast(kept)
         for contrast, row in summary.items():
             per_image = f"{seconds / max(len(scores), 1):.1f}" if contrast == "all" else ""
             print(f"| {name} | {contrast} | {row['images']} | {row['cord_dice']:.3f} | {row['lesion_dice']:.3f} | "

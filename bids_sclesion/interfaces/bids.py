@@ -52,26 +52,19 @@ class DerivativesSink(SimpleInterface):
             model = {"Name": f"{self.inputs.model_name}+{self.inputs.stage2_model_name}",
                      "Version": self.inputs.model_version, "Stage1": self.inputs.model_name,
                      "Stage2": self.inputs.stage2_model_name}
+        maps = [(key, getattr(self.inputs, key), targets[key]) for key in ("lesion_mask", "cord_mask", "lesion_prob")]
+        if isdefined(self.inputs.lesion_uncertainty):
+            maps.append(("lesion_uncertainty", self.inputs.lesion_uncertainty, source.uncertainty(self.inputs.out_dir)))
         written = []
-        for key in ("lesion_mask", "cord_mask", "lesion_prob"):
-            img = nib.load(getattr(self.inputs, key))
-            data = np.asarray(img.dataobj)
+        for key, path, target in maps:
+            img = nib.load(path)
             dtype = np.uint8 if key.endswith("mask") else np.float32
-            out = nib.Nifti1Image(data.astype(dtype), img.affine)
+            out = nib.Nifti1Image(np.asarray(img.dataobj).astype(dtype), img.affine)
             out.set_qform(img.affine, code=1)
             out.set_sform(img.affine, code=1)
             out.header.set_xyzt_units("mm", "sec")
-            write_nifti(out, targets[key])
-            write_json(mask_sidecar(source, key, model, self.inputs.threshold), targets[key].with_name(targets[key].name.replace(".nii.gz", ".json")))
-            written.append(str(targets[key]))
-        if isdefined(self.inputs.lesion_uncertainty):
-            img = nib.load(self.inputs.lesion_uncertainty)
-            out = nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine)
-            out.set_qform(img.affine, code=1)
-            out.set_sform(img.affine, code=1)
-            target = source.uncertainty(self.inputs.out_dir)
             write_nifti(out, target)
-            write_json(mask_sidecar(source, "lesion_uncertainty", model, self.inputs.threshold),
+            write_json(mask_sidecar(source, key, model, self.inputs.threshold),
                        target.with_name(target.name.replace(".nii.gz", ".json")))
             written.append(str(target))
         table = copy_file(self.inputs.lesion_table, targets["lesion_table"])

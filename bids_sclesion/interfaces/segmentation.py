@@ -19,8 +19,8 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
 
 
 class _SegmentOutputSpec(TraitedSpec):
-    cord_prob = File(exists=True)
-    lesion_prob = File(exists=True)
+    cord_prob = File(exists=True, desc="cord probability (the input's grid, or the source grid for stage 2)")
+    lesion_prob = File(exists=True, desc="lesion probability (same grid)")
     model_name = traits.Str()
     model_version = traits.Str()
 
@@ -32,19 +32,25 @@ class SegmentCordLesion(SimpleInterface):
     output_spec = _SegmentOutputSpec
 
     def _run_interface(self, runtime):
-        import torch
-
-        from ..model.inference import select_device
-        from ..model.io import load_model
         from ..model.segment import segment_image
 
-        torch.set_num_threads(max(1, self.inputs.num_threads))
-        device = select_device(self.inputs.device)
-        model = load_model(self.inputs.model, device)
+        model, device = _load_model(self.inputs)
         img = nib.load(self.inputs.in_file)
         cord, lesion = segment_image(img, model, device)
         self._results.update(_write_probabilities(runtime.cwd, cord, lesion, img.affine, model))
         return runtime
+
+
+def _load_model(inputs):
+    """The model of a segmentation node on its device, torch limited to the node's threads."""
+    import torch
+
+    from ..model.inference import select_device
+    from ..model.io import load_model
+
+    torch.set_num_threads(max(1, inputs.num_threads))
+    device = select_device(inputs.device)
+    return load_model(inputs.model, device), device
 
 
 def _write_probabilities(cwd: str, cord: np.ndarray, lesion: np.ndarray, affine: np.ndarray, model) -> dict:
@@ -60,25 +66,17 @@ def _write_probabilities(cwd: str, cord: np.ndarray, lesion: np.ndarray, affine:
     return results
 
 
-class _SegmentStraightInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="canonical, bias-corrected image")
+class _SegmentStraightInputSpec(_SegmentInputSpec):
+    model = traits.Str(mandatory=True, desc="stage-2 model name or directory")
     reference = File(exists=True, mandatory=True, desc="the source image (grid of the outputs)")
     to_straight_xfm = File(exists=True, mandatory=True, desc="ITK field on the straight grid (-> native)")
     to_orig_xfm = File(exists=True, mandatory=True, desc="ITK field on the source grid (-> straight)")
-    model = traits.Str(mandatory=True, desc="stage-2 model name or directory")
     tta = traits.Bool(False, usedefault=True, desc="also predict on flipped copies (uncertainty)")
-    model_hash = traits.Str(desc="content hash of the model weights (re-runs when the model changes)")
-    device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
-    num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 
-class _SegmentStraightOutputSpec(TraitedSpec):
-    cord_prob = File(exists=True, desc="stage-2 cord probability on the source grid")
-    lesion_prob = File(exists=True, desc="stage-2 lesion probability on the source grid")
+class _SegmentStraightOutputSpec(_SegmentOutputSpec):
     straight_image = File(exists=True, desc="the straightened, normalised image")
     lesion_copies = File(desc="with tta: lesion probability of each test-time copy (4D, source grid)")
-    model_name = traits.Str()
-    model_version = traits.Str()
 
 
 class SegmentStraightened(SimpleInterface):
@@ -88,20 +86,14 @@ class SegmentStraightened(SimpleInterface):
     output_spec = _SegmentStraightOutputSpec
 
     def _run_interface(self, runtime):
-        import torch
-
         from ..core.straighten import field_target_points
         from ..model.cascade import sample_straight, segment_straightened, unstraighten
-        from ..model.inference import select_device
-        from ..model.io import load_model
 
-        torch.set_num_threads(max(1, self.inputs.num_threads))
-        device = select_device(self.inputs.device)
-        model = load_model(self.inputs.model, device)
+        model, device = _load_model(self.inputs)
         img = nib.load(self.inputs.in_file)
         to_straight = nib.load(self.inputs.to_straight_xfm)
-        native_points = field_target_points(to_straight)
-        prob = segment_straightened(img, native_points, model, device, tta=self.inputs.tta)
+        straight_image = sample_straight(img, field_target_points(to_straight))
+        prob = segment_straightened(straight_image, model, device, tta=self.inputs.tta)
         ref = nib.load(self.inputs.reference)
         straight_points = field_target_points(nib.load(self.inputs.to_orig_xfm))
         if straight_points.shape[:3] != ref.shape[:3]:
@@ -116,7 +108,7 @@ class SegmentStraightened(SimpleInterface):
         native = unstraighten(prob, to_straight.affine, straight_points)
         self._results.update(_write_probabilities(runtime.cwd, native[0], native[1], ref.affine, model))
         out = os.path.join(runtime.cwd, "straight_image.nii.gz")
-        nib.save(nib.Nifti1Image(sample_straight(img, native_points), to_straight.affine), out)
+        nib.save(nib.Nifti1Image(straight_image, to_straight.affine), out)
         self._results["straight_image"] = out
         return runtime
 

@@ -72,20 +72,16 @@ def straighten_labels(canonical: nib.Nifti1Image, cord: np.ndarray, lesion: np.n
 TTA_FLIPS = ((0,), (1,), (2,))
 
 
-def segment_straightened(img: nib.Nifti1Image, native_points: np.ndarray, model: LoadedModel,
-                         device: torch.device | str = "cpu", tta: bool = False) -> np.ndarray:
-    """Stage-2 probabilities (2, *straight grid): cord, lesion.
+def segment_straightened(volume: np.ndarray, model: LoadedModel, device: torch.device | str = "cpu",
+                         tta: bool = False) -> np.ndarray:
+    """Stage-2 probabilities (2, *straight grid): cord, lesion, of a volume from :func:`sample_straight`.
 
     With ``tta`` the plain and three flipped predictions are returned, shape
     (4, 2, *straight grid): their spread is the uncertainty.
     """
-    volume = sample_straight(img, native_points)
-    roi = tuple(model.metadata.get("inference", {}).get("roi_size", (64, 64, 64)))
-    divisor = 1
-    for s in model.metadata["network"].get("strides", [2, 2, 2]):
-        divisor *= int(s)
-    return predict_probabilities(model.network, volume, device, roi_size=roi, size_divisor=divisor,
-                                 flip_axes=TTA_FLIPS if tta else (), return_copies=tta)
+    return predict_probabilities(model.network, volume, device, roi_size=model.roi_size,
+                                 size_divisor=model.size_divisor, flip_axes=TTA_FLIPS if tta else (),
+                                 return_copies=tta)
 
 
 def unstraighten(prob: np.ndarray, straight_affine: np.ndarray, straight_points: np.ndarray) -> np.ndarray:

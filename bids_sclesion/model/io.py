@@ -48,6 +48,21 @@ class LoadedModel:
     def spacing(self) -> tuple[float, float, float]:
         return tuple(float(s) for s in self.metadata["spacing_mm"])
 
+    @property
+    def roi_size(self) -> tuple[int, ...]:
+        """Sliding-window size: the training patch (instance norm sees windows of that size)."""
+        return tuple(int(r) for r in self.metadata.get("inference", {}).get("roi_size", (64, 64, 64)))
+
+    @property
+    def size_divisor(self) -> int:
+        """Inputs are padded to a multiple of the network's total down-sampling."""
+        return NetworkConfig.from_dict(self.metadata["network"]).size_divisor
+
+    @property
+    def flip_axes(self) -> tuple[tuple[int, ...], ...]:
+        """Test-time flips the model predicts with (empty: none)."""
+        return tuple(tuple(int(a) for a in axes) for axes in self.metadata.get("inference", {}).get("flip_axes", []))
+
 
 def bundled_model_dir(name: str = "default") -> Path:
     return Path(str(resources.files("bids_sclesion") / "data" / "models" / name))

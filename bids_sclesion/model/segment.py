@@ -16,13 +16,8 @@ def segment_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cord and lesion probabilities on ``img``'s own grid."""
     model_input = to_model_grid(img, model.spacing)
-    roi = tuple(model.metadata.get("inference", {}).get("roi_size", (64, 64, 64)))
-    divisor = 1
-    for s in model.metadata["network"].get("strides", [2, 2, 2, 2]):
-        divisor *= int(s)
-    flips = tuple(tuple(a) for a in model.metadata.get("inference", {}).get("flip_axes", []))
-    prob = predict_probabilities(model.network, model_input.data, device, roi_size=roi, size_divisor=divisor,
-                                 flip_axes=flips)
+    prob = predict_probabilities(model.network, model_input.data, device, roi_size=model.roi_size,
+                                 size_divisor=model.size_divisor, flip_axes=model.flip_axes)
     out = [
         np.clip(resample_to_grid(p, model_input.affine, img.shape[:3], img.affine, order=1), 0.0, 1.0)
         for p in prob

@@ -56,3 +56,20 @@ def init_bids_sclesion_wf(
                                    cord_fusion=cord_fusion, tta=tta)
         ])
     return wf
+
+
+def node_run_seconds(work_dir: str | Path) -> dict[str, float]:
+    """Seconds each pipeline step ran, summed over images, from a work directory's Nipype result files."""
+    from nipype.utils.filemanip import loadpkl
+
+    totals: dict[str, float] = {}
+    for result in Path(work_dir).rglob("result_*.pklz"):
+        step = result.parent.name
+        if "_wf" in step:
+            continue
+        try:
+            duration = float(getattr(loadpkl(result).runtime, "duration", 0.0) or 0.0)
+        except Exception:  # an unreadable result file only loses its timing
+            continue
+        totals[step] = totals.get(step, 0.0) + duration
+    return totals
