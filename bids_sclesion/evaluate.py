@@ -50,12 +50,18 @@ def score_image(source: Path, bids_dir: Path, out_dir: Path, labels_dir: Path, l
     truth_cord = np.asarray(nib.load(str(cord_path)).dataobj) > 0.5 if cord_path.exists() else None
     pred_les = np.asarray(nib.load(str(outputs["lesion_mask"])).dataobj) > 0
     pred_cord = np.asarray(nib.load(str(outputs["cord_mask"])).dataobj) > 0
+    vox = float(abs(np.linalg.det(truth_les_img.affine[:3, :3])))
+    return score_arrays(source.name, name.suffix, pred_cord, pred_les, truth_cord, truth_les, vox)
+
+
+def score_arrays(image: str, suffix: str, pred_cord: np.ndarray, pred_les: np.ndarray,
+                 truth_cord: np.ndarray | None, truth_les: np.ndarray, voxel_mm3: float) -> ImageScore:
+    """Scores of one image from boolean masks on one grid (used by the evaluation and the training's validation)."""
     det = lesion_detection(pred_les, truth_les)
     det10 = lesion_detection(pred_les, truth_les, min_overlap=0.1)
-    vox = float(abs(np.linalg.det(truth_les_img.affine[:3, :3])))
     return ImageScore(
-        image=source.name,
-        suffix=name.suffix,
+        image=image,
+        suffix=suffix,
         cord_dice=dice(pred_cord, truth_cord) if truth_cord is not None else float("nan"),
         lesion_dice=dice(pred_les, truth_les) if (truth_les.any() or pred_les.any()) else float("nan"),
         true_lesions=det.true_lesions,
@@ -63,8 +69,8 @@ def score_image(source: Path, bids_dir: Path, out_dir: Path, labels_dir: Path, l
         detected_10pct=det10.detected,
         predicted_lesions=det.predicted_lesions,
         false_positives=det.false_positives,
-        true_volume_mm3=float(truth_les.sum() * vox),
-        predicted_volume_mm3=float(pred_les.sum() * vox),
+        true_volume_mm3=float(truth_les.sum() * voxel_mm3),
+        predicted_volume_mm3=float(pred_les.sum() * voxel_mm3),
     )
 
 

@@ -102,3 +102,37 @@ def test_dice_in_labelled_slices_ignores_unlabelled_slices():
     from bids_sclesion.core.metrics import dice
 
     assert dice(pred, truth) < 0.7
+
+
+def test_coarse_elastic_keeps_labels_binary_and_is_identity_without_displacement():
+    from bids_sclesion.model.transforms import RandCoarseElasticd
+
+    image = np.random.default_rng(0).random((1, 24, 24, 24)).astype(np.float32)
+    label = np.zeros((2, 24, 24, 24), np.float32)
+    label[:, 8:16, 8:16, :] = 1
+    same = RandCoarseElasticd(prob=1.0, magnitude=0.0, seed=0)({"image": image, "label": label})
+    assert np.allclose(same["image"], image, atol=1e-4) and np.array_equal(same["label"], label)
+    moved = RandCoarseElasticd(prob=1.0, magnitude=2.0, seed=1)({"image": image, "label": label})
+    assert set(np.unique(moved["label"])) <= {0.0, 1.0}
+    assert not np.array_equal(moved["label"], label)
+    assert 0.8 < moved["label"].sum() / label.sum() < 1.2, "a smooth deformation, not a scramble"
+
+
+def test_thick_slices_average_along_one_axis_only():
+    from bids_sclesion.model.transforms import RandThickSliced
+
+    def thick(image):  # the same seed picks the same axis and factor
+        return RandThickSliced(prob=1.0, factor_range=(3, 3), seed=0)({"image": image})["image"]
+
+    noise = np.random.default_rng(0).random((1, 20, 21, 22)).astype(np.float32)
+    out = thick(noise)
+    assert out.shape == noise.shape
+    roughness = [np.abs(np.diff(out[0], axis=a)).mean() / np.abs(np.diff(noise[0], axis=a)).mean() for a in range(3)]
+    axis = int(np.argmin(roughness))
+    # Detail along the thick axis is averaged away; detail across it is kept exactly.
+    along = np.indices(noise.shape[1:])[axis] % 2
+    across = np.indices(noise.shape[1:])[(axis + 1) % 3] % 2
+    assert thick(along[None].astype(np.float32)).std() < 0.25 * along.std()
+    assert np.allclose(thick(across[None].astype(np.float32))[0], across, atol=1e-5)
+    constant = np.full((1, 10, 10, 10), 0.3, np.float32)
+    assert np.allclose(RandThickSliced(prob=1.0, seed=2)({"image": constant})["image"], 0.3)

@@ -39,6 +39,9 @@ def test_train_writes_a_loadable_model(synth_two_subjects, tmp_path):
 def test_train_without_labels_fails_clearly(tmp_path, capsys):
     (tmp_path / "ds").mkdir()
     assert train_main([str(tmp_path / "ds"), str(tmp_path / "m")]) == 1
+    assert "not a BIDS dataset (no dataset_description.json)" in capsys.readouterr().err
+    (tmp_path / "ds" / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    assert train_main([str(tmp_path / "ds"), str(tmp_path / "m")]) == 1
     assert "no image" in capsys.readouterr().err
 
 
@@ -197,3 +200,97 @@ def test_other_label_naming_styles(synth_two_subjects, tmp_path):
     assert _tiny(bids, out, tmp_path / "c", "--cord-label", "label-SC_seg", "--lesion-label", "label-lesion_mask",
                  "--iterations", "1", "--folds", "2", "--fold", "1") == 0
     assert len(load_model(out).metadata["training"]["validation_subjects"]) == 1
+
+
+def test_images_selected_like_the_app(synth_two_subjects, tmp_path, capsys):
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(synth_two_subjects, bids)
+    # sub-02's T2w becomes an axial acquisition; labels follow the image name.
+    for f in list(bids.rglob("sub-02_T2w*")):
+        f.rename(f.with_name(f.name.replace("sub-02_T2w", "sub-02_acq-ax_T2w")))
+    cases = find_training_cases(bids, ("T2w", "PSIR"), filters={"t2w": {"acquisition": "ax"}})
+    assert sorted(c.image_path.name for c in cases) == ["sub-01_PSIR.nii.gz", "sub-02_PSIR.nii.gz",
+                                                        "sub-02_acq-ax_T2w.nii.gz"]
+    assert [c.subject for c in find_training_cases(bids, ("T2w",), participant_label=["01"])] == ["sub-01"]
+    filters = tmp_path / "filters.json"
+    filters.write_text('{"acquisition": "ax"}')
+    out = tmp_path / "m"
+    assert _tiny(bids, out, tmp_path / "c", "--bids-filter-file", str(filters), "--iterations", "1",
+                 "--val-fraction", "0") == 0
+    assert load_model(out).metadata["training"]["subjects"] == ["sub-02"]
+    assert _tiny(bids, tmp_path / "m2", tmp_path / "c", "--participant-label", "sub-01", "--iterations", "1",
+                 "--val-fraction", "0") == 0
+    assert load_model(tmp_path / "m2").metadata["training"]["subjects"] == ["sub-01"]
+    filters.write_text('{"acquisition": "sag"}')
+    assert _tiny(bids, tmp_path / "m3", tmp_path / "c", "--bids-filter-file", str(filters)) == 1
+    assert 'matching {"acquisition": "sag"}' in capsys.readouterr().err
+    filters.write_text("[1, 2]")
+    assert _tiny(bids, tmp_path / "m3", tmp_path / "c", "--bids-filter-file", str(filters)) == 2
+    assert "must hold a JSON object" in capsys.readouterr().err
+
+
+def test_validation_scores_come_from_the_evaluation_code(synth_two_subjects, tmp_path):
+    """The log carries the scores of bids_sclesion-eval; the saved model is the best by --monitor."""
+    from bids_sclesion.model.train import monitored_score
+
+    out = tmp_path / "m"
+    assert _tiny(synth_two_subjects, out, tmp_path / "c", "--iterations", "3", "--val-every", "1",
+                 "--val-fraction", "0.5", "--monitor", "cord_dice") == 0
+    rows = list(csv.DictReader((out / "training_log.csv").open()))
+    assert {"val_cord_dice", "val_lesion_dice", "val_lesion_f1", "val_lesion_f1_10pct",
+            "val_false_positives"} <= set(rows[0])
+    best_row = max(rows, key=lambda r: (float(r["val_cord_dice"]), -int(r["iteration"])))
+    meta = load_model(out).metadata["training"]
+    assert meta["best_validation"]["val_cord_dice"] == float(best_row["val_cord_dice"])
+    assert meta["config"]["monitor"] == "cord_dice"
+    # The monitored metric decides; undefined metrics count as 0 and only break ties.
+    assert monitored_score({"val_lesion_f1": 0.9, "val_lesion_dice": 0.1}, "lesion_f1") > \
+        monitored_score({"val_lesion_f1": 0.8, "val_lesion_dice": 0.9}, "lesion_f1")
+    assert monitored_score({"val_lesion_f1": float("nan"), "val_cord_dice": 0.8}, "lesion_f1") > \
+        monitored_score({"val_lesion_f1": float("nan"), "val_cord_dice": 0.7}, "lesion_f1")
+
+
+def test_tensorboard_scalars(synth_two_subjects, tmp_path):
+    import pytest
+
+    pytest.importorskip("tensorboard", reason="tensorboard is an optional dependency")
+    out = tmp_path / "m"
+    assert _tiny(synth_two_subjects, out, tmp_path / "c", "--iterations", "2", "--val-every", "1",
+                 "--val-fraction", "0.5", "--tensorboard") == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "validation/lesion_f1", "validation/cord_dice"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
+def test_torchrun_data_parallel(synth_two_subjects, tmp_path):
+    """Two processes under torchrun (gloo on the CPU): one model, one log, no code change."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not installed")
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "bids_sclesion.cli.train",
+         str(synth_two_subjects), str(out), "--contrast", "T2w", "--channels", "4", "8", "16",
+         "--patch-size", "32", "32", "32", "-w", str(tmp_path / "c"), "--nthreads", "1", "--iterations", "3",
+         "--val-every", "2", "--val-fraction", "0.5"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = load_model(out).metadata["training"]
+    assert meta["processes"] == 2 and meta["iterations_done"] == 3
+    rows = list(csv.DictReader((out / "training_log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [2, 3], "one process writes the log"
+    assert json.loads((out / "training_config.json").read_text())["iterations"] == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--add-dataset", action="append", default=[], metavar="BIDS_DIR",
                    help="another BIDS dataset to train on (repeatable); batches draw from each dataset equally")
     p.add_argument("--contrast", nargs="+", default=list(d.suffixes), help="image suffixes to train on")
+    p.add_argument("--participant-label", nargs="+", default=[], metavar="LABEL",
+                   help="train on these subjects only (labels with or without 'sub-')")
+    p.add_argument("--bids-filter-file", type=Path, default=None, metavar="FILE",
+                   help="JSON of pybids filters selecting the images, as for the app, e.g. "
+                        "{\"acquisition\": \"sag\"} or {\"t2w\": {\"acquisition\": \"ax\"}}")
     p.add_argument("--iterations", type=int, default=d.iterations)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size))
@@ -56,6 +62,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="with --init-from: learning-rate factor of the pretrained encoder")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: validations without a better score before stopping")
+    p.add_argument("--monitor", choices=["lesion_f1", "lesion_dice", "cord_dice"], default=d.monitor,
+                   help="validation metric that picks the saved model and drives --patience")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars to MODEL_DIR/tensorboard (needs the tensorboard package)")
     p.add_argument("--resume", action="store_true",
                    help="continue from MODEL_DIR/checkpoint.pt (written at every validation)")
     p.add_argument("--tta-flips", action="store_true",
@@ -135,6 +145,18 @@ def _checked(path: Path, key, value, action: argparse.Action):
     return out if many else out[0]
 
 
+def _read_filters(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        filters = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read BIDS filter file ({exc})") from exc
+    if not isinstance(filters, dict):
+        raise ConfigError(f"{path}: BIDS filter file must hold a JSON object, e.g. {{\"acquisition\": \"sag\"}}")
+    return filters
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
@@ -146,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         args = parser.parse_args(argv)  # command-line options override the file
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        filters = _read_filters(args.bids_filter_file)
+    except ConfigError as exc:
+        print(f"bids_sclesion-train: error: {exc}", file=sys.stderr)
+        return 2
     config = TrainingConfig(
         suffixes=tuple(args.contrast),
         patch_size=tuple(args.patch_size),
@@ -172,13 +199,19 @@ def main(argv: list[str] | None = None) -> int:
         fold=args.fold,
         cord_label=args.cord_label,
         lesion_label=args.lesion_label,
+        monitor=args.monitor,
+        filters=filters,
+        participant_label=tuple(label.removeprefix("sub-") for label in args.participant_label),
+        tensorboard=args.tensorboard,
     )
     net = NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
     try:
         out = train([args.bids_dir, *args.add_dataset], args.model_dir, config, net, cache_dir=args.work_dir, device=args.device)
-    except ValueError as exc:
+    except (ValueError, LookupError) as exc:
         print(f"bids_sclesion-train: error: {exc}", file=sys.stderr)
         return 1
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: process 0 writes the model and its configuration
+        return 0
     resolved = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIGURABLE}
     write_text(json.dumps(resolved, indent=2, default=str) + "\n", Path(args.model_dir) / "training_config.json")
     print(f"model written to {out}")

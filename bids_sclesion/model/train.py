@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -49,20 +51,31 @@ def find_training_cases(
     lesion_label: str = "lesion-manual",
     require_lesion: bool = True,
     dataset: int = 0,
+    filters: dict | None = None,
+    participant_label: Sequence[str] | None = None,
 ) -> list[TrainingCase]:
     """Images of ``suffixes`` with a cord label in derivatives/labels.
 
-    With ``require_lesion`` the lesion label must exist too; otherwise an
-    image without one is a lesion-free case (a healthy cord teaches the
-    network what is *not* a lesion).
+    Images are selected as the app selects them (pybids; ``filters`` as in
+    ``--bids-filter-file``, e.g. ``{"acquisition": "sag"}``). With
+    ``require_lesion`` the lesion label must exist too; otherwise an image
+    without one is a lesion-free case (a healthy cord teaches the network
+    what is *not* a lesion).
     """
+    from ..bids import collect_images
+
+    root = Path(os.path.abspath(bids_dir))
+    if not (root / "dataset_description.json").is_file():
+        raise ValueError(f"{root}: not a BIDS dataset (no dataset_description.json)")
+    selected = collect_images(root, None, participant_label=participant_label, suffixes=suffixes, filters=filters)
     cases = []
-    for image in sorted(bids_dir.glob("sub-*/**/anat/*.nii*")):
+    for image in sorted(p for paths in selected.values() for p in paths):
+        try:
+            rel_dir = image.parent.relative_to(root)
+        except ValueError:  # pybids resolved a symbolic link in the dataset's path
+            rel_dir = image.parent.relative_to(root.resolve())
         stem = image.name.split(".")[0]
-        if stem.rsplit("_", 1)[-1] not in suffixes:
-            continue
-        rel_dir = image.parent.relative_to(bids_dir)
-        labels_dir = bids_dir / "derivatives" / "labels" / rel_dir
+        labels_dir = root / "derivatives" / "labels" / rel_dir
         cord = labels_dir / f"{stem}_{cord_label}.nii.gz"
         lesion = labels_dir / f"{stem}_{lesion_label}.nii.gz"
         if not cord.exists() or (require_lesion and not lesion.exists()):
@@ -195,30 +208,47 @@ class TrainingConfig:
     fold: int = 0
     cord_label: str = "seg-manual"  # label files: <stem>_<label>.nii.gz in derivatives/labels
     lesion_label: str = "lesion-manual"
+    monitor: str = "lesion_f1"  # validation metric that picks the saved model and drives --patience
+    filters: dict | None = None  # pybids filters selecting the images (as the app's --bids-filter-file)
+    participant_label: tuple[str, ...] = ()  # train on these subjects only (labels without "sub-")
+    tensorboard: bool = False  # also write TensorBoard scalars to MODEL_DIR/tensorboard
 
 
-def _evaluate(network, cases_data, roi_size, device) -> dict[str, float]:
+#: Validation metrics early stopping and model selection can follow.
+MONITORED = ("lesion_f1", "lesion_dice", "cord_dice")
+
+
+def _evaluate(network, cases_data, roi_size, device, cases=None) -> dict[str, float]:
+    """Validation scores: the app's thresholding and the scorer of ``bids_sclesion-eval``."""
+    from ..core.lesions import threshold_masks
+    from ..evaluate import aggregate, score_arrays
+
     network.eval()
-    cord_d, les_d, det, n_true, tp_pred, n_pred = [], [], 0, 0, 0, 0
-    for image, labels in cases_data:
+    scores = []
+    for k, (image, labels) in enumerate(cases_data):
         prob = predict_probabilities(network, image, device, roi_size=roi_size)
-        cord, lesion = prob[0] > 0.5, (prob[1] > 0.5) & (prob[0] > 0.5)
-        cord_d.append(dice(cord, labels[0] > 0.5))
-        if labels[1].any() or lesion.any():
-            les_d.append(dice(lesion, labels[1] > 0.5))
-        d = lesion_detection(lesion, labels[1] > 0.5)
-        det += d.detected
-        n_true += d.true_lesions
-        tp_pred += d.predicted_lesions - d.false_positives
-        n_pred += d.predicted_lesions
+        cord, lesion = threshold_masks(prob[0], prob[1])
+        name, suffix = (cases[k].image_path.name, cases[k].suffix) if cases else (f"case{k}", "")
+        scores.append(score_arrays(name, suffix, cord, lesion, labels[0] > 0.5, labels[1] > 0.5, 1.0))
     network.train()
-    from ..core.metrics import f1_score
+    summary = aggregate(scores)
+    return {f"val_{key}": float(summary[key]) for key in ("cord_dice", "lesion_dice", "lesion_f1",
+                                                             "lesion_f1_10pct", "false_positives")}
 
-    return {
-        "val_cord_dice": float(np.mean(cord_d)) if cord_d else float("nan"),
-        "val_lesion_dice": float(np.mean(les_d)) if les_d else float("nan"),
-        "val_lesion_f1": f1_score(det, n_true, tp_pred, n_pred),
-    }
+
+def monitored_score(metrics: dict[str, float], monitor: str) -> float:
+    """The number that selects the best model and drives early stopping (higher is better).
+
+    Ties and undefined values fall back on the other metrics, so a cord-only
+    validation set (no lesion anywhere) is judged by its cord Dice.
+    """
+    if monitor not in MONITORED:
+        raise ValueError(f"monitor must be one of {MONITORED}, not {monitor!r}")
+    order = [monitor] + [m for m in MONITORED if m != monitor]
+    values = [metrics.get(f"val_{m}", float("nan")) for m in order]
+    values = [v if np.isfinite(v) else 0.0 for v in values]
+    # Lexicographic: the monitored metric first, the others break ties.
+    return values[0] + 1e-3 * values[1] + 1e-6 * values[2]
 
 
 def train(
@@ -233,11 +263,95 @@ def train(
     """Train a network and save it (safetensors + JSON) in ``model_dir``.
 
     With several BIDS datasets, each batch draws from every dataset equally
-    often (a few real images are not drowned by many phantoms).
+    often (a few real images are not drowned by many phantoms). Started by
+    ``torchrun`` (``WORLD_SIZE`` > 1), each process trains on its own
+    batches and gradients are averaged (DistributedDataParallel); process 0
+    validates, logs and saves.
     """
     bids_dirs = [Path(bids_dir)] if isinstance(bids_dir, (str, Path)) else [Path(b) for b in bids_dir]
     model_dir = Path(model_dir)
-    torch.manual_seed(config.seed)
+    dist = DistributedContext.from_environment(device)
+    try:
+        return _train(bids_dirs, model_dir, config, network_config, cache_dir, device, progress, dist)
+    finally:
+        dist.close()
+
+
+@dataclass
+class DistributedContext:
+    """Where this process stands in a ``torchrun`` job (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @classmethod
+    def from_environment(cls, device: str) -> "DistributedContext":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as tdist
+
+        backend = "nccl" if device == "cuda" else "gloo"
+        if not tdist.is_initialized():
+            # Long timeout: the other processes wait while process 0 preprocesses the whole dataset.
+            tdist.init_process_group(backend, timeout=datetime.timedelta(hours=12))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "cuda":
+            torch.cuda.set_device(local_rank)
+        return cls(tdist.get_rank(), tdist.get_world_size(), local_rank, backend)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, device: str) -> torch.device:
+        return torch.device("cuda", self.local_rank) if device == "cuda" and self.enabled else torch.device(device)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+
+    def any_true(self, flag: bool, device: torch.device) -> bool:
+        """True on every process when ``flag`` is true on any."""
+        if not self.enabled:
+            return flag
+        import torch.distributed as tdist
+
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        tdist.all_reduce(value, op=tdist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+    def from_main(self, flag: bool, device: torch.device) -> bool:
+        """Process 0's ``flag`` on every process."""
+        if not self.enabled:
+            return flag
+        import torch.distributed as tdist
+
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        tdist.broadcast(value, src=0)
+        return bool(value.item() > 0)
+
+    def close(self) -> None:
+        if self.enabled:
+            import torch.distributed as tdist
+
+            if tdist.is_initialized():
+                tdist.destroy_process_group()
+
+
+def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, network_config: NetworkConfig | None,
+           cache_dir, device: str, progress: bool, dist: DistributedContext) -> Path:
+    # Each process draws its own batches; one process reproduces a single-process run exactly.
+    torch.manual_seed(config.seed + dist.rank)
+    progress = progress and dist.is_main
     if config.threads:
         torch.set_num_threads(config.threads)
     init = None
@@ -250,9 +364,13 @@ def train(
     cases = []
     for i, bd in enumerate(bids_dirs):
         found = find_training_cases(bd, config.suffixes, cord_label=config.cord_label,
-                                    lesion_label=config.lesion_label, require_lesion=config.require_lesion, dataset=i)
+                                    lesion_label=config.lesion_label, require_lesion=config.require_lesion, dataset=i,
+                                    filters=config.filters, participant_label=config.participant_label or None)
         if not found:
-            raise ValueError(f"{bd}: no image of {list(config.suffixes)} with labels in derivatives/labels")
+            raise ValueError(f"{bd}: no image of {list(config.suffixes)}"
+                             f"{' matching ' + json.dumps(config.filters) if config.filters else ''} with labels "
+                             f"<stem>_{config.cord_label}.nii.gz{'' if not config.require_lesion else ' and <stem>_' + config.lesion_label + '.nii.gz'}"
+                             " in derivatives/labels")
         cases.extend(found)
     cases = [c for c in cases if c.subject not in set(config.exclude_subjects)]
     if not cases:
@@ -263,15 +381,20 @@ def train(
                 len({c.subject for c in train_cases}), len(val_cases))
     cache = Path(cache_dir) if cache_dir else model_dir / ".cache"
     t0 = time.time()
+    # Process 0 fills the cache first; the others then read it (no two writers of one file).
+    if not dist.is_main:
+        dist.barrier()
     train_data = [preprocess_case(c, config.spacing_mm, cache, config.space)
                   for c in _progress(train_cases, progress, "preprocess")]
-    val_data = [preprocess_case(c, config.spacing_mm, cache, config.space) for c in val_cases]
+    val_data = [preprocess_case(c, config.spacing_mm, cache, config.space) for c in val_cases] if dist.is_main else []
+    if dist.is_main:
+        dist.barrier()
     by_dataset = [[k for k, c in enumerate(train_cases) if c.dataset == d] for d in range(len(bids_dirs))]
     by_dataset = [ks for ks in by_dataset if ks]
     LOGGER.info("preprocessing took %.0f s", time.time() - t0)
     voxels = [(np.argwhere(lab[1] > 0.5), np.argwhere(lab[0] > 0.5)) for _, lab in train_data]
 
-    dev = torch.device(device)
+    dev = dist.device(device)
     network = build_network(network_config)
     if init is not None:
         network.load_state_dict(init.network.state_dict())
@@ -283,8 +406,8 @@ def train(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=config.iterations,
                                                     pct_start=0.05)
     loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
-    augment = training_augmentation(config.seed, config.augmentation)
-    rng = np.random.default_rng(config.seed)
+    augment = training_augmentation(config.seed + dist.rank, config.augmentation)
+    rng = np.random.default_rng(config.seed if not dist.enabled else [config.seed, dist.rank])
     model_dir.mkdir(parents=True, exist_ok=True)
     log_path = model_dir / "training_log.csv"
     best, best_state, best_metrics, first_it, stale = -1.0, None, {}, 1, 0
@@ -298,26 +421,36 @@ def train(
         network.load_state_dict(ckpt["network"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        rng.bit_generator.state = ckpt["sampler_state"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        if dist.is_main:
+            rng.bit_generator.state = ckpt["sampler_state"]
+            torch.set_rng_state(ckpt["torch_rng"])
+        else:  # other processes continue on fresh streams of their own
+            rng = np.random.default_rng([config.seed, dist.rank, int(ckpt["iteration"])])
         best, best_state, best_metrics = float(ckpt["best"]), ckpt["best_state"], dict(ckpt["best_metrics"])
         first_it, stale = int(ckpt["iteration"]) + 1, int(ckpt["stale"])
         LOGGER.info("resuming from %s at iteration %d", checkpoint_path, first_it)
     elif config.resume:
         LOGGER.warning("--resume: no %s yet, starting from the beginning", checkpoint_path)
+    trained = network
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(network, device_ids=[dist.local_rank] if dev.type == "cuda" else None)
     # Mixed precision on a GPU; plain float32 on the CPU.
     use_amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    board = _tensorboard_writer(model_dir) if config.tensorboard and dist.is_main else None
     start = time.time()
     network.train()
     resumed = first_it > 1 and log_path.exists()
-    with open(log_path, "a" if resumed else "w", newline="") as fh:
-        writer = csv.writer(fh)
-        if not resumed:
-            writer.writerow(["iteration", "loss", "lr", "seconds", "val_cord_dice", "val_lesion_dice",
-                             "val_lesion_f1"])
-        running = []
-        it = first_it - 1
+    fh = open(log_path, "a" if resumed else "w", newline="") if dist.is_main else None
+    writer = csv.writer(fh) if fh else None
+    if writer and not resumed:
+        writer.writerow(["iteration", "loss", "lr", "seconds"] + [f"val_{k}" for k in _LOGGED])
+    bar = _progress_bar(config.iterations, first_it - 1, progress)
+    running = []
+    it = first_it - 1
+    try:
         for it in range(first_it, config.iterations + 1):
             samples = []
             for _ in range(config.batch_size):
@@ -330,7 +463,7 @@ def train(
             x, y = to_batch(samples)
             x, y = x.to(dev), y.to(dev)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(network(x), y)
+                loss = loss_fn(trained(x), y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -338,29 +471,59 @@ def train(
             scheduler.step()
             running.append(loss.item())
             elapsed = time.time() - start
-            out_of_time = config.max_minutes is not None and elapsed > config.max_minutes * 60
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{running[-1]:.3f}", refresh=False)
+            if board is not None:
+                board.add_scalar("train/loss", running[-1], it)
+                board.add_scalar("train/lr", scheduler.get_last_lr()[0], it)
+            out_of_time = dist.any_true(config.max_minutes is not None and elapsed > config.max_minutes * 60, dev)
+            stop = False
             if it % config.val_every == 0 or it == config.iterations or out_of_time:
-                metrics = _evaluate(network, val_data, config.patch_size, dev) if val_data else {}
-                score = metrics.get("val_lesion_dice", 0.0) + metrics.get("val_lesion_f1", 0.0) + metrics.get("val_cord_dice", 0.0)
-                if not val_data or score >= best:
-                    best, best_state = score, {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-                    best_metrics = dict(metrics, iteration=it)
-                    stale = 0
-                else:
-                    stale += 1
-                writer.writerow([it, np.mean(running), scheduler.get_last_lr()[0], round(elapsed, 1)] + [metrics.get(k) for k in ("val_cord_dice", "val_lesion_dice", "val_lesion_f1")])
-                fh.flush()
-                if progress:
-                    print(f"[train] it {it}/{config.iterations} loss {np.mean(running):.4f} {json.dumps({k: round(v, 3) for k, v in metrics.items()})} {elapsed:.0f}s", flush=True)
+                if dist.is_main:
+                    metrics = _evaluate(network, val_data, config.patch_size, dev, val_cases) if val_data else {}
+                    score = monitored_score(metrics, config.monitor)
+                    if not val_data or score >= best:
+                        best, best_state = score, {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+                        best_metrics = dict(metrics, iteration=it)
+                        stale = 0
+                    else:
+                        stale += 1
+                    writer.writerow([it, np.mean(running), scheduler.get_last_lr()[0], round(elapsed, 1)]
+                                    + [metrics.get(f"val_{k}") for k in _LOGGED])
+                    fh.flush()
+                    if board is not None:
+                        for key, value in metrics.items():
+                            board.add_scalar(f"validation/{key.removeprefix('val_')}", value, it)
+                        board.flush()
+                    message = (f"[train] it {it}/{config.iterations} loss {np.mean(running):.4f} "
+                               f"{json.dumps({k: round(v, 3) for k, v in metrics.items()})} {elapsed:.0f}s")
+                    if bar is not None:
+                        bar.write(message)
+                    elif progress:
+                        print(message, flush=True)
+                    _save_checkpoint(checkpoint_path, network, optimizer, scheduler, rng, it, best, best_state,
+                                     best_metrics, stale)
+                    stop = config.patience is not None and bool(val_data) and stale >= config.patience
+                    if stop:
+                        LOGGER.info("early stop at iteration %d: no better validation %s in %d checks", it,
+                                    config.monitor, stale)
                 running = []
-                _save_checkpoint(checkpoint_path, network, optimizer, scheduler, rng, it, best, best_state,
-                                 best_metrics, stale)
+                stop = dist.from_main(stop, dev)
             if out_of_time:
                 LOGGER.warning("stopping after %.1f min (--max-minutes)", elapsed / 60)
                 break
-            if config.patience is not None and val_data and stale >= config.patience:
-                LOGGER.info("early stop at iteration %d: no better validation score in %d checks", it, stale)
+            if stop:
                 break
+    finally:
+        if bar is not None:
+            bar.close()
+        if fh is not None:
+            fh.close()
+        if board is not None:
+            board.close()
+    if not dist.is_main:
+        return model_dir
     if best_state is None:
         raise ValueError(f"{checkpoint_path}: training already finished at iteration {first_it - 1}; "
                          "raise --iterations to train further")
@@ -385,6 +548,7 @@ def train(
             "subjects": sorted({c.subject for c in train_cases}),
             "validation_subjects": sorted({c.subject for c in val_cases}),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
+            "processes": dist.world_size,
             "iterations_done": it,
             "minutes": round((time.time() - start) / 60, 1),
             "best_validation": best_metrics,
@@ -392,6 +556,29 @@ def train(
     }
     save_model(network, metadata, model_dir)
     return model_dir
+
+
+#: Validation columns of training_log.csv (and TensorBoard scalars).
+_LOGGED = ("cord_dice", "lesion_dice", "lesion_f1", "lesion_f1_10pct", "false_positives")
+
+
+def _progress_bar(total: int, done: int, enabled: bool):
+    """A live progress bar on a terminal; None elsewhere (batch logs get one line per validation)."""
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="it", desc="training", dynamic_ncols=True)
+
+
+def _tensorboard_writer(model_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from exc
+    return SummaryWriter(log_dir=str(model_dir / "tensorboard"))
 
 
 CHECKPOINT = "checkpoint.pt"

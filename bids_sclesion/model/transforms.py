@@ -57,6 +57,10 @@ def sample_patch(
     return img_patch, lab_patch
 
 
+def _as_keys(keys) -> tuple[str, ...]:
+    return (keys,) if isinstance(keys, str) else tuple(keys)
+
+
 def _invert(x):
     return 1.0 - x
 
@@ -70,7 +74,7 @@ class RandAxisPermuted:
     """
 
     def __init__(self, keys=("image", "label"), prob: float = 0.5, seed: int | None = None):
-        self.keys, self.prob = tuple(keys), float(prob)
+        self.keys, self.prob = _as_keys(keys), float(prob)
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, data: dict) -> dict:
@@ -91,8 +95,85 @@ class RandAxisPermuted:
         return out
 
 
+class RandCoarseElasticd:
+    """Smooth random deformation: displacements drawn on a coarse control grid,
+    interpolated to every voxel (cords bend and vary in shape between people).
+
+    Much cheaper than a Gaussian-smoothed dense field; labels use nearest
+    neighbour so they stay binary.
+    """
+
+    def __init__(self, keys=("image", "label"), prob: float = 0.2, control_points: int = 5,
+                 magnitude: float = 3.0, label_keys=("label",), seed: int | None = None):
+        self.keys, self.label_keys = _as_keys(keys), set(_as_keys(label_keys))
+        self.prob, self.control_points, self.magnitude = float(prob), int(control_points), float(magnitude)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, data: dict) -> dict:
+        if self.rng.random() >= self.prob:
+            return data
+        shape = tuple(np.asarray(data[self.keys[0]]).shape[1:])
+        coarse = self.rng.normal(0.0, self.magnitude, size=(1, 3) + (self.control_points,) * 3)
+        field = torch.nn.functional.interpolate(torch.as_tensor(coarse, dtype=torch.float32), size=shape,
+                                                mode="trilinear", align_corners=True)[0]
+        # grid_sample takes (x, y, z) = (last, middle, first) axis in [-1, 1].
+        axes = [torch.linspace(-1.0, 1.0, n) for n in shape]
+        base = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+        scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape]).view(3, 1, 1, 1)
+        grid = (base + field * scale).permute(1, 2, 3, 0).flip(-1)[None]
+        out = dict(data)
+        for key in self.keys:
+            x = torch.as_tensor(np.asarray(out[key]), dtype=torch.float32)[None]
+            mode = "nearest" if key in self.label_keys else "bilinear"
+            out[key] = torch.nn.functional.grid_sample(x, grid, mode=mode, padding_mode="border",
+                                                       align_corners=True)[0].numpy()
+        return out
+
+
+class RandThickSliced:
+    """Simulated thick slices: the image is averaged over blocks of ``k`` voxels
+    along one random axis and stretched back (partial volume of 3-5 mm clinical
+    slices, in any orientation). Labels are unchanged: the network must find
+    the true extent of a lesion from a blurred acquisition."""
+
+    def __init__(self, keys=("image",), prob: float = 0.15, factor_range: tuple[int, int] = (2, 5),
+                 seed: int | None = None):
+        self.keys, self.prob, self.factor_range = _as_keys(keys), float(prob), factor_range
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, data: dict) -> dict:
+        if self.rng.random() >= self.prob:
+            return data
+        axis = int(self.rng.integers(3))
+        k = int(self.rng.integers(self.factor_range[0], self.factor_range[1] + 1))
+        out = dict(data)
+        for key in self.keys:
+            x = np.asarray(out[key], dtype=np.float32)
+            n = x.shape[axis + 1]
+            blocks = -(-n // k)
+            pad = blocks * k - n
+            padded = np.pad(x, [(0, 0)] + [(0, pad if a == axis else 0) for a in range(3)], mode="edge")
+            shape = list(padded.shape)
+            shape[axis + 1: axis + 2] = [blocks, k]
+            means = padded.reshape(shape).mean(axis=axis + 2)
+            # Linear interpolation between slice centres, back to the original grid.
+            centres = (np.arange(blocks) + 0.5) * k - 0.5
+            pos = np.clip(np.arange(n, dtype=np.float32), centres[0], centres[-1])
+            hi = np.clip(np.searchsorted(centres, pos), 1, max(blocks - 1, 1))
+            lo = hi - 1 if blocks > 1 else hi * 0
+            hi = np.minimum(hi, blocks - 1)
+            w = np.where(hi > lo, (pos - centres[lo]) / np.maximum(centres[hi] - centres[lo], 1e-6), 0.0)
+            shape_w = [1] * 4
+            shape_w[axis + 1] = n
+            w = w.reshape(shape_w).astype(np.float32)
+            out[key] = np.ascontiguousarray(np.take(means, lo, axis=axis + 1) * (1 - w)
+                                            + np.take(means, hi, axis=axis + 1) * w)
+        return out
+
+
 def training_augmentation(seed: int | None = None, profile: str = "standard") -> Compose:
-    """Augmentations for spinal cord MRI: geometry, bias, gamma, noise, blur, inversion.
+    """Augmentations for spinal cord MRI: affine and elastic geometry, bias, gamma, noise, blur,
+    thick slices, inversion.
 
     ``profile="domain"`` randomises much more (axis order, contrast curve,
     inversion, slice thickness, bias): for a cord model meant to work on any
@@ -111,12 +192,14 @@ def training_augmentation(seed: int | None = None, profile: str = "standard") ->
                 keys, prob=0.3, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1),
                 mode=("bilinear", "nearest"), padding_mode="border",
             ),
+            RandCoarseElasticd(keys, prob=0.15, magnitude=2.0, seed=seed),
             RandFlipd(keys, prob=0.5, spatial_axis=0),  # left-right symmetry
             RandBiasFieldd("image", prob=0.15, coeff_range=(0.0, 0.2)),
             RandAdjustContrastd("image", prob=0.15, gamma=(0.8, 1.25)),
             RandScaleIntensityd("image", prob=0.15, factors=0.1),
             RandShiftIntensityd("image", prob=0.15, offsets=0.05),
             RandGaussianSmoothd("image", prob=0.1, sigma_x=(0.0, 0.8), sigma_y=(0.0, 0.8), sigma_z=(0.0, 0.8)),
+            RandThickSliced("image", prob=0.1, seed=None if seed is None else seed + 1),
             RandGaussianNoised("image", prob=0.15, std=0.03),
             RandLambdad("image", func=_invert, prob=0.05),
         ]
@@ -135,6 +218,7 @@ def _domain_randomisation(seed: int | None) -> Compose:
                 keys, prob=0.5, rotate_range=(0.3, 0.3, 0.3), scale_range=(0.15, 0.15, 0.15),
                 mode=("bilinear", "nearest"), padding_mode="border",
             ),
+            RandCoarseElasticd(keys, prob=0.3, magnitude=3.0, seed=seed),
             RandFlipd(keys, prob=0.5, spatial_axis=0),
             RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.4)),
             RandHistogramShiftd("image", prob=0.3, num_control_points=(5, 10)),
@@ -143,6 +227,7 @@ def _domain_randomisation(seed: int | None) -> Compose:
             RandShiftIntensityd("image", prob=0.2, offsets=0.1),
             # Thick slices along any axis: anisotropic blur.
             RandGaussianSmoothd("image", prob=0.3, sigma_x=(0.0, 1.5), sigma_y=(0.0, 1.5), sigma_z=(0.0, 1.5)),
+            RandThickSliced("image", prob=0.3, seed=None if seed is None else seed + 1),
             RandGaussianNoised("image", prob=0.2, std=0.05),
             RandLambdad("image", func=_invert, prob=0.15),
         ]
