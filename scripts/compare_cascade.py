@@ -16,7 +16,7 @@ derivatives/labels: *_seg-manual, *_lesion-manual):
 With ``--stage1-folds CV_DIR`` (from scripts/crossval_real_cord.py) each
 subject is processed by the fold model that did not see its collection
 (participants.tsv ``source`` column), so real images are never scored by a
-model trained on them. Prints lesion Dice, lesion-wise F1, cord Dice and
+model trained on them; ``--stage2-folds`` does the same for stage 2. Prints lesion Dice, lesion-wise F1, cord Dice and
 wall time per image for each configuration, over the images that every
 configuration processed (a model that does not know a contrast skips it).
 Wall times are saved in OUT_ROOT/<configuration>/timing.json; ``--score-only``
@@ -57,6 +57,8 @@ def main() -> int:
     p.add_argument("--stage1", default="stage1")
     p.add_argument("--stage2", default="stage2")
     p.add_argument("--stage1-folds", type=Path, default=None)
+    p.add_argument("--stage2-folds", type=Path, default=None,
+                   help="like --stage1-folds for stage 2: CV_DIR/fold-<source> did not see <source>")
     p.add_argument("--nprocs", type=int, default=2)
     p.add_argument("--only", nargs="+", default=None, help="configurations to run")
     p.add_argument("--score-only", action="store_true", help="score finished runs, run nothing")
@@ -90,7 +92,10 @@ def main() -> int:
             seconds = 0.0
             if uses_folds and groups:
                 for source, subjects in sorted(groups.items()):
-                    seconds += run(args.bids_dir, out, work, str(args.stage1_folds / f"fold-{source}"), stage2,
+                    fold_stage2 = stage2
+                    if stage2 and args.stage2_folds:
+                        fold_stage2 = str(args.stage2_folds / f"fold-{source}")
+                    seconds += run(args.bids_dir, out, work, str(args.stage1_folds / f"fold-{source}"), fold_stage2,
                                    cord, args.nprocs, subjects)
             else:
                 seconds = run(args.bids_dir, out, work, model, stage2, cord, args.nprocs)

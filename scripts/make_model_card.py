@@ -27,6 +27,10 @@ def main() -> int:
     p.add_argument("--training-data", default=None,
                    help="one paragraph on the training data (default: synthetic phantoms only)")
     p.add_argument("--test-note", default="", help="how the test run used this model (e.g. as stage 2 of the cascade)")
+    p.add_argument("--real-test", type=Path, nargs=2, default=None, metavar=("BIDS_DIR", "OUT_DIR"),
+                   help="real cords with inserted lesions and the app's outputs on them (scored the same way)")
+    p.add_argument("--real-test-command", default="", help="how --real-test's outputs were made")
+    p.add_argument("--real-test-note", default="", help="which models processed which real images")
     args = p.parse_args()
 
     scores, summary = evaluate_outputs(args.test_bids, args.test_out)
@@ -43,6 +47,20 @@ def main() -> int:
     meta["training"]["commands"] = {"data": args.data_command, "train": args.train_command}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
+    real_section = ""
+    if args.real_test:
+        real_scores, real_summary = evaluate_outputs(*args.real_test)
+        meta["test_metrics"]["real_cords_inserted_lesions"] = {"command": args.real_test_command,
+                                                               "per_contrast": real_summary}
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        real_section = f"""## Measured accuracy (real cords of ../shared/data with synthetic lesions)
+{len(real_scores)} images; {args.real_test_note}
+
+    {args.real_test_command}
+
+{format_summary(real_summary)}
+
+"""
     t = meta["training"]
     if meta.get("space") == "straight":
         sp = meta["straight_space"]
@@ -85,7 +103,7 @@ Lesion Dice is the mean over images that contain at least one true lesion. Lesio
 over images: a true lesion is detected when a predicted component overlaps it (`lesion_f1_10pct`: when it
 covers at least 10 % of it); a predicted component touching no true lesion is a false positive.
 
-## Limits
+{real_section}## Limits
 - No real MS lesion was used in training or testing: lesion accuracy on real patients is not known from
   these figures (real-image results, where measured, are below).
 """

@@ -74,8 +74,9 @@ def find_training_cases(
             rel_dir = image.parent.relative_to(root)
         except ValueError:  # pybids resolved a symbolic link in the dataset's path
             rel_dir = image.parent.relative_to(root.resolve())
+        image = Path(bids_dir) / rel_dir / image.name  # as the caller named the dataset
         stem = image.name.split(".")[0]
-        labels_dir = root / "derivatives" / "labels" / rel_dir
+        labels_dir = Path(bids_dir) / "derivatives" / "labels" / rel_dir
         cord = labels_dir / f"{stem}_{cord_label}.nii.gz"
         lesion = labels_dir / f"{stem}_{lesion_label}.nii.gz"
         if not cord.exists() or (require_lesion and not lesion.exists()):
