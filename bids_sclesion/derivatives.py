@@ -9,7 +9,7 @@ from . import __version__, __url__
 from .utils.io import write_json, write_text
 
 #: Files the BIDS specification does not define yet, kept out of validation.
-BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "*_xfm.*", "*_uncertainty.*", "group_*", "figures/",
+BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "*_xfm.*", "*_uncertainty.*", "group_*", "figures", "sub-*/figures",
               "logs/"]
 
 _SOURCE = re.compile(r"^(?P<entities>sub-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)\.nii(\.gz)?$")
@@ -159,6 +159,13 @@ def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float) -
             "centroid_y_mm": {"Description": "Centroid, scanner y (RAS)", "Units": "mm"},
             "centroid_z_mm": {"Description": "Centroid, scanner z (RAS)", "Units": "mm"},
             "extent_along_cord_mm": {"Description": "Length along the local cord axis", "Units": "mm"},
+            "distance_from_top_mm": {"Description": "Position along the cord: arc length of the cord centreline "
+                                     "from the highest cord point in the field of view to the lesion centroid; "
+                                     "n/a when no centreline could be fitted", "Units": "mm"},
+            "cord_area_mm2": {"Description": "Cross-sectional area of the cord mask (lesions included) in the "
+                              "plane through the lesion centroid perpendicular to the centreline", "Units": "mm^2"},
+            "vertebral_level": {"Description": "Vertebral level at the lesion centroid, from a level map when "
+                                "one was given; n/a otherwise"},
             "mean_probability": {"Description": "Mean network probability over the lesion's voxels"},
             "max_probability": {"Description": "Maximum network probability over the lesion's voxels"},
             "confidence": {"Description": "Share of the test-time augmented predictions (plain and flipped "

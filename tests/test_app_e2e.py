@@ -111,7 +111,11 @@ def test_one_bad_image_does_not_stop_the_others(synth_two_subjects, tmp_path, ca
                  "--skip-bids-validation", "--nprocs", "2"])
     assert code == 1
     printed = capsys.readouterr().out
-    assert "1 image(s) done, 1 failed" in printed and "FAILED: sub-02_T2w.nii.gz" in printed
+    assert "1 image(s) of 2 participant(s) done, 1 failed" in printed
+    # The reason is printed with the failed image, and shown in its subject's report.
+    failed_line = next(line for line in printed.splitlines() if "FAILED: sub-02_T2w.nii.gz" in line)
+    assert "cannot read image" in failed_line, failed_line
+    assert "cannot read image" in (out / "sub-02.html").read_text()
     assert (out / "sub-01" / "anat" / "sub-01_space-orig_label-lesion_desc-T2w_mask.nii.gz").exists()
     assert not list((out / "sub-02").rglob("*.nii.gz")) if (out / "sub-02").exists() else True
     crash = "".join(p.read_text() for p in (tmp_path / "work" / "crashes").glob("*.txt"))
@@ -208,3 +212,52 @@ def test_tta_needs_the_cascade(synth_two_subjects, tmp_path, capsys):
     code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
                  "--tta", "--single-stage", "--skip-bids-validation"])
     assert code == 17 and "--tta" in capsys.readouterr().err
+
+
+def _browser():
+    import shutil
+
+    selenium = pytest.importorskip("selenium", reason="selenium is not installed")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("headless Chromium and chromedriver are not installed (Debian: chromium chromium-driver)")
+    options = Options()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    return selenium.webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_subject_reports_render_in_a_browser(app_run, synth_two_subjects):
+    """Each sub-XX.html opens offline in Chromium, every figure loads, lesion counts equal the TSVs."""
+    _, out, _, _, _ = app_run
+    browser = _browser()
+    try:
+        for subject in ("01", "02"):
+            page = out / f"sub-{subject}.html"
+            assert page.exists()
+            html_text = page.read_text()
+            assert "http://" not in html_text and "https://" not in html_text, "the page needs no network"
+            browser.get(page.as_uri())
+            assert browser.title.startswith(f"sub-{subject}")
+            images = browser.execute_script(
+                "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+            assert len(images) >= 2 * 2, images  # at least sagittal + axial for T2w and PSIR
+            assert all(done and width > 0 for _, done, width in images), images
+            assert all((out / src).is_file() and src.startswith(f"sub-{subject}/figures/") for src, _, _ in images)
+            shown = browser.execute_script(
+                "return Array.from(document.querySelectorAll('section.image')).map("
+                "s => [s.dataset.source, s.querySelector('.lesion-count').textContent, "
+                "s.querySelectorAll('table.lesions tr').length])")
+            assert len(shown) == 2
+            for source, count, table_rows in shown:
+                stem, suffix = source.split(".")[0].rsplit("_", 1)
+                tsv = out / f"sub-{subject}" / "anat" / f"{stem}_desc-{suffix}_lesions.tsv"
+                n = len(list(csv.DictReader(tsv.open(), delimiter="\t")))
+                assert int(count) == n and table_rows == (n + 1 if n else 0), (source, count, n)
+    finally:
+        browser.quit()

@@ -111,6 +111,14 @@ def test_threshold_masks_drops_lesions_outside_the_cord():
     # Along the cord (z, 2 mm voxels): 4 voxels -> 8 mm.
     assert rows[0].extent_along_cord_mm == pytest.approx(8.0, abs=0.1)
     assert rows[0].mean_probability == pytest.approx(0.8, abs=1e-4)
+    # The cord is a 5 x 5 mm square along z (60 mm): area 25 mm2; lesion centroid at z = 13 mm
+    # (voxels 5-8 of 2 mm), the top of the cord at z = 58 mm.
+    assert rows[0].cord_area_mm2 == pytest.approx(25.0, rel=0.05)
+    assert rows[0].distance_from_top_mm == pytest.approx(58.0 - 13.0, abs=1.5)
+    assert rows[0].vertebral_level == "n/a"
+    levels = np.zeros(cord.shape, np.int16)
+    levels[:, :, :10] = 5
+    assert lesion_table(lesion, les_p, cord, np.diag([0.5, 0.5, 2.0, 1.0]), levels=levels)[0].vertebral_level == 5
     assert table_to_tsv(rows).splitlines()[0].startswith("lesion_id\tvolume_mm3")
 
 

@@ -81,6 +81,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--tta", action="store_true",
                    help="test-time augmentation of stage 2 (flips): writes a lesion uncertainty map and a "
                         "confidence per lesion in the lesion table (about 4x stage 2's time)")
+    g.add_argument("--no-reports", action="store_true",
+                   help="do not write the per-subject HTML reports (OUT_DIR/sub-XX.html)")
     g.add_argument("--single-stage", action="store_true",
                    help="no cascade: the whole-image model gives the final cord and lesion maps")
     g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")

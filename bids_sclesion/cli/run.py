@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -199,10 +200,11 @@ def run_participant(args) -> int:
     except RuntimeError as exc:
         LOGGER.error("%s", exc)
         failed_run = True
-    return _summarise(subjects, bids_dir, out_dir, work_dir, failed_run, started)
+    return _summarise(subjects, bids_dir, out_dir, work_dir, failed_run, started, reports=not args.no_reports)
 
 
-def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_run: bool, started: float) -> int:
+def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_run: bool, started: float,
+               reports: bool = True) -> int:
     from ..derivatives import SourceName
 
     done, failed = [], []
@@ -210,11 +212,45 @@ def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_r
         for img in imgs:
             outputs = SourceName(img, bids_dir).outputs(out_dir)
             fresh = all(p.exists() and p.stat().st_mtime >= started for p in outputs.values())
-            (done if fresh else failed).append(Path(img).name)
-    print(f"\nSummary: {len(done)} image(s) done, {len(failed)} failed. Outputs: {out_dir}")
-    for name in failed:
-        print(f"  FAILED: {name} (see crash files in {work_dir / 'crashes'})")
+            (done if fresh else failed).append(Path(img))
+    reasons = failure_reasons(work_dir / "crashes", [p for p in failed], started)
+    if reports:
+        from ..reports.subject import write_subject_report
+
+        for sub, imgs in subjects.items():
+            try:
+                page = write_subject_report(sub, [Path(p) for p in imgs], bids_dir, out_dir,
+                                            {p.name: reasons[p.name] for p in failed if p.name in reasons})
+                print(f"[sub-{sub}] report: {page}", flush=True)
+            except Exception as exc:  # the segmentations are written; a report problem must not hide them
+                LOGGER.error("sub-%s: the report could not be written (%s)", sub, exc)
+    print(f"\nSummary: {len(done)} image(s) of {len(subjects)} participant(s) done, {len(failed)} failed. "
+          f"Outputs: {out_dir}")
+    for path in failed:
+        print(f"  FAILED: {path.name}: {reasons.get(path.name, 'no result written')} "
+              f"(crash files: {work_dir / 'crashes'})")
     return ExitCode.FAILURE if (failed or failed_run) else ExitCode.SUCCESS
+
+
+def failure_reasons(crash_dir: Path, images: list[Path], since: float) -> dict[str, str]:
+    """The last error line of each failed image's newest crash file (Nipype text crash files)."""
+    from ..workflows.base import image_workflow_name
+
+    reasons: dict[str, str] = {}
+    if not images or not crash_dir.is_dir():
+        return reasons
+    crashes = sorted((p for p in crash_dir.glob("crash-*.txt") if p.stat().st_mtime >= since),
+                     key=lambda p: p.stat().st_mtime)
+    for crash in crashes:
+        text = crash.read_text(errors="replace")
+        for image in images:
+            if f".{image_workflow_name(image)}." in text:
+                lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+                errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
+                step = re.search(r"^Node: .*\.([^.\s]+)$", text, re.M)
+                where = f"step {step.group(1)}: " if step else ""
+                reasons[image.name] = where + (errors[-1] if errors else lines[-1])[:300]
+    return reasons
 
 
 def _plugin(args, nprocs: int):

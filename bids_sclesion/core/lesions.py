@@ -45,6 +45,9 @@ class LesionStats:
     centroid_y_mm: float
     centroid_z_mm: float
     extent_along_cord_mm: float
+    distance_from_top_mm: float | str  # along the centreline, from the highest cord point in the image
+    cord_area_mm2: float | str  # cord cross-sectional area through the lesion's centroid
+    vertebral_level: int | str  # level label at the centroid ("n/a" without a level map)
     mean_probability: float
     max_probability: float
     confidence: float | str = "n/a"  # share of test-time copies that find the lesion ("n/a" without them)
@@ -57,7 +60,8 @@ LESION_COLUMNS = tuple(LesionStats.__dataclass_fields__)
 
 
 def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, affine: np.ndarray,
-                 copies: np.ndarray | None = None, threshold: float = 0.5) -> list[LesionStats]:
+                 copies: np.ndarray | None = None, threshold: float = 0.5,
+                 levels: np.ndarray | None = None) -> list[LesionStats]:
     """One row per connected lesion, in scanner millimetres.
 
     The extent along the cord is measured along the local cord axis, the
@@ -73,6 +77,8 @@ def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, 
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     cord_idx = np.argwhere(cord)
     cord_mm = _to_mm(cord_idx, affine) if len(cord_idx) else np.zeros((0, 3))
+    centerline = _centerline_or_none(cord, affine)
+    slab_mm = 2.0 * float(zooms.max())
     rows = []
     objects = ndimage.find_objects(lab)
     for i, sl in enumerate(objects, start=1):
@@ -85,6 +91,19 @@ def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, 
         # Add one voxel's length along the axis so a one-voxel lesion has a size.
         voxel_len = float(np.abs(np.linalg.inv(affine[:3, :3]) @ axis).max() ** -1) if np.any(axis) else float(zooms.min())
         probs = lesion_prob[sl][local]
+        position: float | str = "n/a"
+        area: float | str = "n/a"
+        if centerline is not None:
+            k = int(np.argmin(np.linalg.norm(centerline.points - centroid, axis=1)))
+            # Points run inferior -> superior: the top of the cord is the last one.
+            position = round(float((len(centerline.points) - 1 - k) * centerline.step_mm), 2)
+            along = (cord_mm - centerline.points[k]) @ centerline.tangents[k]
+            area = round(float(np.count_nonzero(np.abs(along) < slab_mm / 2) * vox_mm3 / slab_mm), 2)
+        level: int | str = "n/a"
+        if levels is not None:
+            ijk = np.round(np.linalg.inv(affine) @ np.append(centroid, 1.0))[:3].astype(int)
+            if all(0 <= v < n for v, n in zip(ijk, levels.shape)) and levels[tuple(ijk)] > 0:
+                level = int(levels[tuple(ijk)])
         confidence: float | str = "n/a"
         if copies is not None:
             found = [(c[sl][local] >= threshold).any() for c in copies]
@@ -97,6 +116,9 @@ def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, 
                 centroid_y_mm=round(float(centroid[1]), 2),
                 centroid_z_mm=round(float(centroid[2]), 2),
                 extent_along_cord_mm=round(float(proj.max() - proj.min() + voxel_len), 2),
+                distance_from_top_mm=position,
+                cord_area_mm2=area,
+                vertebral_level=level,
                 mean_probability=round(float(probs.mean()), 4),
                 max_probability=round(float(probs.max()), 4),
                 confidence=confidence,
@@ -108,6 +130,18 @@ def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, 
 def voxel_uncertainty(copies: np.ndarray) -> np.ndarray:
     """Standard deviation of the lesion probability across test-time copies (0: they all agree)."""
     return np.asarray(copies, np.float32).std(axis=0)
+
+
+def _centerline_or_none(cord: np.ndarray, affine: np.ndarray):
+    """The cord's centreline, or None when the mask is too small to fit one."""
+    from .centerline import CenterlineError, extract_centerline
+
+    if np.count_nonzero(cord) < 20:
+        return None
+    try:
+        return extract_centerline(cord.astype(np.float32), affine)
+    except CenterlineError:
+        return None
 
 
 def _to_mm(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Visual QC reports (per subject and group)."""

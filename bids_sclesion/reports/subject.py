@@ -1,0 +1,191 @@
+"""Per-subject HTML report (``OUT_DIR/sub-XX.html``, figures in ``sub-XX/figures/``).
+
+Built from the derivatives on disk and the raw images, after the workflow:
+a report can be regenerated at any time and shows exactly what was written.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .. import __version__
+from ..derivatives import SourceName
+from ..utils.io import write_text
+from .figures import View, axial_mosaic, sagittal_mosaic, straight_panel
+
+LOGGER = logging.getLogger("bids_sclesion.reports")
+
+#: A lesion found by fewer test-time copies than this is flagged.
+LOW_CONFIDENCE = 0.5
+
+
+@dataclass
+class ImageSection:
+    source: str
+    suffix: str
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, path relative to OUT_DIR)
+    lesions: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    model: dict = field(default_factory=dict)
+    failed: str | None = None  # why no result exists
+
+
+def _canonical(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    img = nib.as_closest_canonical(nib.load(str(path)))
+    return np.asarray(img.dataobj, np.float32), tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def image_warnings(cord: np.ndarray, lesion_rows: list[dict]) -> list[str]:
+    """What a reader should check before trusting the result."""
+    out = []
+    if not cord.any():
+        out.append("No spinal cord was found in the field of view: no lesion can be reported for this image.")
+    else:
+        # A cord that touches the in-plane border is cut by the field of view.
+        edges = cord[0].any() or cord[-1].any() or cord[:, 0].any() or cord[:, -1].any()
+        if edges:
+            out.append("The cord touches the in-plane border of the field of view: part of it may lie outside "
+                       "the image, and lesions there are missed.")
+        extent = np.flatnonzero(cord.any(axis=(0, 1)))
+        if extent.size and extent.size < 0.3 * cord.shape[2] and cord.shape[2] > 10:
+            out.append(f"The cord covers only {extent.size} of {cord.shape[2]} slices along the superior-inferior "
+                       "axis: check that the segmentation did not stop early.")
+    low = [r["lesion_id"] for r in lesion_rows
+           if r.get("confidence", "n/a") not in ("n/a", "") and float(r["confidence"]) < LOW_CONFIDENCE]
+    if low:
+        out.append(f"Low confidence (found by fewer than {LOW_CONFIDENCE:.0%} of the test-time copies): "
+                   f"lesion(s) {', '.join(low)}.")
+    return out
+
+
+def build_image_section(source_path: Path, bids_dir: Path, out_dir: Path) -> ImageSection:
+    """Figures and facts of one processed image (figures are written now)."""
+    source = SourceName(source_path, bids_dir)
+    section = ImageSection(source=source_path.name, suffix=source.suffix)
+    outputs = source.outputs(out_dir)
+    missing = [k for k, p in outputs.items() if not p.exists()]
+    if missing:
+        section.failed = f"no result ({', '.join(missing)} missing): see the run's log and crash files"
+        return section
+    with open(outputs["lesion_table"], newline="") as fh:
+        section.lesions = list(csv.DictReader(fh, delimiter="\t"))
+    sidecar = outputs["lesion_mask"].with_name(outputs["lesion_mask"].name.replace(".nii.gz", ".json"))
+    if sidecar.exists():
+        section.model = json.loads(sidecar.read_text()).get("Model", {})
+    image, zooms = _canonical(source_path)
+    cord, _ = _canonical(outputs["cord_mask"])
+    lesion, _ = _canonical(outputs["lesion_mask"])
+    view = View(image, cord > 0, lesion > 0, zooms)
+    section.warnings = image_warnings(view.cord, section.lesions)
+    figures = out_dir / f"sub-{source.subject}" / "figures"
+    stem = f"{source.entities}_desc-{source.suffix}"
+    section.figures.append(("Sagittal slices, cord (blue) and lesions (red)",
+                            _rel(sagittal_mosaic(view, figures / f"{stem}_sagittal.png"), out_dir)))
+    section.figures.append(("Axial slices through the lesions",
+                            _rel(axial_mosaic(view, figures / f"{stem}_axial.png"), out_dir)))
+    warp = source.warps(out_dir)["to_straight_xfm"]
+    if warp.exists():
+        straight = _straighten(source_path, outputs["lesion_mask"], warp)
+        if straight is not None:
+            section.figures.append(("Straightened cord (whole length), lesions (red)",
+                                    _rel(straight_panel(*straight, figures / f"{stem}_straight.png"), out_dir)))
+    return section
+
+
+def _straighten(image_path: Path, lesion_path: Path, warp_path: Path):
+    from ..core.straighten import apply_points, field_target_points
+
+    try:
+        warp = nib.load(str(warp_path))
+        points = field_target_points(warp)
+    except (ValueError, OSError) as exc:
+        LOGGER.warning("%s: cannot read the straightening warp (%s)", warp_path, exc)
+        return None
+    img = nib.load(str(image_path))
+    les = nib.load(str(lesion_path))
+    image = apply_points(np.asarray(img.dataobj, np.float32), img.affine, points, order=1)
+    lesion = apply_points(np.asarray(les.dataobj, np.float32), les.affine, points, order=0) > 0.5
+    zooms = tuple(float(z) for z in warp.header.get_zooms()[:3])
+    return image, lesion, zooms
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def write_subject_report(subject: str, sources: list[Path], bids_dir: Path, out_dir: Path,
+                         failures: dict[str, str] | None = None) -> Path:
+    """``OUT_DIR/sub-<subject>.html``: every image of the subject, its figures, lesions and warnings."""
+    failures = failures or {}
+    sections = []
+    for path in sorted(sources):
+        try:
+            section = build_image_section(Path(path), bids_dir, out_dir)
+        except Exception as exc:  # a broken derivative must not hide the other images
+            LOGGER.warning("%s: report section failed (%s)", path, exc)
+            section = ImageSection(source=Path(path).name, suffix="", failed=f"report could not be made: {exc}")
+        if Path(path).name in failures:
+            section.failed = failures[Path(path).name]
+        sections.append(section)
+    target = out_dir / f"sub-{subject}.html"
+    write_text(render_html(subject, sections), target)
+    return target
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+.warning{background:#fff4e5;border-left:4px solid #f0a030;padding:.4em .8em;margin:.3em 0}
+.failed{background:#fdecea;border-left:4px solid #d93025;padding:.4em .8em}
+figure{margin:.8em 0}figure img{max-width:100%;background:#000}figcaption{font-size:.85em;color:#555}
+table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:.2em .5em;text-align:right}
+th{background:#f3f3f3}.meta{font-size:.85em;color:#555}
+"""
+
+_COLUMNS = [("lesion_id", "lesion"), ("volume_mm3", "volume (mm³)"), ("extent_along_cord_mm", "length (mm)"),
+            ("distance_from_top_mm", "from top (mm)"), ("vertebral_level", "level"),
+            ("cord_area_mm2", "cord area (mm²)"), ("mean_probability", "mean p"), ("confidence", "confidence")]
+
+
+def render_html(subject: str, sections: list[ImageSection]) -> str:
+    esc = html.escape
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>sub-{esc(subject)}: "
+             f"bids_sclesion report</title><style>{_CSS}</style></head><body>",
+             f"<h1>sub-{esc(subject)}</h1>",
+             f"<p class='meta'>bids_sclesion {esc(__version__)}; {len(sections)} image(s). Masks and tables are in "
+             f"<code>sub-{esc(subject)}/</code> beside this page.</p>"]
+    total = sum(len(s.lesions) for s in sections if not s.failed)
+    parts.append(f"<p>Lesions in all images: <span id='total-lesions'>{total}</span></p>")
+    for k, s in enumerate(sections):
+        parts.append(f"<section class='image' id='image-{k}' data-source='{esc(s.source)}'>")
+        parts.append(f"<h2>{esc(s.source)}</h2>")
+        if s.failed:
+            parts.append(f"<p class='failed'>Failed: {esc(s.failed)}</p></section>")
+            continue
+        if s.model:
+            models = "; ".join(f"{esc(str(k2))}: {esc(str(v.get('Name', v)) if isinstance(v, dict) else str(v))}"
+                               for k2, v in s.model.items())
+            parts.append(f"<p class='meta'>Model: {models}</p>")
+        for w in s.warnings:
+            parts.append(f"<p class='warning'>{esc(w)}</p>")
+        parts.append(f"<p>Lesions: <span class='lesion-count'>{len(s.lesions)}</span>, total volume "
+                     f"{sum(float(r['volume_mm3']) for r in s.lesions):.1f} mm³</p>")
+        for caption, src in s.figures:
+            parts.append(f"<figure><img src='{esc(src)}' alt='{esc(caption)}'><figcaption>{esc(caption)}"
+                         "</figcaption></figure>")
+        if s.lesions:
+            parts.append("<table class='lesions'><tr>" + "".join(f"<th>{esc(h)}</th>" for _, h in _COLUMNS) + "</tr>")
+            for row in s.lesions:
+                parts.append("<tr>" + "".join(f"<td>{esc(str(row.get(c, 'n/a')))}</td>" for c, _ in _COLUMNS)
+                             + "</tr>")
+            parts.append("</table>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
