@@ -59,3 +59,99 @@ def write_group_table(out_dir: Path, participant_label=None, session_label=None)
         "cord_volume_mm3": {"Description": "Volume of the cord mask analysed", "Units": "mm^3"},
     }, target.with_suffix(".json"))
     return target, len(rows)
+
+
+CHANGE_COLUMNS = ("participant_id", "image", "session_earlier", "session_later", "status", "earlier_volume_mm3",
+                  "later_volume_mm3", "position_mm", "earlier_components", "later_components")
+LONGITUDINAL_COLUMNS = ("participant_id", "image", "session_earlier", "session_later", "shift_mm", "n_new",
+                        "n_enlarging", "n_stable", "n_shrinking", "n_disappeared")
+
+
+def session_pairs(out_dir: Path, participant_label=None) -> list[tuple[str, str, Path, Path]]:
+    """(subject, image key, earlier table, later table) for consecutive sessions of the same image kind.
+
+    The image key is the source name without subject and session (e.g.
+    ``acq-sag_T2w``): only like is compared with like.
+    """
+    by_key: dict[tuple[str, str], list[tuple[str, Path]]] = {}
+    for table in sorted(Path(out_dir).glob("sub-*/ses-*/anat/*_lesions.tsv")):
+        source = source_of_lesion_table(table, out_dir)
+        if participant_label and source.subject not in participant_label:
+            continue
+        rest = [p for p in source.entities.split("_")[1:] if not p.startswith("ses-")]
+        key = "_".join(rest + [source.suffix])
+        by_key.setdefault((source.subject, key), []).append((source.session or "", table))
+    pairs = []
+    for (subject, key), items in sorted(by_key.items()):
+        items.sort()
+        for (_, a), (_, b) in zip(items, items[1:]):
+            pairs.append((subject, key, a, b))
+    return pairs
+
+
+def _session_arrays(table: Path, out_dir: Path, bids_dir: Path):
+    source = source_of_lesion_table(table, out_dir)
+    raw = Path(bids_dir) / source.relpath
+    outputs = source.outputs(out_dir)
+    arrays = []
+    for path in (raw, outputs["cord_mask"], outputs["lesion_mask"]):
+        img = nib.as_closest_canonical(nib.load(str(path)))
+        arrays.append(np.asarray(img.dataobj, np.float32))
+    return arrays[0], arrays[1] > 0, arrays[2] > 0, img.affine, source.session
+
+
+def longitudinal_changes(out_dir: Path, bids_dir: Path, participant_label=None) -> tuple[list[dict], list[dict], list[str]]:
+    """Lesion changes between consecutive sessions of every subject (rows of both tables, and problems)."""
+    from .core.longitudinal import compare_sessions, count_changes
+
+    changes, summary, problems = [], [], []
+    for subject, key, earlier, later in session_pairs(out_dir, participant_label):
+        try:
+            a = _session_arrays(earlier, out_dir, bids_dir)
+            b = _session_arrays(later, out_dir, bids_dir)
+            found, shift_mm = compare_sessions(a[:4], b[:4])
+        except Exception as exc:  # one pair must not stop the others
+            problems.append(f"sub-{subject} {key}: sessions {earlier.name} and {later.name} not compared ({exc})")
+            continue
+        ses_a, ses_b = f"ses-{a[4]}", f"ses-{b[4]}"
+        for change in found:
+            changes.append({"participant_id": f"sub-{subject}", "image": key, "session_earlier": ses_a,
+                            "session_later": ses_b, **change.as_row()})
+        counts = count_changes(found)
+        summary.append({"participant_id": f"sub-{subject}", "image": key, "session_earlier": ses_a,
+                        "session_later": ses_b, "shift_mm": round(float(shift_mm), 1),
+                        **{f"n_{k}": v for k, v in counts.items()}})
+    return changes, summary, problems
+
+
+def _tsv(rows: list[dict], columns) -> str:
+    return "\t".join(columns) + "\n" + "".join("\t".join(str(r[c]) for c in columns) + "\n" for r in rows)
+
+
+def write_longitudinal_tables(out_dir: Path, bids_dir: Path, participant_label=None) -> tuple[list[dict], list[str]]:
+    changes, summary, problems = longitudinal_changes(out_dir, bids_dir, participant_label)
+    if not summary:
+        return summary, problems
+    out_dir = Path(out_dir)
+    write_text(_tsv(changes, CHANGE_COLUMNS), out_dir / "group_lesion_changes.tsv")
+    write_json({
+        "Description": "Lesions matched between consecutive sessions of the same image kind, after registration "
+                       "of the straightened cords (shift along the cord by normalised cross-correlation); lesions "
+                       "whose dilated masks overlap form one group",
+        "status": {"Description": "new: no earlier lesion; disappeared: no later lesion; enlarging: later volume "
+                                  ">= 1.5 x earlier; shrinking: <= earlier / 1.5; stable otherwise. Only the part "
+                                  "of the cord covered by both sessions is compared"},
+        "earlier_volume_mm3": {"Description": "Volume in the earlier session (straightened grid)", "Units": "mm^3"},
+        "later_volume_mm3": {"Description": "Volume in the later session (straightened grid)", "Units": "mm^3"},
+        "position_mm": {"Description": "Along the cord from the top of the later (for disappeared lesions, the "
+                                       "earlier) session's cord", "Units": "mm"},
+        "earlier_components": {"Description": "Connected lesions of the earlier session in this group"},
+        "later_components": {"Description": "Connected lesions of the later session in this group"},
+    }, out_dir / "group_lesion_changes.json")
+    write_text(_tsv(summary, LONGITUDINAL_COLUMNS), out_dir / "group_longitudinal.tsv")
+    write_json({
+        "Description": "Per subject and pair of consecutive sessions: lesion changes (see group_lesion_changes.json)",
+        "shift_mm": {"Description": "Displacement along the cord between the sessions' straightened cords found "
+                                    "by the registration", "Units": "mm"},
+    }, out_dir / "group_longitudinal.json")
+    return summary, problems

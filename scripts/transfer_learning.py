@@ -62,11 +62,12 @@ def train(bids: Path, model_dir: Path, contrast: str, iterations: int, extra: li
     return json.loads((model_dir / "model.json").read_text())["training"]["minutes"]
 
 
-def segment(bids: Path, out: Path, work: Path, model: Path, nprocs: int) -> None:
+def segment(bids: Path, out: Path, work: Path, model: Path, nprocs: int, contrast: str = "PSIR") -> None:
     if (out / "done").exists():
         return
     argv = [str(bids), str(out / "derivatives"), "participant", "-w", str(work), "--skip-bids-validation",
-            "--nprocs", str(nprocs), "--omp-nthreads", "1", "--single-stage", "--model", str(model)]
+            "--nprocs", str(nprocs), "--omp-nthreads", "1", "--single-stage", "--model", str(model),
+            "--contrast", contrast, "--no-reports"]
     code = app(argv)
     if code != 0:
         raise SystemExit(f"participant level failed ({code}): {' '.join(argv)}")

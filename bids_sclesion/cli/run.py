@@ -285,7 +285,8 @@ def _load_filters(path: Path | None) -> dict:
 
 
 def run_group(args) -> int:
-    from ..group import write_group_table
+    from ..group import collect_rows, write_group_table, write_longitudinal_tables
+    from ..reports.group import write_group_report
 
     out_dir = args.output_dir.resolve()
     if not (out_dir / "dataset_description.json").is_file():
@@ -295,7 +296,16 @@ def run_group(args) -> int:
     if n_rows == 0:
         raise AppError(f"{out_dir}: no lesion table matches the selection", ExitCode.NO_DATA)
     print(f"group table: {table} ({n_rows} image(s))")
+    longitudinal, problems = write_longitudinal_tables(out_dir, args.bids_dir.resolve(), args.participant_label)
+    for problem in problems:
+        LOGGER.warning("%s", problem)
+    if longitudinal:
+        print(f"longitudinal: {out_dir / 'group_longitudinal.tsv'} ({len(longitudinal)} pair(s) of sessions)")
+    page = write_group_report(out_dir, collect_rows(out_dir, args.participant_label, args.session_label),
+                              longitudinal, problems)
+    print(f"group report: {page}")
     return ExitCode.SUCCESS
+
 
 if __name__ == "__main__":
     sys.exit(main())
