@@ -80,6 +80,10 @@ def main() -> int:
     p.add_argument("--pretrain-iterations", type=int, default=3000)
     p.add_argument("--finetune-iterations", type=int, default=1000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds of (b) and (c)")
+    p.add_argument("--pretrain-augmentation", choices=["standard", "domain"], default="domain",
+                   help="domain: contrast inversion, histogram remapping, gamma... (features that carry over)")
+    p.add_argument("--finetune-learning-rate", type=float, default=1e-3)
+    p.add_argument("--encoder-lr-scale", type=float, default=0.3)
     p.add_argument("--nthreads", type=int, default=2)
     p.add_argument("--nprocs", type=int, default=2)
     args = p.parse_args()
@@ -88,14 +92,17 @@ def main() -> int:
     cache = root / "cache"
     models = root / "models"
     minutes = {"pretrained": train(data["pretrain_T2w"], models / "pretrained_T2w", "T2w", args.pretrain_iterations,
-                                   ["--val-every", "500"], cache, args.nthreads)}
+                                   ["--val-every", "500", "--augmentation", args.pretrain_augmentation], cache,
+                                   args.nthreads)}
     configs = {"(a) pretrained T2w, no fine-tuning": models / "pretrained_T2w"}
     for seed in args.seeds:
         common = ["--val-fraction", "0", "--val-every", str(args.finetune_iterations), "--seed", str(seed)]
         ft = models / f"finetuned_PSIR_seed{seed}"
         sc = models / f"scratch_PSIR_seed{seed}"
         minutes[ft.name] = train(data["finetune_PSIR"], ft, "PSIR", args.finetune_iterations,
-                                 common + ["--init-from", str(models / "pretrained_T2w")], cache, args.nthreads)
+                                 common + ["--init-from", str(models / "pretrained_T2w"), "--learning-rate",
+                                           str(args.finetune_learning_rate), "--encoder-lr-scale",
+                                           str(args.encoder_lr_scale)], cache, args.nthreads)
         minutes[sc.name] = train(data["finetune_PSIR"], sc, "PSIR", args.finetune_iterations, common, cache,
                                  args.nthreads)
         configs[f"(b) fine-tuned on 4 PSIR (seed {seed})"] = ft
@@ -113,9 +120,11 @@ def main() -> int:
         lines.append(f"| {label} | {s['images']} | {s['lesion_dice']:.3f} | {s['lesion_tpr']:.3f} | "
                      f"{s['lesion_ppv']:.3f} | {s['lesion_f1']:.3f} | {s.get('lesion_f1_10pct', float('nan')):.3f} | "
                      f"{s['false_positives']} | {s['cord_dice']:.3f} | {'' if mins is None else mins} |")
-    lines.append(f"\nPre-training: {args.pretrain_iterations} iterations on {DATASETS['pretrain_T2w'][1]} T2w subjects "
-                 f"({minutes['pretrained']} min); fine-tuning and scratch: {args.finetune_iterations} iterations each "
-                 f"on {DATASETS['finetune_PSIR'][1]} PSIR subjects, {args.nthreads} CPU threads.")
+    lines.append(f"\nPre-training: {args.pretrain_iterations} iterations on {DATASETS['pretrain_T2w'][1]} T2w subjects, "
+                 f"augmentation `{args.pretrain_augmentation}` ({minutes['pretrained']} min); (b) and (c): "
+                 f"{args.finetune_iterations} iterations each on the same {DATASETS['finetune_PSIR'][1]} PSIR subjects "
+                 f"(no validation split: the last iteration is kept); (b) learning rate {args.finetune_learning_rate}, "
+                 f"encoder x{args.encoder_lr_scale}; (c) the default 2e-3; {args.nthreads} CPU threads.")
     table = "\n".join(lines)
     (root / "table.md").write_text(table + "\n")
     print(table)

@@ -43,8 +43,13 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _progress_callback(total: int, names: dict[str, str]):
-    """Nipype status callback printing one line per finished or failed step."""
-    state = {"images_done": 0}
+    """Nipype status callback: one line per finished or failed step, with per-subject and overall counts."""
+    per_subject: dict[str, int] = {}
+    for name in names.values():
+        subject = name.split("_")[0]
+        per_subject[subject] = per_subject.get(subject, 0) + 1
+    state = {"images_done": 0, "subject_done": {s: 0 for s in per_subject}}
+    started = time.time()
 
     def callback(node, status):
         fullname = node.fullname
@@ -53,11 +58,17 @@ def _progress_callback(total: int, names: dict[str, str]):
         if image is None or status == "start" or parts[-1] in ("merge_probabilities", "split_probabilities", "ds_warps"):
             return
         step = parts[-1]
+        subject = image.split("_")[0]
         if status == "exception":
             print(f"[{image}] {step}: FAILED", flush=True)
         elif step == "ds_lesions":
             state["images_done"] += 1
-            print(f"[{image}] done ({state['images_done']}/{total} images)", flush=True)
+            state["subject_done"][subject] = state["subject_done"].get(subject, 0) + 1
+            elapsed = time.time() - started
+            left = elapsed / state["images_done"] * (total - state["images_done"])
+            print(f"[{image}] done: {subject} {state['subject_done'][subject]}/{per_subject.get(subject, '?')} "
+                  f"image(s), all {state['images_done']}/{total} ({elapsed:.0f} s, about {left:.0f} s left)",
+                  flush=True)
         else:
             print(f"[{image}] {step}", flush=True)
 
