@@ -82,7 +82,7 @@ def test_rerun_reuses_the_work_directory(app_run, synth_two_subjects, capsys):
                  "--participant-label", "sub-01", "--skip-bids-validation"])
     assert code == 0
     assert [p.stat().st_mtime_ns for p in seg_results] == stamps, "finished nodes are not run again"
-    assert "2 image(s) done, 0 failed" in capsys.readouterr().out
+    assert "2 image(s) of 1 participant(s) done, 0 failed" in capsys.readouterr().out
 
 
 def test_group_level(app_run, synth_two_subjects):
