@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -34,11 +35,26 @@ def load_layout(bids_dir: Path, database_dir: Path | None):
     from bids import BIDSLayout
 
     kwargs = dict(validate=False, derivatives=False)
-    if database_dir is not None:
-        db = Path(database_dir) / _dataset_fingerprint(bids_dir)
+    if database_dir is None:
+        return BIDSLayout(str(bids_dir), **kwargs)
+    db = Path(database_dir) / _dataset_fingerprint(bids_dir)
+    if not (db / "layout_index.sqlite").is_file():
+        # Index into a private directory, then rename it into place: two runs sharing a work directory
+        # never see a half-written database (the loser of the race drops its copy).
         db.parent.mkdir(parents=True, exist_ok=True)
-        kwargs.update(database_path=str(db), reset_database=False)
-    return BIDSLayout(str(bids_dir), **kwargs)
+        if db.is_dir():  # left by an interrupted index of an older version: no database inside
+            shutil.rmtree(db, ignore_errors=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{db.name}.", dir=db.parent))
+        try:
+            BIDSLayout(str(bids_dir), database_path=str(partial), **kwargs)
+            try:
+                os.rename(partial, db)
+            except OSError:
+                if not (db / "layout_index.sqlite").is_file():
+                    raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return BIDSLayout(str(bids_dir), database_path=str(db), reset_database=False, **kwargs)
 
 
 def _check_labels(labels: Sequence[str] | None, kind: str) -> None:

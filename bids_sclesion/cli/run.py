@@ -92,6 +92,21 @@ def _check_paths(args) -> tuple[Path, Path, Path]:
     return bids_dir, out_dir, work_dir
 
 
+def _prepare_work_dir(work_dir: Path, required: bool = True) -> None:
+    """Create the work directory and keep scratch files inside it when HOME or /tmp are read-only."""
+    from ..utils.environment import confine_scratch
+
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if not required:
+            return
+        raise AppError(f"work directory {work_dir} cannot be created ({exc}); choose another with -w",
+                       ExitCode.INVALID_ARGUMENTS) from exc
+    for line in confine_scratch(work_dir):
+        LOGGER.info("%s", line)
+
+
 def _validate_bids(bids_dir: Path) -> None:
     from ..bids import validate_dataset
 
@@ -140,6 +155,7 @@ def run_participant(args) -> int:
 
     started = time.time() - 1.0
     bids_dir, out_dir, work_dir = _check_paths(args)
+    _prepare_work_dir(work_dir)
     if not args.skip_bids_validation:
         _validate_bids(bids_dir)
     filters = _load_filters(args.bids_filter_file)
@@ -200,6 +216,8 @@ def run_participant(args) -> int:
         tta=args.tta,
     )
     plugin, plugin_args = _plugin(args, nprocs)
+    if "poll_sleep_duration" in plugin_args:  # batch plugins (SLURM...): how often the queue is looked at
+        ncfg.update_config({"execution": {"poll_sleep_duration": str(plugin_args.pop("poll_sleep_duration"))}})
     if plugin in ("Linear", "MultiProc"):
         from ..workflows.base import image_workflow_name
 
@@ -302,6 +320,8 @@ def run_group(args) -> int:
     out_dir = args.output_dir.resolve()
     if not (out_dir / "dataset_description.json").is_file():
         raise AppError(f"{out_dir}: no participant-level results (run the participant level first)", ExitCode.NO_DATA)
+    # The group level needs no work directory; it only borrows one for scratch files when HOME is read-only.
+    _prepare_work_dir((args.work_dir or out_dir.parent / "work").resolve(), required=args.work_dir is not None)
     table, n_rows = write_group_table(out_dir, participant_label=args.participant_label,
                                       session_label=args.session_label)
     if n_rows == 0:

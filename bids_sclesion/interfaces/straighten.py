@@ -15,6 +15,7 @@ class _StraightenInputSpec(BaseInterfaceInputSpec):
     radius_mm = traits.Float(20.0, usedefault=True, desc="half-width of the straight grid across the cord")
     spacing_mm = traits.Tuple((0.5, 0.5, 1.0), traits.Float, traits.Float, traits.Float, usedefault=True,
                               desc="straight grid voxel size: across (2) and along the cord")
+    software_version = traits.Str(desc="the app's version: cached warps are recomputed when it changes")
 
 
 class _StraightenOutputSpec(TraitedSpec):

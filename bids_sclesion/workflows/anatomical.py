@@ -4,6 +4,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from .. import __version__
 from ..interfaces.bids import DerivativesSink, WarpsSink
 from ..interfaces.image import N4BiasCorrection, ResampleToOriginal, Reorient
 from ..interfaces.segmentation import PostprocessLesions, SegmentCordLesion, SegmentStraightened
@@ -67,7 +68,7 @@ def init_anat_lesion_wf(
 
     # The warps have their own sink: an image whose cord cannot be straightened
     # still gets its lesion outputs.
-    straighten = pe.Node(CordStraighteningWarps(), name="straightening_warps", mem_gb=1.0)
+    straighten = pe.Node(CordStraighteningWarps(software_version=__version__), name="straightening_warps", mem_gb=1.0)
     if stage2_model:
         space = straight_space_of(stage2_model)
         straighten.inputs.radius_mm = space.radius_mm
