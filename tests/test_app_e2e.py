@@ -2,6 +2,7 @@
 import csv
 import json
 import subprocess
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -261,3 +262,13 @@ def test_subject_reports_render_in_a_browser(app_run, synth_two_subjects):
                 assert int(count) == n and table_rows == (n + 1 if n else 0), (source, count, n)
     finally:
         browser.quit()
+
+
+def test_output_tree_is_the_one_circleci_expects(app_run, synth_two_subjects):
+    """The CircleCI smoke job runs both levels on this same dataset and diffs the tree with this list."""
+    _, out, _, _, _ = app_run
+    assert main([str(synth_two_subjects), str(out), "group"]) == 0
+    script = Path(__file__).resolve().parents[1] / ".circleci" / "check_outputs.sh"
+    expected = script.with_name("expected_outputs.txt")
+    proc = subprocess.run(["bash", str(script), str(out), str(expected)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

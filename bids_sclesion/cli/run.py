@@ -216,6 +216,9 @@ def run_participant(args) -> int:
         tta=args.tta,
     )
     plugin, plugin_args = _plugin(args, nprocs)
+    if plugin not in ("Linear", "MultiProc"):
+        # Nipype's batch plugins name jobs after LOGNAME, which containers and cron jobs often lack.
+        os.environ.setdefault("LOGNAME", _user_name())
     if "poll_sleep_duration" in plugin_args:  # batch plugins (SLURM...): how often the queue is looked at
         ncfg.update_config({"execution": {"poll_sleep_duration": str(plugin_args.pop("poll_sleep_duration"))}})
     if plugin in ("Linear", "MultiProc"):
@@ -299,6 +302,15 @@ def _plugin(args, nprocs: int):
     if args.mem_gb:
         plugin_args["memory_gb"] = args.mem_gb
     return "MultiProc", plugin_args
+
+
+def _user_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a user id without a passwd entry (Singularity, docker --user)
+        return f"uid{os.getuid()}"
 
 
 def _load_filters(path: Path | None) -> dict:

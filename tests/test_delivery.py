@@ -1,0 +1,139 @@
+"""Delivery: the CircleCI config, the Dockerfile, the documentation site and the container image."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CIRCLECI = ROOT / ".circleci" / "config.yml"
+
+
+def _check_jsonschema() -> list[str]:
+    exe = shutil.which("check-jsonschema") or str(Path(sys.executable).with_name("check-jsonschema"))
+    if not Path(exe).exists():
+        pytest.skip("check-jsonschema is not installed (pip install check-jsonschema; it is in the test extras)")
+    return [exe]
+
+
+def test_circleci_config_is_valid_against_circleci_schema(tmp_path):
+    exe = _check_jsonschema()
+    proc = subprocess.run([*exe, "--builtin-schema", "vendor.circle-ci", str(CIRCLECI)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The schema does reject a broken config: a job whose steps are not a list.
+    broken = yaml.safe_load(CIRCLECI.read_text())
+    broken["jobs"]["build"]["steps"] = "checkout"
+    bad = tmp_path / "config.yml"
+    bad.write_text(yaml.safe_dump(broken))
+    proc = subprocess.run([*exe, "--builtin-schema", "vendor.circle-ci", str(bad)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+
+
+def test_circleci_pipeline_builds_tests_runs_both_levels_and_deploys_on_tags():
+    config = yaml.safe_load(CIRCLECI.read_text())
+    jobs = config["jobs"]
+    assert {"build", "test", "smoke", "deploy_docker"} <= set(jobs)
+    commands = {name: "\n".join(str(s["run"]["command"]) for s in job["steps"] if isinstance(s, dict) and "run" in s)
+                for name, job in jobs.items()}
+    assert "docker build" in commands["build"]
+    assert "pytest" in commands["test"]
+    assert re.search(r" participant ", commands["smoke"]) and re.search(r" group ", commands["smoke"])
+    assert ".circleci/check_outputs.sh" in commands["smoke"] and ".circleci/expected_outputs.txt" in commands["smoke"]
+    assert "docker push" in commands["deploy_docker"]
+    workflow = next(iter(config["workflows"].values()))["jobs"]
+    deploy = next(j["deploy_docker"] for j in workflow if isinstance(j, dict) and "deploy_docker" in j)
+    assert deploy["filters"]["branches"]["ignore"] == "/.*/" and "tags" in deploy["filters"]
+    assert set(deploy["requires"]) == {"test", "smoke"}
+
+
+def test_check_outputs_script_detects_a_missing_and_an_extra_file(tmp_path):
+    out = tmp_path / "out"
+    (out / "sub-01").mkdir(parents=True)
+    (out / "a.txt").write_text("x")
+    (out / "sub-01" / "b.txt").write_text("x")
+    expected = tmp_path / "expected.txt"
+    expected.write_text("# comment\na.txt\nsub-01/b.txt\n")
+    script = ROOT / ".circleci" / "check_outputs.sh"
+    assert subprocess.run(["bash", str(script), str(out), str(expected)], capture_output=True).returncode == 0
+    (out / "extra.txt").write_text("x")
+    assert subprocess.run(["bash", str(script), str(out), str(expected)], capture_output=True).returncode != 0
+    (out / "extra.txt").unlink()
+    (out / "a.txt").unlink()
+    assert subprocess.run(["bash", str(script), str(out), str(expected)], capture_output=True).returncode != 0
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_follows_the_bids_app_image_conventions():
+    instructions = _dockerfile_instructions()
+    froms = [rest for word, rest in instructions if word == "FROM"]
+    assert len(froms) >= 2, "multi-stage build"
+    args = " ".join(rest for word, rest in instructions if word == "ARG")
+    assert "TORCH_VARIANT=cpu" in args, "CPU by default, CUDA through a build argument"
+    runtime = instructions[max(i for i, (w, _) in enumerate(instructions) if w == "FROM"):]
+    users = [rest for word, rest in runtime if word == "USER"]
+    assert users and users[-1] not in ("root", "0"), "runs as a non-root user"
+    runs = " ".join(rest for word, rest in runtime if word == "RUN")
+    assert "chmod" in runs and "go=u" in runs, "HOME usable by any user id (Singularity)"
+    env = " ".join(rest for word, rest in runtime if word == "ENV")
+    assert "OMP_NUM_THREADS=" in env and "HOME=" in env and "NIPYPE_NO_ET=1" in env
+    assert ("ENTRYPOINT", '["bids_sclesion"]') in runtime
+    labels = " ".join(rest for word, rest in runtime if word == "LABEL")
+    for key in ("title", "version", "revision", "created", "licenses", "source"):
+        assert f"org.opencontainers.image.{key}=" in labels
+    # Everything the build copies must exist (a COPY of a missing path fails the build).
+    for word, rest in instructions:
+        if word == "COPY" and "--from" not in rest:
+            for src in rest.split()[:-1]:
+                assert (ROOT / src).exists(), src
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored
+
+
+def test_documentation_builds_without_warnings(tmp_path):
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed (it is in the test extras)")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "WARNING" not in proc.stderr, proc.stderr
+    site = tmp_path / "site"
+    for page in ("installation", "usage", "outputs", "training", "hpc", "faq", "models/stage2"):
+        assert (site / page / "index.html").is_file(), page
+    assert "Lesion Dice" in (site / "models" / "stage2" / "index.html").read_text() or \
+        "lesion Dice" in (site / "models" / "stage2" / "index.html").read_text()
+
+
+@pytest.mark.container
+@pytest.mark.slow
+def test_image_builds_and_runs_the_app_with_a_read_only_root(tmp_path):
+    if os.environ.get("BIDS_SCLESION_TEST_CONTAINER") != "1":
+        pytest.skip("set BIDS_SCLESION_TEST_CONTAINER=1 to build the image (a few minutes; .ci/run does where "
+                    "podman can be installed)")
+    if os.geteuid() != 0 or shutil.which("podman") is None:
+        pytest.skip("building the image needs root and podman (apt-get install podman debootstrap)")
+    env = dict(os.environ, BUILD_DIR=str(tmp_path / "image"))
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build-image.sh"), "--tag", "localhost/bids_sclesion:test"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "bids_sclesion --version: bids_sclesion" in proc.stdout
+    report = (tmp_path / "image" / "image-report.tsv").read_text().splitlines()
+    row = dict(zip(report[0].split("\t"), report[1].split("\t")))
+    assert int(row["size_mb"]) > 0 and int(row["build_seconds"]) > 0
+    print(f"image build: {row}")
