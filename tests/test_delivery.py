@@ -129,8 +129,12 @@ def test_image_builds_and_runs_the_app_with_a_read_only_root(tmp_path):
     if os.geteuid() != 0 or shutil.which("podman") is None:
         pytest.skip("building the image needs root and podman (apt-get install podman debootstrap)")
     env = dict(os.environ, BUILD_DIR=str(tmp_path / "image"))
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build-image.sh"), "--tag", "localhost/bids_sclesion:test"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
+    tag = "localhost/bids_sclesion:test"
+    try:
+        proc = subprocess.run(["bash", str(ROOT / "scripts" / "build-image.sh"), "--tag", tag],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
+    finally:
+        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)  # 2 GB: do not keep it
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "bids_sclesion --version: bids_sclesion" in proc.stdout
     report = (tmp_path / "image" / "image-report.tsv").read_text().splitlines()
