@@ -10,7 +10,7 @@ from .utils.io import write_json, write_text
 
 #: Files the BIDS specification does not define yet, kept out of validation.
 BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "*_xfm.*", "*_uncertainty.*", "group_*", "figures", "sub-*/figures",
-              "logs/"]
+              "logs/", ".locks"]
 
 _SOURCE = re.compile(r"^(?P<entities>sub-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)\.nii(\.gz)?$")
 

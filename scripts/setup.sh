@@ -27,7 +27,7 @@ if ! python -c "import torch" >/dev/null 2>&1; then
             --index-url https://download.pytorch.org/whl/cpu
     fi
 fi
-if ! python -c "import bids_sclesion, pytest, tensorboard, selenium, check_jsonschema, mkdocs" >/dev/null 2>&1; then
+if ! python -c "import bids_sclesion, pytest, tensorboard, selenium, check_jsonschema, mkdocs, hypothesis" >/dev/null 2>&1; then
     echo "[setup] installing bids_sclesion and its dependencies"
     pip install -q -e ".[test]"
 fi

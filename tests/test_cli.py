@@ -61,3 +61,18 @@ def test_group_without_participant_outputs(tmp_path, synth_two_subjects, capsys)
 def test_synth_rejects_unknown_contrast(tmp_path, capsys):
     assert synth_main([str(tmp_path / "x"), "--contrasts", "FLAIR"]) == 2
     assert "unknown contrast" in capsys.readouterr().err
+
+
+def test_parallel_workers_do_not_inherit_this_process_thread_pools(tmp_path):
+    """Forked workers of a process that has used PyTorch can hang in OpenMP: MultiProc workers must not be forks."""
+    import argparse
+
+    from bids_sclesion.cli.run import _plugin
+
+    args = argparse.Namespace(use_plugin=None, mem_gb=None)
+    plugin, plugin_args = _plugin(args, nprocs=2)
+    assert (plugin, plugin_args["mp_context"]) == ("MultiProc", "forkserver")
+    conf = tmp_path / "plugin.yml"
+    conf.write_text("plugin: MultiProc\nplugin_args: {n_procs: 3}\n")
+    args.use_plugin = str(conf)
+    assert _plugin(args, nprocs=1) == ("MultiProc", {"n_procs": 3, "mp_context": "forkserver"})

@@ -61,3 +61,47 @@ def test_bundled_model_loads_and_has_a_card():
     assert "test_metrics" in meta, "the bundled model records its measured test metrics"
     assert (path / "MODEL_CARD.md").is_file()
     assert (path / "model.safetensors").stat().st_size < 30 * 1024 * 1024
+
+
+class _OutOfMemoryAtFirst(torch.nn.Module):
+    """Wraps a network; raises an out-of-memory error for the first ``failures`` calls."""
+
+    def __init__(self, network, failures: int):
+        super().__init__()
+        self.network, self.failures, self.calls = network, failures, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.network(x)
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_out_of_memory_falls_back_with_a_warning_and_the_same_result(failures, caplog):
+    from bids_sclesion.model.inference import predict_probabilities
+
+    model = load_model("stage2")
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(40, 40, 48)).astype(np.float32)
+    expected = predict_probabilities(model.network, volume, roi_size=model.roi_size, size_divisor=model.size_divisor)
+    flaky = _OutOfMemoryAtFirst(model.network, failures)
+    with caplog.at_level("WARNING", logger="bids_sclesion.inference"):
+        got = predict_probabilities(flaky, volume, roi_size=model.roi_size, size_divisor=model.size_divisor)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
+    assert len(warnings) == failures
+    assert "one window at a time" in warnings[0]
+    if failures == 2:
+        assert "on the CPU" in warnings[1]
+
+
+def test_errors_other_than_out_of_memory_are_not_hidden():
+    from bids_sclesion.model.inference import predict_probabilities
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("shape mismatch in layer 3")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        predict_probabilities(Broken(), np.zeros((16, 16, 16), np.float32), roi_size=(16, 16, 16))

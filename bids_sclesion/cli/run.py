@@ -137,11 +137,16 @@ def _model_suffixes(model: str) -> list[str]:
 
 
 def _model_hash(model: str) -> str:
-    from ..model.io import WEIGHTS, resolve_model
+    """Check that the model loads (safetensors only: nothing in it is executed) and hash its weights."""
+    from ..model.io import WEIGHTS, ModelError, load_model, resolve_model
 
     path = resolve_model(model) / WEIGHTS
     if not path.is_file():
         raise AppError(f"model '{model}': {path} not found", ExitCode.INVALID_ARGUMENTS)
+    try:
+        load_model(model, device="cpu")
+    except ModelError as exc:
+        raise AppError(f"model '{model}' refused: {exc}", ExitCode.INVALID_ARGUMENTS) from exc
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -206,33 +211,50 @@ def run_participant(args) -> int:
     nlogging.update_logging(ncfg)
     from ..workflows.base import init_bids_sclesion_wf
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(out_dir, bids_dir)
-    wf = init_bids_sclesion_wf(
-        {s: [str(p) for p in imgs] for s, imgs in subjects.items()}, bids_dir=str(bids_dir), output_dir=str(out_dir),
-        work_dir=str(work_dir), model=str(args.model), model_hash=model_hash, device=args.device,
-        omp_nthreads=omp, threshold=args.threshold, min_lesion_mm3=args.min_lesion_volume,
-        stage2_model=stage2, stage2_model_hash=stage2_hash, cord_fusion=args.cascade_cord,
-        tta=args.tta,
-    )
-    plugin, plugin_args = _plugin(args, nprocs)
-    if plugin not in ("Linear", "MultiProc"):
-        # Nipype's batch plugins name jobs after LOGNAME, which containers and cron jobs often lack.
-        os.environ.setdefault("LOGNAME", _user_name())
-    if "poll_sleep_duration" in plugin_args:  # batch plugins (SLURM...): how often the queue is looked at
-        ncfg.update_config({"execution": {"poll_sleep_duration": str(plugin_args.pop("poll_sleep_duration"))}})
-    if plugin in ("Linear", "MultiProc"):
-        from ..workflows.base import image_workflow_name
-
-        names = {image_workflow_name(p): Path(p).name.split(".")[0] for imgs in subjects.values() for p in imgs}
-        plugin_args["status_callback"] = _progress_callback(n_images, names)
     try:
-        wf.run(plugin=plugin, plugin_args=plugin_args)
-        failed_run = False
-    except RuntimeError as exc:
-        LOGGER.error("%s", exc)
-        failed_run = True
-    return _summarise(subjects, bids_dir, out_dir, work_dir, failed_run, started, reports=not args.no_reports)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_dataset_description(out_dir, bids_dir)
+    except OSError as exc:
+        raise AppError(f"output directory {out_dir} cannot be written ({exc})", ExitCode.INVALID_ARGUMENTS) from exc
+    from ..utils.locks import ParticipantLocks, remove_partial_files
+
+    with ParticipantLocks(out_dir) as locks:
+        # Another run writing a participant into this OUT_DIR keeps it: this run leaves that one alone.
+        busy = locks.acquire(subjects)
+        for label, holder in busy.items():
+            print(f"bids_sclesion: sub-{label} skipped: {holder} is writing it into {out_dir}. "
+                  "Wait for that run to end, or write to another output directory.", file=sys.stderr, flush=True)
+        subjects = {s: v for s, v in subjects.items() if s not in busy}
+        if not subjects:
+            return ExitCode.FAILURE
+        for label in subjects:
+            for path in remove_partial_files(out_dir, label):
+                LOGGER.info("removed %s, left by an interrupted run", path)
+        wf = init_bids_sclesion_wf(
+            {s: [str(p) for p in imgs] for s, imgs in subjects.items()}, bids_dir=str(bids_dir),
+            output_dir=str(out_dir), work_dir=str(work_dir), model=str(args.model), model_hash=model_hash,
+            device=args.device, omp_nthreads=omp, threshold=args.threshold, min_lesion_mm3=args.min_lesion_volume,
+            stage2_model=stage2, stage2_model_hash=stage2_hash, cord_fusion=args.cascade_cord, tta=args.tta,
+        )
+        plugin, plugin_args = _plugin(args, nprocs)
+        if plugin not in ("Linear", "MultiProc"):
+            # Nipype's batch plugins name jobs after LOGNAME, which containers and cron jobs often lack.
+            os.environ.setdefault("LOGNAME", _user_name())
+        if "poll_sleep_duration" in plugin_args:  # batch plugins (SLURM...): how often the queue is looked at
+            ncfg.update_config({"execution": {"poll_sleep_duration": str(plugin_args.pop("poll_sleep_duration"))}})
+        if plugin in ("Linear", "MultiProc"):
+            from ..workflows.base import image_workflow_name
+
+            names = {image_workflow_name(p): Path(p).name.split(".")[0] for imgs in subjects.values() for p in imgs}
+            plugin_args["status_callback"] = _progress_callback(sum(len(v) for v in subjects.values()), names)
+        try:
+            wf.run(plugin=plugin, plugin_args=plugin_args)
+            failed_run = False
+        except RuntimeError as exc:
+            LOGGER.error("%s", exc)
+            failed_run = True
+        code = _summarise(subjects, bids_dir, out_dir, work_dir, failed_run, started, reports=not args.no_reports)
+    return ExitCode.FAILURE if busy else code
 
 
 def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_run: bool, started: float,
@@ -285,6 +307,11 @@ def failure_reasons(crash_dir: Path, images: list[Path], since: float) -> dict[s
     return reasons
 
 
+#: Workers start from a clean server process, not as forks of this one: this process has used PyTorch (the
+#: models are checked before the run) and a forked copy of its OpenMP thread pool can hang forever.
+MULTIPROC_START_METHOD = "forkserver"
+
+
 def _plugin(args, nprocs: int):
     if args.use_plugin:
         import yaml
@@ -295,10 +322,13 @@ def _plugin(args, nprocs: int):
             raise AppError(f"{args.use_plugin}: cannot read plugin file ({exc})", ExitCode.INVALID_ARGUMENTS) from exc
         if "plugin" not in conf:
             raise AppError(f"{args.use_plugin}: missing 'plugin' key", ExitCode.INVALID_ARGUMENTS)
-        return conf["plugin"], conf.get("plugin_args", {})
+        plugin_args = dict(conf.get("plugin_args") or {})
+        if conf["plugin"] == "MultiProc":
+            plugin_args.setdefault("mp_context", MULTIPROC_START_METHOD)
+        return conf["plugin"], plugin_args
     if nprocs == 1:
         return "Linear", {}
-    plugin_args = {"n_procs": nprocs, "raise_insufficient": False, "maxtasksperchild": 1}
+    plugin_args = {"n_procs": nprocs, "raise_insufficient": False, "mp_context": MULTIPROC_START_METHOD}
     if args.mem_gb:
         plugin_args["memory_gb"] = args.mem_gb
     return "MultiProc", plugin_args

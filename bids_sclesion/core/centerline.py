@@ -12,6 +12,25 @@ class CenterlineError(ValueError):
     """No usable cord in the map (the message says why)."""
 
 
+#: Below these, a "cord" found by the network is not a spinal cord (e.g. a patch of brain): the smallest adult
+#: cords measure about 40 mm2 in cross-section (lower thoracic), and any clinical field of view shows centimetres.
+MIN_CORD_AREA_MM2 = 20.0
+MAX_CORD_AREA_MM2 = 250.0  # the largest cords measure ~120 mm2; thick slices blur the mask by a few mm
+MIN_CORD_LENGTH_MM = 15.0
+
+
+def check_cord_plausible(cord: np.ndarray, affine: np.ndarray, centerline: "Centerline") -> None:
+    """Raise :class:`CenterlineError` when the cord mask cannot be a spinal cord (too thin, too thick, too short)."""
+    volume = float(np.count_nonzero(cord)) * float(abs(np.linalg.det(affine[:3, :3])))
+    length = max(centerline.length_mm, 1e-6)
+    area = volume / length
+    if length < MIN_CORD_LENGTH_MM or not MIN_CORD_AREA_MM2 <= area <= MAX_CORD_AREA_MM2:
+        raise CenterlineError(
+            f"no spinal cord in the field of view: the only cord-like structure found measures {volume:.0f} mm3 "
+            f"over {length:.0f} mm (mean cross-section {area:.0f} mm2; a spinal cord has 40-100 mm2 over "
+            f"at least {MIN_CORD_LENGTH_MM:.0f} mm). Is this a spinal cord image?")
+
+
 @dataclass
 class Centerline:
     """A smooth cord centreline sampled every ``step_mm`` of arc length.

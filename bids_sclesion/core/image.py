@@ -1,6 +1,7 @@
 """Loading, validation, reorientation and resampling of 3D images (numpy/scipy)."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -13,42 +14,98 @@ class ImageError(ValueError):
     """An input image that cannot be processed; the message names file and problem."""
 
 
+#: Largest image accepted, in voxels (a 3D T2w is ~4.4 M; 512^3 = 134 M voxels is 0.5 GB as float32).
+#: The check reads only the header, so a huge or lying file never fills the memory.
+MAX_VOXELS = int(os.environ.get("BIDS_SCLESION_MAX_VOXELS", 512 ** 3))
+#: qform and sform may differ by this much (mm, at the image corners) before the image is refused.
+QFORM_SFORM_TOLERANCE_MM = 1.0
+
+
 def load_image(path: str | Path) -> nib.Nifti1Image:
     """Load a 3D NIfTI image and check what the pipeline relies on.
 
-    Raises :class:`ImageError` naming ``path`` for unreadable files, non-3D
-    data, non-finite values, empty images and degenerate voxel sizes.
+    Raises :class:`ImageError` naming ``path``, the problem and what to do, for unreadable or truncated files,
+    images that are not 3D, too large, with non-finite or constant values, degenerate voxel sizes or affines,
+    or qform and sform that place the image in different positions.
     """
     path = Path(path)
     if not path.exists():
         raise ImageError(f"{path}: file does not exist")
     if path.stat().st_size == 0:
-        raise ImageError(f"{path}: file is empty (0 bytes)")
+        raise ImageError(f"{path}: file is empty (0 bytes); copy or convert it again")
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise ImageError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ImageError(f"{path}: expected a 3D image, got shape {data.shape}")
-    if min(data.shape) < 2:
-        raise ImageError(f"{path}: image has a dimension of size {min(data.shape)}: {data.shape}")
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+        raise ImageError(f"{path}: cannot read image ({type(exc).__name__}: {exc}); the file is corrupt or "
+                         "not NIfTI") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ImageError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    shape = tuple(int(d) for d in img.header.get_data_shape())
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ImageError(f"{path}: expected a 3D image, got shape {shape}"
+                         + ("; split the volumes (one file per volume) or select one" if len(shape) == 4 else ""))
+    if min(shape) < 2:
+        raise ImageError(f"{path}: image has a dimension of size {min(shape)}: {shape}")
+    n_voxels = int(np.prod(shape, dtype=np.int64))
+    if n_voxels > MAX_VOXELS:
+        raise ImageError(f"{path}: image too large ({'x'.join(map(str, shape))} = {n_voxels / 1e6:.0f} M voxels, "
+                         f"{n_voxels * 4 / 1e9:.1f} GB as float32; limit {MAX_VOXELS / 1e6:.0f} M voxels): crop or "
+                         "downsample it, or raise BIDS_SCLESION_MAX_VOXELS")
+    zooms = np.minimum(np.asarray(img.header.get_zooms()[:3], dtype=float), _stored_voxel_size(path, img))
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
-        raise ImageError(f"{path}: invalid voxel size {tuple(zooms)}")
+        raise ImageError(f"{path}: invalid voxel size {tuple(float(z) for z in zooms)} in the header (pixdim); "
+                         "fix the header")
     affine = img.affine
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise ImageError(f"{path}: affine is singular or not finite")
+    if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise ImageError(f"{path}: affine is singular or not finite; fix the header (qform/sform)")
+    _check_qform_sform(path, img, shape)
+    try:
+        data = np.asarray(img.dataobj)
+    except Exception as exc:
+        raise ImageError(f"{path}: cannot read image data ({type(exc).__name__}: {exc}); the file is truncated "
+                         "or corrupt") from exc
+    if data.ndim == 4:
+        data = data[..., 0]
     data = data.astype(np.float32)
     if not np.all(np.isfinite(data)):
-        raise ImageError(f"{path}: image contains NaN or infinite values")
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise ImageError(f"{path}: image contains NaN or infinite values ({bad} voxels)")
     if float(data.max()) == float(data.min()):
         raise ImageError(f"{path}: image is constant ({float(data.min())}), nothing to segment")
     out = nib.Nifti1Image(data, affine, img.header)
     out.set_data_dtype(np.float32)
     return out
+
+
+def _stored_voxel_size(path: Path, img) -> np.ndarray:
+    """The voxel sizes as written in the file: nibabel silently replaces a zero size by 1 mm when loading."""
+    from nibabel.openers import ImageOpener
+
+    header_class = type(img.header)
+    try:
+        with ImageOpener(str(path)) as fh:
+            raw = fh.read(header_class.template_dtype.itemsize)
+        stored = header_class(raw, endianness=img.header.endianness, check=False)["pixdim"][1:4]
+        return np.asarray(stored, dtype=float)
+    except Exception:  # the header was readable a moment ago: keep what nibabel found
+        return np.full(3, np.inf)
+
+
+def _check_qform_sform(path: Path, img, shape: tuple[int, ...]) -> None:
+    """Refuse images whose two header transforms disagree: which one is right cannot be guessed."""
+    header = img.header
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if not qcode or not scode or qform is None or sform is None:
+        return
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)]).T
+    distance = float(np.max(np.linalg.norm((qform @ corners - sform @ corners)[:3], axis=0)))
+    if distance > QFORM_SFORM_TOLERANCE_MM:
+        raise ImageError(f"{path}: qform and sform disagree (up to {distance:.1f} mm apart at the image corners); "
+                         "fix the header so that both describe the same position (e.g. copy the sform to the qform)")
 
 
 def to_canonical(img: nib.Nifti1Image) -> nib.Nifti1Image:
@@ -85,6 +142,9 @@ def resample_to_grid(
 ) -> np.ndarray:
     """Sample ``data`` (with ``affine``) on the grid ``shape``/``target_affine``."""
     mapping = np.linalg.inv(affine) @ target_affine
+    # Snap values within 1e-6 of an integer: rounding errors would otherwise put the edge voxels of a grid
+    # just outside the source (e.g. -1e-15), where SciPy's "constant" mode returns cval for the whole voxel.
+    mapping = np.where(np.abs(mapping - np.round(mapping)) < 1e-6, np.round(mapping), mapping)
     matrix, offset = mapping[:3, :3], mapping[:3, 3]
     if np.allclose(matrix, np.diag(np.diag(matrix))):
         matrix = np.diag(matrix)  # fast path for axis-aligned grids

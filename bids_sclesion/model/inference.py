@@ -1,9 +1,13 @@
 """Sliding-window inference of cord and lesion probabilities."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
+
+LOGGER = logging.getLogger("bids_sclesion.inference")
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -47,9 +51,8 @@ def predict_probabilities(
             dims = [a + 2 for a in axes]
             x_in = torch.flip(tensor, dims) if dims else tensor
             with autocast:
-                logits = sliding_window_inference(x_in, roi, sw_batch_size=2, predictor=network, overlap=overlap,
-                                                  mode="gaussian")
-            p = torch.sigmoid(logits.float())
+                logits = sliding_window_with_fallback(network, x_in, roi, overlap)
+            p = torch.sigmoid(logits.float()).cpu()  # the copies are summed in CPU memory
             p = torch.flip(p, dims) if dims else p
             if return_copies:
                 copies.append(p[0, :, : shape[0], : shape[1], : shape[2]].cpu().numpy())
@@ -58,6 +61,45 @@ def predict_probabilities(
             return np.stack(copies)
         prob = (prob / (1 + len(flip_axes)))[0].cpu().numpy()
     return prob[:, : shape[0], : shape[1], : shape[2]]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def sliding_window_with_fallback(network: torch.nn.Module, x: torch.Tensor, roi: tuple[int, ...],
+                                 overlap: float) -> torch.Tensor:
+    """Gaussian-blended sliding window; on out-of-memory, retry with less memory instead of failing.
+
+    First two windows at a time on the input's device; then one window at a time with the blended
+    output kept in CPU memory; then everything on the CPU. Each fallback is logged as a warning.
+    """
+    device = x.device
+    attempts = [
+        ("", dict(sw_batch_size=2)),
+        ("one window at a time, blending in CPU memory", dict(sw_batch_size=1, sw_device=device, device="cpu")),
+        ("on the CPU", None),
+    ]
+    for i, (what, kwargs) in enumerate(attempts):
+        try:
+            if kwargs is None:
+                network.to("cpu")
+                try:
+                    with torch.autocast("cpu", enabled=False):
+                        return sliding_window_inference(x.cpu().float(), roi, sw_batch_size=1, predictor=network,
+                                                        overlap=overlap, mode="gaussian")
+                finally:
+                    network.to(device)
+            return sliding_window_inference(x, roi, predictor=network, overlap=overlap, mode="gaussian", **kwargs)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc) or i == len(attempts) - 1:
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            LOGGER.warning("out of memory on %s for a volume of %s voxels (%s); retrying %s",
+                           device, "x".join(str(d) for d in x.shape[2:]), str(exc).splitlines()[0][:120],
+                           attempts[i + 1][0])
+    raise AssertionError("unreachable")
 
 
 class _nullcontext:

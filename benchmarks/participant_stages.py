@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Per-stage time and peak memory of the participant level on typical clinical inputs.
+
+Usage: python benchmarks/participant_stages.py [--inputs sag2d,3d] [--threads 1,2] [--devices cpu[,cuda]]
+
+Inputs (phantoms rendered on the grids of real protocols):
+  sag2d  sagittal 2D T2w TSE, 320 x 320 x 15 voxels of 0.7 x 0.7 x 3 mm
+  3d     3D T2w, 384 x 220 x 52 voxels of 1 mm
+Each configuration runs the whole participant level in a fresh process (one image, one process, --omp-nthreads
+threads, fresh work directory): wall time, the seconds of each step (from Nipype's results) and the peak resident
+memory of the process. The 0.1.0 single-stage pipeline is run in the same session as the baseline (ratio column).
+Targets on a 2-core CPU: whole pipeline <= 30 s per image, segmentation <= 5 s, peak memory <= 3 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_sclesion.phantoms.acquisition import random_acquisition, render_image
+from bids_sclesion.phantoms.anatomy import random_anatomy
+from bids_sclesion.workflows.base import node_run_seconds
+
+#: (spacing, shape) in RAS order: x across (left-right), y antero-posterior, z along the body.
+INPUTS = {
+    "sag2d": dict(contrast="T2w", spacing=(3.0, 0.7, 0.7), shape=(15, 320, 320)),
+    "3d": dict(contrast="T2w", spacing=(1.0, 1.0, 1.0), shape=(52, 220, 384)),
+}
+SEGMENTATION_STEPS = ("segment_cord_lesion", "segment_straightened_cord")
+
+
+def make_input(kind: str, out: Path, seed: int = 5) -> Path:
+    spec = INPUTS[kind]
+    rng = np.random.default_rng(seed)
+    anatomy = random_anatomy(rng)
+    acq = random_acquisition(rng, spec["contrast"], anatomy, fov_top=anatomy.foramen_z + 40.0)
+    acq = dataclasses.replace(acq, spacing=spec["spacing"], shape=spec["shape"], orientation="PSR")
+    image, _, _ = render_image(rng, anatomy, acq)
+    path = out / "sub-01" / "anat" / "sub-01_T2w.nii.gz"
+    path.parent.mkdir(parents=True)
+    nib.save(image, str(path))
+    (out / "dataset_description.json").write_text(json.dumps({"Name": f"benchmark {kind}", "BIDSVersion": "1.10.0"}))
+    return path
+
+
+def run_app(bids: Path, root: Path, threads: int, device: str, extra: list[str]) -> dict:
+    out, work = root / "out", root / "work"
+    cmd = [sys.executable, "-m", "bids_sclesion.cli.run", str(bids), str(out), "participant", "-w", str(work),
+           "--nprocs", "1", "--omp-nthreads", str(threads), "--device", device, "--skip-bids-validation",
+           "--no-reports", *extra]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    output = proc.stdout.read().decode()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"run failed ({proc.returncode}):\n{output[-3000:]}")
+    steps = node_run_seconds(work)
+    return {"wall": wall, "steps": steps, "peak_mb": usage.ru_maxrss / 1024}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--inputs", default="sag2d,3d")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--devices", default="cpu" + (",cuda" if _cuda() else ""))
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.inputs.split(","):
+            bids = Path(tmp) / kind / "bids"
+            make_input(kind, bids)
+            configs = [("cascade", dev, int(t), []) for dev in args.devices.split(",")
+                       for t in (args.threads.split(",") if dev == "cpu" else ["1"])]
+            configs.append(("0.1.0 single stage", "cpu", 1, ["--model", "default", "--single-stage"]))
+            for i, (name, device, threads, extra) in enumerate(configs):
+                result = run_app(bids, Path(tmp) / kind / f"run{i}", threads, device, extra)
+                rows.append({"input": kind, "pipeline": name, "device": device, "threads": threads, **result})
+                print(f"{kind} {name} {device} x{threads}: {result['wall']:.1f} s, peak {result['peak_mb']:.0f} MB",
+                      file=sys.stderr, flush=True)
+    steps = sorted({s for r in rows for s in r["steps"]})
+    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, torch {_torch_version()}\n")
+    print("| input | pipeline | device | threads | " + " | ".join(steps)
+          + " | segmentation | all steps | wall | peak memory | wall / baseline |")
+    print("|---" * (len(steps) + 9) + "|")
+    for r in rows:
+        seg = sum(r["steps"].get(s, 0.0) for s in SEGMENTATION_STEPS)
+        base = next(b for b in rows if b["input"] == r["input"] and b["pipeline"].startswith("0.1.0"))
+        print(f"| {r['input']} | {r['pipeline']} | {r['device']} | {r['threads']} | "
+              + " | ".join(f"{r['steps'].get(s, 0.0):.2f}" for s in steps)
+              + f" | {seg:.2f} | {sum(r['steps'].values()):.2f} | {r['wall']:.1f} | {r['peak_mb']:.0f} MB | "
+              f"{r['wall'] / base['wall']:.2f} |")
+    print("\nSeconds; 'wall' is the whole command (Python start-up, dataset indexing, workflow set-up included).")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Per-participant locks in the output directory: two runs never write the same participant at once."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+#: Lock files live in OUT_DIR/.locks (listed in the output's .bidsignore).
+LOCK_DIR = ".locks"
+
+
+class ParticipantLocks:
+    """Exclusive, non-blocking ``flock`` locks, one per participant, held until :meth:`release`.
+
+    The kernel drops a lock when its holder dies (even by ``kill -9``): no stale lock survives a crash.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.dir = Path(out_dir) / LOCK_DIR
+        self._held: dict[str, int] = {}
+
+    def acquire(self, labels: Iterable[str]) -> dict[str, str]:
+        """Lock every label that no other run holds; returns {label: who holds it} for the others."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        busy = {}
+        for label in labels:
+            path = self.dir / f"sub-{label}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                busy[label] = _describe_holder(fd)
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                     "command": " ".join(sys.argv)[:500]}).encode())
+            self._held[label] = fd
+        return busy
+
+    def release(self) -> None:
+        for fd in self._held.values():
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)  # closing the descriptor drops the lock
+        self._held.clear()
+
+    def __enter__(self) -> "ParticipantLocks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _describe_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another bids_sclesion run"
+    return f"another bids_sclesion run (pid {info.get('pid')} on {info.get('host')}, since {info.get('started')})"
+
+
+def remove_partial_files(out_dir: str | os.PathLike, label: str) -> list[Path]:
+    """Delete temporary files an interrupted run left for this participant (call it holding its lock)."""
+    out_dir = Path(out_dir)
+    removed = []
+    candidates = list((out_dir / f"sub-{label}").rglob(".*.tmp*")) if (out_dir / f"sub-{label}").is_dir() else []
+    candidates += list(out_dir.glob(f".sub-{label}.*.tmp*"))
+    for path in candidates:
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
