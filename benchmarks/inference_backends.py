@@ -43,7 +43,8 @@ class OnnxPredictor(torch.nn.Module):
         path = directory / "network.onnx"
         example = torch.zeros((1, 1, *window))
         torch.onnx.export(network, (example,), str(path), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+                          dynamic_axes={"x": {0: "batch", 2: "i", 3: "j", 4: "k"}, "y": {0: "batch", 2: "i", 3: "j", 4: "k"}},
+                          dynamo=False)  # windows shrink to the image where it is smaller than the window
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

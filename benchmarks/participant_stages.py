@@ -55,20 +55,30 @@ def make_input(kind: str, out: Path, seed: int = 5) -> Path:
 
 def run_app(bids: Path, root: Path, threads: int, device: str, extra: list[str]) -> dict:
     out, work = root / "out", root / "work"
-    cmd = [sys.executable, "-m", "bids_sclesion.cli.run", str(bids), str(out), "participant", "-w", str(work),
+    cmd = [sys.executable, "-c", _DRIVER, str(root / "peak_kb"), str(bids), str(out), "participant", "-w", str(work),
            "--nprocs", "1", "--omp-nthreads", str(threads), "--device", device, "--skip-bids-validation",
            "--no-reports", *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     wall = time.perf_counter() - t0
-    output = proc.stdout.read().decode()
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"run failed ({proc.returncode}):\n{output[-3000:]}")
+        raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stdout.decode()[-3000:]}")
     steps = node_run_seconds(work)
-    return {"wall": wall, "steps": steps, "peak_mb": usage.ru_maxrss / 1024}
+    return {"wall": wall, "steps": steps, "peak_mb": int((root / "peak_kb").read_text()) / 1024}
+
+
+#: Runs the app in this process (one image, --nprocs 1: every step runs here) and writes the process's peak
+#: resident memory. VmHWM belongs to the new program image; the rusage of a child would also count the memory
+#: of the benchmark process it was forked from (Linux keeps ru_maxrss across exec).
+_DRIVER = """
+import re, sys
+from bids_sclesion.cli.run import main
+code = main(sys.argv[2:])
+status = open("/proc/self/status").read()
+open(sys.argv[1], "w").write(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+sys.exit(code)
+"""
 
 
 def main() -> int:

@@ -49,6 +49,7 @@ def time_participants(n: int, nprocs: int, root: Path) -> dict:
 def make_index_dataset(root: Path, n: int) -> Path:
     header = nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4)).to_bytes()
     blob = gzip.compress(header)
+    root.mkdir(parents=True)
     (root / "dataset_description.json").write_text(json.dumps({"Name": "index benchmark", "BIDSVersion": "1.10.0"}))
     for s in range(1, n + 1):
         for ses in ("01", "02"):

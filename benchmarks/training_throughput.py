@@ -35,7 +35,7 @@ def run_training(bids: Path, model_dir: Path, cache: Path, iterations: int, thre
         raise SystemExit(f"training failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     log = proc.stdout + proc.stderr
     match = re.search(r"preprocessing took (\d+) s", log)
-    with open(model_dir / "metrics.csv", newline="") as fh:
+    with open(model_dir / "training_log.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("loss")]
     # seconds at the last logged iteration, minus the validation that runs with it
     last = rows[-1]

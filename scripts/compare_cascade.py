@@ -16,7 +16,8 @@ derivatives/labels: *_seg-manual, *_lesion-manual):
 With ``--stage1-folds CV_DIR`` (from scripts/crossval_real_cord.py) each
 subject is processed by the fold model that did not see its collection
 (participants.tsv ``source`` column), so real images are never scored by a
-model trained on them; ``--stage2-folds`` does the same for stage 2. Prints lesion Dice, lesion-wise F1, cord Dice and
+model trained on them; ``--stage2-folds`` does the same for stage 2 (alone, it
+keeps ``--stage1`` for every subject). Prints lesion Dice, lesion-wise F1, cord Dice and
 wall time per image for each configuration, over the images that every
 configuration processed (a model that does not know a contrast skips it).
 Wall times are saved in OUT_ROOT/<configuration>/timing.json; ``--score-only``
@@ -64,7 +65,7 @@ def main() -> int:
     p.add_argument("--score-only", action="store_true", help="score finished runs, run nothing")
     args = p.parse_args()
     groups: dict[str, list[str]] = {}
-    if args.stage1_folds:
+    if args.stage1_folds or args.stage2_folds:
         with open(args.bids_dir / "participants.tsv") as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
                 if row["source"] != "template":
@@ -95,8 +96,8 @@ def main() -> int:
                     fold_stage2 = stage2
                     if stage2 and args.stage2_folds:
                         fold_stage2 = str(args.stage2_folds / f"fold-{source}")
-                    seconds += run(args.bids_dir, out, work, str(args.stage1_folds / f"fold-{source}"), fold_stage2,
-                                   cord, args.nprocs, subjects)
+                    fold_stage1 = str(args.stage1_folds / f"fold-{source}") if args.stage1_folds else model
+                    seconds += run(args.bids_dir, out, work, fold_stage1, fold_stage2, cord, args.nprocs, subjects)
             else:
                 seconds = run(args.bids_dir, out, work, model, stage2, cord, args.nprocs)
             if work_name != name and (args.out_root / work_name / "timing.json").exists():

@@ -72,7 +72,9 @@ def test_parallel_workers_do_not_inherit_this_process_thread_pools(tmp_path):
     args = argparse.Namespace(use_plugin=None, mem_gb=None)
     plugin, plugin_args = _plugin(args, nprocs=2)
     assert (plugin, plugin_args["mp_context"]) == ("MultiProc", "forkserver")
+    assert plugin_args["poll_sleep_duration"] <= 0.5, "finished steps are noticed quickly (Nipype's default: 2 s)"
     conf = tmp_path / "plugin.yml"
     conf.write_text("plugin: MultiProc\nplugin_args: {n_procs: 3}\n")
     args.use_plugin = str(conf)
-    assert _plugin(args, nprocs=1) == ("MultiProc", {"n_procs": 3, "mp_context": "forkserver"})
+    assert _plugin(args, nprocs=1) == ("MultiProc", {"n_procs": 3, "mp_context": "forkserver",
+                                                     "poll_sleep_duration": 0.2})
