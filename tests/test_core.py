@@ -137,3 +137,20 @@ def test_lesion_confidence_counts_the_copies_that_find_each_lesion():
     assert lesion_table(lesion, prob, cord, np.eye(4))[0].confidence == "n/a"
     u = voxel_uncertainty(copies)
     assert u.shape == lesion.shape and u[3, 3, 3] > 0.3 and u[13, 13, 13] == 0.0
+
+
+@pytest.mark.parametrize("radius_mm,length_mm,plausible", [(4.5, 12, True), (4.5, 120, True), (10.0, 40, False),
+                                                           (4.5, 6, False), (2.0, 60, False)])
+def test_cord_plausibility_tells_a_cord_from_a_blob(radius_mm, length_mm, plausible):
+    from bids_sclesion.core.centerline import CenterlineError, check_cord_plausible, extract_centerline
+
+    shape = (40, 40, int(length_mm) + 10)
+    x, y, z = np.meshgrid(*[np.arange(n) - n / 2 for n in shape[:2]], np.arange(shape[2]), indexing="ij")
+    cord = ((x ** 2 + y ** 2 <= radius_mm ** 2) & (z >= 5) & (z < 5 + length_mm)).astype(np.float32)
+    affine = np.eye(4)
+    centerline = extract_centerline(cord, affine)
+    if plausible:
+        check_cord_plausible(cord > 0.5, affine, centerline)
+    else:
+        with pytest.raises(CenterlineError, match="no spinal cord in the field of view"):
+            check_cord_plausible(cord > 0.5, affine, centerline)
