@@ -71,5 +71,10 @@ def test_displacement_field_is_what_ants_applies(curved_cord, tmp_path):
 def test_no_cord_is_a_clear_error():
     with pytest.raises(CenterlineError, match="no spinal cord"):
         extract_centerline(np.zeros((10, 10, 10), np.float32), np.eye(4))
-    with pytest.raises(CenterlineError, match="at least 4"):
+    with pytest.raises(CenterlineError, match="at least 5"):
         fit_centerline(np.zeros((2, 3)))
+    # Four slices of cord: too few for the spline, said as a centreline error rather than SciPy's.
+    short = np.zeros((12, 12, 12), np.float32)
+    short[4:8, 4:8, 3:7] = 1.0
+    with pytest.raises(CenterlineError, match="the cord spans only 4 slices; at least 5"):
+        extract_centerline(short, np.eye(4))

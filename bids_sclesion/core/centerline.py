@@ -12,6 +12,10 @@ class CenterlineError(ValueError):
     """No usable cord in the map (the message says why)."""
 
 
+#: Fewest cord slices a centreline is fitted to (SciPy's smoothing spline needs five points).
+MIN_SAMPLES = 5
+
+
 #: Below these, a "cord" found by the network is not a spinal cord (e.g. a patch of brain): the smallest adult
 #: cords measure about 40 mm2 in cross-section (lower thoracic), and any clinical field of view shows centimetres.
 MIN_CORD_AREA_MM2 = 20.0
@@ -88,8 +92,8 @@ def centerline_samples(prob: np.ndarray, affine: np.ndarray, threshold: float = 
         w = weights[tuple(pts.T)]
         centre_vox = (pts * w[:, None]).sum(axis=0) / max(w.sum(), 1e-9)
         samples.append(affine[:3, :3] @ centre_vox + affine[:3, 3])
-    if len(samples) < 4:
-        raise CenterlineError(f"the cord spans only {len(samples)} slices; at least 4 are needed")
+    if len(samples) < MIN_SAMPLES:
+        raise CenterlineError(f"the cord spans only {len(samples)} slices; at least {MIN_SAMPLES} are needed")
     return np.asarray(samples)
 
 
@@ -112,8 +116,8 @@ def _smooth(t: np.ndarray, y: np.ndarray, lam: float | None):
 def fit_centerline(samples: np.ndarray, step_mm: float = 1.0, lam: float | None = None) -> Centerline:
     """Smooth the samples, resample by arc length and build rotation-minimising frames."""
     samples = np.asarray(samples, float)
-    if samples.ndim != 2 or samples.shape[1] != 3 or len(samples) < 4:
-        raise CenterlineError(f"{len(samples)} centreline samples; at least 4 are needed")
+    if samples.ndim != 2 or samples.shape[1] != 3 or len(samples) < MIN_SAMPLES:
+        raise CenterlineError(f"{len(samples)} centreline samples; at least {MIN_SAMPLES} are needed")
     # Order from inferior to superior along the main direction.
     main = samples[-1] - samples[0]
     if main[2] < 0:
@@ -122,11 +126,14 @@ def fit_centerline(samples: np.ndarray, step_mm: float = 1.0, lam: float | None 
     t = np.concatenate([[0.0], np.cumsum(d)])
     keep = np.concatenate([[True], d > 1e-6])
     samples, t = samples[keep], t[keep]
-    if len(samples) < 4:
-        raise CenterlineError(f"{len(samples)} distinct centreline samples; at least 4 are needed")
+    if len(samples) < MIN_SAMPLES:
+        raise CenterlineError(f"{len(samples)} distinct centreline samples; at least {MIN_SAMPLES} are needed")
     if len(samples) >= 8:
         ok = _reject_outliers(samples, t, lam if lam is not None else 1.0)
         samples, t = samples[ok], t[ok]
+        if len(samples) < MIN_SAMPLES:
+            raise CenterlineError(f"only {len(samples)} centreline samples left after outliers were dropped; "
+                                  f"at least {MIN_SAMPLES} are needed")
     splines = [_smooth(t, samples[:, k], lam) for k in range(3)]
     dense_t = np.linspace(t[0], t[-1], max(200, int((t[-1] - t[0]) / 0.1)))
     dense = np.stack([s(dense_t) for s in splines], axis=1)
