@@ -12,7 +12,7 @@
 # another seed) and trains, each run fine-tuned from the bundled stage 2:
 #   stage2_v1/fold-A   without the gm-challenge and spine-mini collections,
 #   stage2_v1/fold-B   without the sct-t2w and sct-examples collections,
-#   stage2_v1/final    on everything (the model that is bundled).
+#   stage2_v1/final    on everything (the candidate for bundling; measured in docs/cascade.md).
 # Batches draw equally from: phantoms, real cords with lesions (two copies),
 # and real healthy cords (lesion-free cases).
 set -euo pipefail
