@@ -1,6 +1,7 @@
 """Sliding-window inference of cord and lesion probabilities."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -45,7 +46,7 @@ def predict_probabilities(
     roi = tuple(int(min(r, p)) for r, p in zip(roi_size, padded))
     tensor = torch.from_numpy(x)[None, None].to(device)
     with torch.inference_mode():
-        autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _nullcontext()
+        autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
         prob, copies = None, []
         for axes in ((),) + tuple(tuple(a) for a in flip_axes):
             dims = [a + 2 for a in axes]
@@ -55,11 +56,11 @@ def predict_probabilities(
             p = torch.sigmoid(logits.float()).cpu()  # the copies are summed in CPU memory
             p = torch.flip(p, dims) if dims else p
             if return_copies:
-                copies.append(p[0, :, : shape[0], : shape[1], : shape[2]].cpu().numpy())
+                copies.append(p[0, :, : shape[0], : shape[1], : shape[2]].numpy())
             prob = p if prob is None else prob + p
         if return_copies:
             return np.stack(copies)
-        prob = (prob / (1 + len(flip_axes)))[0].cpu().numpy()
+        prob = (prob / (1 + len(flip_axes)))[0].numpy()
     return prob[:, : shape[0], : shape[1], : shape[2]]
 
 
@@ -100,11 +101,3 @@ def sliding_window_with_fallback(network: torch.nn.Module, x: torch.Tensor, roi:
                            device, "x".join(str(d) for d in x.shape[2:]), str(exc).splitlines()[0][:120],
                            attempts[i + 1][0])
     raise AssertionError("unreachable")
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -12,6 +12,18 @@ from typing import Any, Iterator
 import nibabel as nib
 
 
+#: What names the temporary file of :func:`atomic_path`: ".<target stem>.<random><mark><target suffixes>".
+_PARTIAL_MARK = ".tmp"
+
+
+def partial_file_pattern(stem: str = "*") -> str:
+    """Glob pattern of the temporary files :func:`atomic_path` makes for targets named ``<stem>.*``.
+
+    They remain only when the process writing them was killed.
+    """
+    return f".{stem}.*{_PARTIAL_MARK}*"
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success.
@@ -22,7 +34,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name.split('.')[0]}.", suffix=f"{_PARTIAL_MARK}{suffix}",
+                               dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

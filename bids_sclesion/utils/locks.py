@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from .io import partial_file_pattern
+
 #: Lock files live in OUT_DIR/.locks (listed in the output's .bidsignore).
 LOCK_DIR = ".locks"
 
@@ -73,8 +75,9 @@ def remove_partial_files(out_dir: str | os.PathLike, label: str) -> list[Path]:
     """Delete temporary files an interrupted run left for this participant (call it holding its lock)."""
     out_dir = Path(out_dir)
     removed = []
-    candidates = list((out_dir / f"sub-{label}").rglob(".*.tmp*")) if (out_dir / f"sub-{label}").is_dir() else []
-    candidates += list(out_dir.glob(f".sub-{label}.*.tmp*"))
+    subject_dir = out_dir / f"sub-{label}"
+    candidates = list(subject_dir.rglob(partial_file_pattern())) if subject_dir.is_dir() else []
+    candidates += list(out_dir.glob(partial_file_pattern(f"sub-{label}")))  # the subject's report
     for path in candidates:
         if path.is_file():
             path.unlink(missing_ok=True)
