@@ -294,3 +294,23 @@ def test_torchrun_data_parallel(synth_two_subjects, tmp_path):
     rows = list(csv.DictReader((out / "training_log.csv").open()))
     assert [int(r["iteration"]) for r in rows] == [2, 3], "one process writes the log"
     assert json.loads((out / "training_config.json").read_text())["iterations"] == 3
+
+
+def test_dataset_weights_are_checked_and_honoured(synth_two_subjects, tmp_path, capsys):
+    from bids_sclesion.model.train import draw_probabilities
+
+    np.testing.assert_allclose(draw_probabilities(np.array([3.0, 1.0]), [5, 2]), [0.75, 0.25])
+    # A dataset with no training image left gives its share to the others.
+    np.testing.assert_allclose(draw_probabilities(np.array([3.0, 1.0, 1.0]), [5, 0, 2]), [0.75, 0.0, 0.25])
+    code = _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--add-dataset", str(synth_two_subjects),
+                 "--dataset-weights", "1", "--iterations", "1")
+    assert code == 1
+    assert "--dataset-weights: 1 weights for 2 datasets" in capsys.readouterr().err
+    code = _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--add-dataset", str(synth_two_subjects),
+                 "--dataset-weights", "0", "0", "--iterations", "1")
+    assert code == 1
+    assert "not all 0" in capsys.readouterr().err
+    out = tmp_path / "weighted"
+    assert _tiny(synth_two_subjects, out, tmp_path / "c", "--add-dataset", str(synth_two_subjects),
+                 "--dataset-weights", "4", "1", "--iterations", "2", "--val-fraction", "0") == 0
+    assert load_model(out).metadata["training"]["config"]["dataset_weights"] == [4.0, 1.0]

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from .. import __version__
+from ..core.lesions import DEFAULT_MIN_LESION_MM3
 
 #: Bundled models used by default: the cascade's whole-image and straightened-cord stages.
 DEFAULT_STAGE1 = "stage1"
@@ -86,7 +87,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--single-stage", action="store_true",
                    help="no cascade: the whole-image model gives the final cord and lesion maps")
     g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")
-    g.add_argument("--min-lesion-volume", type=float, default=5.0, metavar="MM3",
+    g.add_argument("--min-lesion-volume", type=float, default=DEFAULT_MIN_LESION_MM3, metavar="MM3",
                    help="smaller lesion components are dropped (chosen on a tuning set: "
                         "scripts/tune_postprocessing.py)")
 

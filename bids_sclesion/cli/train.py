@@ -24,7 +24,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", help="output model directory (model.safetensors + model.json)")
     d = TrainingConfig()
     p.add_argument("--add-dataset", action="append", default=[], metavar="BIDS_DIR",
-                   help="another BIDS dataset to train on (repeatable); batches draw from each dataset equally")
+                   help="another BIDS dataset to train on (repeatable); batches draw from each dataset equally "
+                        "unless --dataset-weights says otherwise")
+    p.add_argument("--dataset-weights", type=float, nargs="+", default=None, metavar="W",
+                   help="how often batches draw from each dataset, BIDS_DIR first then each --add-dataset in "
+                        "order (relative weights, e.g. 3 1 1: the first dataset in 3 of 5 draws)")
     p.add_argument("--contrast", nargs="+", default=list(d.suffixes), help="image suffixes to train on")
     p.add_argument("--participant-label", nargs="+", default=[], metavar="LABEL",
                    help="train on these subjects only (labels with or without 'sub-')")
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         filters=filters,
         participant_label=tuple(label.removeprefix("sub-") for label in args.participant_label),
         tensorboard=args.tensorboard,
+        dataset_weights=tuple(args.dataset_weights) if args.dataset_weights else (),
     )
     net = NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
     try:

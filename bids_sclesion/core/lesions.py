@@ -8,6 +8,9 @@ from scipy import ndimage
 
 from .metrics import CONNECTIVITY
 
+#: Smallest lesion the app reports by default (``--min-lesion-volume``); the training's validation uses it too.
+DEFAULT_MIN_LESION_MM3 = 5.0
+
 
 def threshold_masks(
     cord_prob: np.ndarray, lesion_prob: np.ndarray, threshold: float = 0.5, min_lesion_mm3: float = 0.0,

@@ -213,24 +213,26 @@ class TrainingConfig:
     filters: dict | None = None  # pybids filters selecting the images (as the app's --bids-filter-file)
     participant_label: tuple[str, ...] = ()  # train on these subjects only (labels without "sub-")
     tensorboard: bool = False  # also write TensorBoard scalars to MODEL_DIR/tensorboard
+    dataset_weights: tuple[float, ...] = ()  # relative sampling weight of each dataset (empty: equal)
 
 
 #: Validation metrics early stopping and model selection can follow.
 MONITORED = ("lesion_f1", "lesion_dice", "cord_dice")
 
 
-def _evaluate(network, cases_data, roi_size, device, cases=None) -> dict[str, float]:
-    """Validation scores: the app's thresholding and the scorer of ``bids_sclesion-eval``."""
-    from ..core.lesions import threshold_masks
+def _evaluate(network, cases_data, roi_size, device, cases=None, voxel_mm3: float = 1.0) -> dict[str, float]:
+    """Validation scores: the app's thresholding and post-processing, the scorer of ``bids_sclesion-eval``."""
+    from ..core.lesions import DEFAULT_MIN_LESION_MM3, threshold_masks
     from ..evaluate import aggregate, score_arrays
 
     network.eval()
     scores = []
     for k, (image, labels) in enumerate(cases_data):
         prob = predict_probabilities(network, image, device, roi_size=roi_size)
-        cord, lesion = threshold_masks(prob[0], prob[1])
+        # Without the app's smallest-lesion rule, specks the app never reports would count as false positives.
+        cord, lesion = threshold_masks(prob[0], prob[1], min_lesion_mm3=DEFAULT_MIN_LESION_MM3, voxel_mm3=voxel_mm3)
         name, suffix = (cases[k].image_path.name, cases[k].suffix) if cases else (f"case{k}", "")
-        scores.append(score_arrays(name, suffix, cord, lesion, labels[0] > 0.5, labels[1] > 0.5, 1.0))
+        scores.append(score_arrays(name, suffix, cord, lesion, labels[0] > 0.5, labels[1] > 0.5, voxel_mm3))
     network.train()
     summary = aggregate(scores)
     return {f"val_{key}": float(summary[key]) for key in ("cord_dice", "lesion_dice", "lesion_f1",
@@ -264,7 +266,8 @@ def train(
     """Train a network and save it (safetensors + JSON) in ``model_dir``.
 
     With several BIDS datasets, each batch draws from every dataset equally
-    often (a few real images are not drowned by many phantoms). Started by
+    often (a few real images are not drowned by many phantoms), or as
+    ``config.dataset_weights`` says. Started by
     ``torchrun`` (``WORLD_SIZE`` > 1), each process trains on its own
     batches and gradients are averaged (DistributedDataParallel); process 0
     validates, logs and saves.
@@ -362,6 +365,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
         init = load_model(config.init_from, "cpu")
         network_config = NetworkConfig.from_dict(init.metadata["network"])
     network_config = network_config or NetworkConfig()
+    weights = _dataset_weights(config, len(bids_dirs))
     cases = []
     for i, bd in enumerate(bids_dirs):
         found = find_training_cases(bd, config.suffixes, cord_label=config.cord_label,
@@ -391,7 +395,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     if dist.is_main:
         dist.barrier()
     by_dataset = [[k for k, c in enumerate(train_cases) if c.dataset == d] for d in range(len(bids_dirs))]
-    by_dataset = [ks for ks in by_dataset if ks]
+    draw = draw_probabilities(weights, [len(ks) for ks in by_dataset])
     LOGGER.info("preprocessing took %.0f s", time.time() - t0)
     voxels = [(np.argwhere(lab[1] > 0.5), np.argwhere(lab[0] > 0.5)) for _, lab in train_data]
 
@@ -455,7 +459,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
         for it in range(first_it, config.iterations + 1):
             samples = []
             for _ in range(config.batch_size):
-                group = by_dataset[int(rng.integers(len(by_dataset)))]
+                group = by_dataset[int(rng.choice(len(by_dataset), p=draw))]
                 k = group[int(rng.integers(len(group)))]
                 image, labels = train_data[k]
                 img_p, lab_p = sample_patch(rng, image, labels, config.patch_size, p_lesion=0.6, p_cord=0.25,
@@ -482,7 +486,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
             stop = False
             if it % config.val_every == 0 or it == config.iterations or out_of_time:
                 if dist.is_main:
-                    metrics = _evaluate(network, val_data, config.patch_size, dev, val_cases) if val_data else {}
+                    metrics = (_evaluate(network, val_data, config.patch_size, dev, val_cases, _voxel_mm3(config))
+                               if val_data else {})
                     score = monitored_score(metrics, config.monitor)
                     if not val_data or score >= best:
                         best, best_state = score, {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
@@ -630,6 +635,40 @@ def _save_checkpoint(path: Path, network, optimizer, scheduler, rng, iteration, 
     }
     with atomic_path(path) as tmp:
         torch.save(state, str(tmp))
+
+
+def _dataset_weights(config: TrainingConfig, n_datasets: int) -> np.ndarray:
+    """Sampling weight of each dataset, checked against the number of datasets."""
+    if not config.dataset_weights:
+        return np.ones(n_datasets)
+    weights = np.asarray(config.dataset_weights, float)
+    if len(weights) != n_datasets:
+        raise ValueError(f"--dataset-weights: {len(weights)} weights for {n_datasets} datasets "
+                         "(one per dataset: BIDS_DIR, then each --add-dataset)")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(f"--dataset-weights: weights must be >= 0 and not all 0, got {list(config.dataset_weights)}")
+    return weights
+
+
+def draw_probabilities(weights: np.ndarray, training_images: Sequence[int]) -> np.ndarray:
+    """Probability that a batch sample comes from each dataset.
+
+    A dataset left without training images (all its subjects validate or are
+    excluded) is never drawn; the others share its weight in proportion.
+    """
+    draw = np.array([w if n else 0.0 for w, n in zip(weights, training_images)], float)
+    if draw.sum() <= 0:
+        raise ValueError("no training image in any dataset with a weight above 0")
+    return draw / draw.sum()
+
+
+def _voxel_mm3(config: TrainingConfig) -> float:
+    """Voxel volume of the grid the network trains on."""
+    if config.space == "straight":
+        from .cascade import StraightSpace
+
+        return float(np.prod(StraightSpace().spacing_mm))
+    return float(np.prod(config.spacing_mm))
 
 
 def _straight_space_dict() -> dict:

@@ -5,6 +5,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from .. import __version__
+from ..core.lesions import DEFAULT_MIN_LESION_MM3
 from ..interfaces.bids import DerivativesSink, WarpsSink
 from ..interfaces.image import N4BiasCorrection, ResampleToOriginal, Reorient
 from ..interfaces.segmentation import PostprocessLesions, SegmentCordLesion, SegmentStraightened
@@ -21,7 +22,7 @@ def init_anat_lesion_wf(
     device: str = "auto",
     omp_nthreads: int = 1,
     threshold: float = 0.5,
-    min_lesion_mm3: float = 5.0,
+    min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3,
     stage2_model: str | None = None,
     stage2_model_hash: str = "",
     cord_fusion: str = "mean",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from nipype.pipeline import engine as pe
 
+from ..core.lesions import DEFAULT_MIN_LESION_MM3
 from .anatomical import init_anat_lesion_wf
 
 
@@ -19,7 +20,7 @@ def image_workflow_name(image: str | Path) -> str:
 
 def init_single_subject_wf(
     subject: str, images: list[str], *, bids_dir: str, output_dir: str, model: str, model_hash: str,
-    device: str, omp_nthreads: int, threshold: float = 0.5, min_lesion_mm3: float = 5.0,
+    device: str, omp_nthreads: int, threshold: float = 0.5, min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3,
     stage2_model: str | None = None, stage2_model_hash: str = "", cord_fusion: str = "mean", tta: bool = False,
 ) -> pe.Workflow:
     """All anatomical images of one subject (all sessions)."""
@@ -39,7 +40,7 @@ def init_single_subject_wf(
 def init_bids_sclesion_wf(
     subjects: dict[str, list[str]], *, bids_dir: str, output_dir: str, work_dir: str, model: str,
     model_hash: str, device: str = "auto", omp_nthreads: int = 1, threshold: float = 0.5,
-    min_lesion_mm3: float = 5.0, stage2_model: str | None = None, stage2_model_hash: str = "",
+    min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3, stage2_model: str | None = None, stage2_model_hash: str = "",
     cord_fusion: str = "mean", tta: bool = False,
 ) -> pe.Workflow:
     """The participant-level workflow for the selected ``subjects`` -> image lists."""
