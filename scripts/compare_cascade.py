@@ -3,7 +3,7 @@
 
 Usage:
   python scripts/compare_cascade.py BIDS_DIR OUT_ROOT [--stage1 MODEL] [--stage2 MODEL]
-      [--baseline MODEL] [--stage1-folds CV_DIR] [--nprocs N]
+      [--baseline MODEL] [--stage1-folds CV_DIR] [--nprocs N] [--participant-label LABEL ...]
 
 Runs the participant level three times on BIDS_DIR (labels in
 derivatives/labels: *_seg-manual, *_lesion-manual):
@@ -62,6 +62,8 @@ def main() -> int:
                    help="like --stage1-folds for stage 2: CV_DIR/fold-<source> did not see <source>")
     p.add_argument("--nprocs", type=int, default=2)
     p.add_argument("--only", nargs="+", default=None, help="configurations to run")
+    p.add_argument("--participant-label", nargs="+", default=None, metavar="LABEL",
+                   help="run and score these subjects only (e.g. the collections a model never saw)")
     p.add_argument("--score-only", action="store_true", help="score finished runs, run nothing")
     args = p.parse_args()
     groups: dict[str, list[str]] = {}
@@ -99,10 +101,13 @@ def main() -> int:
                     fold_stage1 = str(args.stage1_folds / f"fold-{source}") if args.stage1_folds else model
                     seconds += run(args.bids_dir, out, work, fold_stage1, fold_stage2, cord, args.nprocs, subjects)
             else:
-                seconds = run(args.bids_dir, out, work, model, stage2, cord, args.nprocs)
+                seconds = run(args.bids_dir, out, work, model, stage2, cord, args.nprocs, args.participant_label)
             if work_name != name and (args.out_root / work_name / "timing.json").exists():
                 seconds = json.loads((args.out_root / work_name / "timing.json").read_text())["seconds"]
         scores, _ = evaluate_outputs(args.bids_dir, out / "derivatives")
+        if args.participant_label:
+            wanted = {f"sub-{label.removeprefix('sub-')}" for label in args.participant_label}
+            scores = [s for s in scores if s.image.split("_")[0] in wanted]
         if not args.score_only:
             steps = node_run_seconds(work)
             timing.write_text(json.dumps({"seconds": seconds, "images": len(scores), "steps": steps}) + "\n")
