@@ -27,6 +27,9 @@ def main() -> int:
     p.add_argument("--training-data", default=None,
                    help="one paragraph on the training data (default: synthetic phantoms only)")
     p.add_argument("--test-note", default="", help="how the test run used this model (e.g. as stage 2 of the cascade)")
+    p.add_argument("--more-test", type=Path, nargs=2, action="append", default=[], metavar=("BIDS_DIR", "OUT_DIR"),
+                   help="another held-out synthetic test set and the app's outputs on it (repeatable)")
+    p.add_argument("--more-test-command", action="append", default=[], help="how each --more-test's outputs were made")
     p.add_argument("--real-test", type=Path, nargs=2, default=None, metavar=("BIDS_DIR", "OUT_DIR"),
                    help="real cords with inserted lesions and the app's outputs on them (scored the same way)")
     p.add_argument("--real-test-command", default="", help="how --real-test's outputs were made")
@@ -47,6 +50,23 @@ def main() -> int:
     meta["training"]["commands"] = {"data": args.data_command, "train": args.train_command}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
+    more_section = ""
+    if len(args.more_test_command) != len(args.more_test):
+        p.error("give one --more-test-command per --more-test")
+    meta["test_metrics"]["more"] = []
+    for (bids, out), command in zip(args.more_test, args.more_test_command):
+        more_scores, more_summary = evaluate_outputs(bids, out)
+        desc = json.loads((bids / "dataset_description.json").read_text())
+        dataset = desc.get("GeneratedBy", [{}])[0].get("Description", "")
+        meta["test_metrics"]["more"].append({"dataset": dataset, "command": command, "per_contrast": more_summary})
+        more_section += f"""Another held-out synthetic set: {dataset}; {len(more_scores)} images.
+
+    {command}
+
+{format_summary(more_summary)}
+
+"""
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     real_section = ""
     if args.real_test:
         real_scores, real_summary = evaluate_outputs(*args.real_test)
@@ -103,9 +123,9 @@ Lesion Dice is the mean over images that contain at least one true lesion. Lesio
 over images: a true lesion is detected when a predicted component overlaps it (`lesion_f1_10pct`: when it
 covers at least 10 % of it); a predicted component touching no true lesion is a false positive.
 
-{real_section}## Limits
+{more_section}{real_section}## Limits
 - No real MS lesion was used in training or testing: lesion accuracy on real patients is not known from
-  these figures (real-image results, where measured, are below).
+  these figures (real cords with inserted lesions, where measured, are scored above).
 """
     if args.extra and args.extra.exists():
         card += "\n" + args.extra.read_text()
