@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
                       abs(np.linalg.det(img.affine[:3, :3]))))
     print("| threshold | min volume (mm3) | lesion Dice | TPR | PPV | F1 |")
     print("|---|---|---|---|---|---|")
-    for thr in (0.5, 0.6, 0.7, 0.8):
+    for thr in (0.3, 0.4, 0.5, 0.6, 0.7):
         for min_vol in (0, 5, 10, 20, 30):
             dices, det, true, tp_pred, pred = [], 0, 0, 0, 0
             for prob, cord, truth, vox in cases:
