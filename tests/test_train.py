@@ -314,3 +314,21 @@ def test_dataset_weights_are_checked_and_honoured(synth_two_subjects, tmp_path, 
     assert _tiny(synth_two_subjects, out, tmp_path / "c", "--add-dataset", str(synth_two_subjects),
                  "--dataset-weights", "4", "1", "--iterations", "2", "--val-fraction", "0") == 0
     assert load_model(out).metadata["training"]["config"]["dataset_weights"] == [4.0, 1.0]
+
+
+def test_validation_limit_returns_unused_subjects_to_training(tmp_path):
+    from bids_sclesion.model.train import TrainingCase, limit_validation
+
+    def case(subject, suffix):
+        return TrainingCase(subject, tmp_path / f"{subject}_{suffix}.nii.gz", tmp_path / "cord.nii.gz", None)
+
+    train = [case("sub-01", "T2w")]
+    val = [case(s, x) for s in ("sub-02", "sub-03", "sub-04") for x in ("T2w", "T1w")]
+    new_train, kept = limit_validation(train, val, 3)
+    assert len(kept) == 3 and {c.suffix for c in kept} == {"T2w", "T1w"}
+    validating = {c.subject for c in kept}
+    # The split stays by subject, and no subject is left out of both.
+    assert validating.isdisjoint({c.subject for c in new_train})
+    assert validating | {c.subject for c in new_train} == {"sub-01", "sub-02", "sub-03", "sub-04"}
+    new_train, kept = limit_validation(train, val, 100)
+    assert new_train == train and len(kept) == 6, "nothing is returned when every image validates"

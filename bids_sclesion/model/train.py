@@ -381,7 +381,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     if not cases:
         raise ValueError("every image was excluded")
     train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed, config.folds, config.fold)
-    val_cases = _interleave_contrasts(val_cases)[: config.val_max_images]
+    train_cases, val_cases = limit_validation(train_cases, val_cases, config.val_max_images)
     LOGGER.info("%d training images (%d subjects), %d validation images", len(train_cases),
                 len({c.subject for c in train_cases}), len(val_cases))
     cache = Path(cache_dir) if cache_dir else model_dir / ".cache"
@@ -675,6 +675,23 @@ def _straight_space_dict() -> dict:
     from .cascade import StraightSpace
 
     return StraightSpace().to_dict()
+
+
+def limit_validation(train_cases: list[TrainingCase], val_cases: list[TrainingCase],
+                     max_images: int) -> tuple[list[TrainingCase], list[TrainingCase]]:
+    """Keep at most ``max_images`` validation images, covering as many contrasts as possible.
+
+    Subjects none of whose images are kept go back to training (they would
+    otherwise be neither trained nor validated on); a subject with a kept
+    image stays out of training entirely, so the split remains by subject.
+    """
+    kept = _interleave_contrasts(val_cases)[:max_images]
+    validating = {c.subject for c in kept}
+    returned = [c for c in val_cases if c.subject not in validating]
+    if returned:
+        LOGGER.info("validation limited to %d images: %d subjects go back to training", len(kept),
+                    len({c.subject for c in returned}))
+    return train_cases + returned, kept
 
 
 def _interleave_contrasts(cases: list[TrainingCase]) -> list[TrainingCase]:
