@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Recipe of stage-2 v2: the bundled stage 2 fine-tuned on more phantoms and,
-# less often, on real cords with inserted lesions.
+# less often, on real cords with inserted lesions, in two passes (9000 iterations
+# at learning rate 1e-3, then 5500 at 5e-4); the second pass is bundled as stage2.
 #
-# Usage: scripts/train_stage2_v2.sh WORK_DIR [ITERATIONS]
+# Usage: scripts/train_stage2_v2.sh WORK_DIR [ITERATIONS] [SECOND_ITERATIONS]
 #
 # WORK_DIR must hold (commands in docs/training.md):
 #   train_synth/    bids_sclesion-synth train_synth --subjects 18 --contrasts T2w,T1w,PSIR,STIR,T2starw --seed 1000
@@ -19,6 +20,7 @@
 set -euo pipefail
 WORK=$(cd "$1" && pwd)
 ITERATIONS=${2:-9000}
+SECOND_ITERATIONS=${3:-5500}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$WORK"
 
@@ -30,11 +32,16 @@ for seed in 101 102; do
 done
 
 held_out=$(awk -F'\t' 'NR > 1 && ($2 == "gm-challenge" || $2 == "spine-mini") {print $1}' real_cord/participants.tsv)
-# shellcheck disable=SC2086
-bids_sclesion-train train_synth stage2_v2 --space straight --init-from stage2 \
-    --add-dataset train_synth2 --add-dataset real_lesions_train_101 --add-dataset real_lesions_train_102 \
-    --add-dataset real_cord --dataset-weights 3 3 1 1 1 --allow-missing-lesion-labels \
-    --exclude-subjects $held_out --learning-rate 1e-3 --encoder-lr-scale 0.5 \
-    --iterations "$ITERATIONS" --val-every 1500 --val-max-images 10 --monitor lesion_f1 \
-    --nthreads 2 -w stage2_cache --resume
-echo "[stage2_v2] done: $WORK/stage2_v2"
+train() {  # train INIT OUT LEARNING_RATE ITERATIONS VAL_EVERY
+    # shellcheck disable=SC2086
+    bids_sclesion-train train_synth "$2" --space straight --init-from "$1" \
+        --add-dataset train_synth2 --add-dataset real_lesions_train_101 --add-dataset real_lesions_train_102 \
+        --add-dataset real_cord --dataset-weights 3 3 1 1 1 --allow-missing-lesion-labels \
+        --exclude-subjects $held_out --learning-rate "$3" --encoder-lr-scale 0.5 \
+        --iterations "$4" --val-every "$5" --val-max-images 10 --monitor lesion_f1 \
+        --nthreads 2 -w stage2_cache --resume
+}
+# Pass 1 from the previous stage 2; pass 2 (the bundled model) goes on from pass 1 at half the learning rate.
+[ -f stage2_v2/model.safetensors ] || train stage2 stage2_v2 1e-3 "$ITERATIONS" 1500
+[ -f stage2_v2_pass2/model.safetensors ] || train "$WORK/stage2_v2" stage2_v2_pass2 5e-4 "$SECOND_ITERATIONS" 1100
+echo "[stage2_v2] done: $WORK/stage2_v2_pass2"
