@@ -35,29 +35,26 @@ def main() -> int:
     p.add_argument("--real-test-command", default="", help="how --real-test's outputs were made")
     p.add_argument("--real-test-note", default="", help="which models processed which real images")
     args = p.parse_args()
+    if len(args.more_test_command) != len(args.more_test):
+        p.error("give one --more-test-command per --more-test")
 
     scores, summary = evaluate_outputs(args.test_bids, args.test_out)
     meta_path = args.model_dir / "model.json"
     meta = json.loads(meta_path.read_text())
-    test_desc = json.loads((args.test_bids / "dataset_description.json").read_text())
     meta["test_metrics"] = {
-        "dataset": test_desc.get("GeneratedBy", [{}])[0].get("Description", ""),
+        "dataset": _generated_by(args.test_bids),
         "command": args.test_command,
         "per_contrast": summary,
     }
     if args.name:
         meta["name"] = args.name
     meta["training"]["commands"] = {"data": args.data_command, "train": args.train_command}
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
     more_section = ""
-    if len(args.more_test_command) != len(args.more_test):
-        p.error("give one --more-test-command per --more-test")
     meta["test_metrics"]["more"] = []
     for (bids, out), command in zip(args.more_test, args.more_test_command):
         more_scores, more_summary = evaluate_outputs(bids, out)
-        desc = json.loads((bids / "dataset_description.json").read_text())
-        dataset = desc.get("GeneratedBy", [{}])[0].get("Description", "")
+        dataset = _generated_by(bids)
         meta["test_metrics"]["more"].append({"dataset": dataset, "command": command, "per_contrast": more_summary})
         more_section += f"""Another held-out synthetic set: {dataset}; {len(more_scores)} images.
 
@@ -66,13 +63,11 @@ def main() -> int:
 {format_summary(more_summary)}
 
 """
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     real_section = ""
     if args.real_test:
         real_scores, real_summary = evaluate_outputs(*args.real_test)
         meta["test_metrics"]["real_cords_inserted_lesions"] = {"command": args.real_test_command,
                                                                "per_contrast": real_summary}
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         real_section = f"""## Measured accuracy (real cords of ../shared/data with synthetic lesions)
 {len(real_scores)} images; {args.real_test_note}
 
@@ -81,6 +76,7 @@ def main() -> int:
 {format_summary(real_summary)}
 
 """
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     t = meta["training"]
     if meta.get("space") == "straight":
         sp = meta["straight_space"]
@@ -132,6 +128,12 @@ covers at least 10 % of it); a predicted component touching no true lesion is a 
     (args.model_dir / "MODEL_CARD.md").write_text(card)
     print(format_summary(summary))
     return 0
+
+
+def _generated_by(bids: Path) -> str:
+    """How a synthetic dataset was made (``GeneratedBy[0].Description`` of its dataset_description.json)."""
+    desc = json.loads((bids / "dataset_description.json").read_text())
+    return desc.get("GeneratedBy", [{}])[0].get("Description", "")
 
 
 if __name__ == "__main__":
