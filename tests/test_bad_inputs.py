@@ -165,14 +165,15 @@ def _brain_only_image(shape=(96, 96, 40), seed=0) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.clip(data, 0, None).astype(np.float32), np.diag([2.0, 2.0, 4.0, 1.0]))
 
 
-def test_brain_only_image_gets_no_invented_lesions_and_a_warning(tmp_path, capsys):
+@pytest.mark.parametrize("mode", [[], ["--single-stage"]], ids=["cascade", "single-stage"])
+def test_brain_only_image_gets_no_invented_lesions_and_a_warning(tmp_path, capsys, mode):
     bids = tmp_path / "bids"
     (bids / "sub-01" / "anat").mkdir(parents=True)
     (bids / "dataset_description.json").write_text('{"Name": "brain only", "BIDSVersion": "1.10.0"}')
     nib.save(_brain_only_image(), str(bids / "sub-01" / "anat" / "sub-01_T2w.nii.gz"))
     out = tmp_path / "out"
     code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--skip-bids-validation",
-                 "--nprocs", "1"])
+                 "--nprocs", "1", *mode])
     printed = capsys.readouterr()
     text = printed.out + printed.err
     assert re.search(r"no spinal cord", text, re.I), text

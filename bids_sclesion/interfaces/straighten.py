@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
+from ..core.centerline import check_cord_plausible, extract_centerline
 from ..core.straighten import straightening_fields
 
 
@@ -39,4 +40,32 @@ class CordStraighteningWarps(SimpleInterface):
             nib.save(field, out)
             self._results[key] = out
         self._results["cord_length_mm"] = cl.length_mm
+        return runtime
+
+
+class _CheckCordInputSpec(BaseInterfaceInputSpec):
+    cord_prob = File(exists=True, mandatory=True, desc="cord probability on the source grid")
+    threshold = traits.Float(0.5, usedefault=True)
+
+
+class _CheckCordOutputSpec(TraitedSpec):
+    cord_prob = File(exists=True, desc="the input, passed on once the cord is plausible")
+
+
+class CheckSpinalCord(SimpleInterface):
+    """Fail when the cord map cannot be a spinal cord (too thin, thick or short), else pass it on.
+
+    The cascade refuses such images when it straightens them; without a
+    cascade this check keeps lesion outputs from being written for them.
+    """
+
+    input_spec = _CheckCordInputSpec
+    output_spec = _CheckCordOutputSpec
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.cord_prob)
+        prob = np.asarray(img.dataobj, np.float32)
+        centerline = extract_centerline(prob, img.affine, threshold=self.inputs.threshold)
+        check_cord_plausible(prob >= self.inputs.threshold, img.affine, centerline)
+        self._results["cord_prob"] = self.inputs.cord_prob
         return runtime

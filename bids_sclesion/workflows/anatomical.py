@@ -9,7 +9,7 @@ from ..core.lesions import DEFAULT_MIN_LESION_MM3
 from ..interfaces.bids import DerivativesSink, WarpsSink
 from ..interfaces.image import N4BiasCorrection, ResampleToOriginal, Reorient
 from ..interfaces.segmentation import PostprocessLesions, SegmentCordLesion, SegmentStraightened
-from ..interfaces.straighten import CordStraighteningWarps
+from ..interfaces.straighten import CheckSpinalCord, CordStraighteningWarps
 
 
 def init_anat_lesion_wf(
@@ -94,8 +94,13 @@ def init_anat_lesion_wf(
         (segment, sink, [("model_name", "model_name"), ("model_version", "model_version")]),
     ])  # fmt: skip
     if not stage2_model:
+        # The cascade refuses an image without a spinal cord when it straightens it;
+        # alone, the whole-image model must not report lesions in, say, a brain.
+        check = pe.Node(CheckSpinalCord(threshold=threshold), name="check_spinal_cord", mem_gb=0.5)
         wf.connect([
-            (split, post, [("out1", "cord_prob"), ("out2", "lesion_prob")]),
+            (split, check, [("out1", "cord_prob")]),
+            (check, post, [("cord_prob", "cord_prob")]),
+            (split, post, [("out2", "lesion_prob")]),
             (split, sink, [("out2", "lesion_prob")]),
         ])  # fmt: skip
         return wf
