@@ -332,3 +332,41 @@ def test_validation_limit_returns_unused_subjects_to_training(tmp_path):
     assert validating | {c.subject for c in new_train} == {"sub-01", "sub-02", "sub-03", "sub-04"}
     new_train, kept = limit_validation(train, val, 100)
     assert new_train == train and len(kept) == 6, "nothing is returned when every image validates"
+
+
+def test_split_keeps_subjects_of_the_pretrained_model_out_of_validation(tmp_path):
+    from bids_sclesion.model.train import TrainingCase
+
+    cases = [TrainingCase(f"sub-{i:02d}", tmp_path / f"sub-{i:02d}_T2w.nii.gz", tmp_path / "cord.nii.gz", None)
+             for i in range(1, 11)]
+    seen = {f"sub-{i:02d}" for i in range(1, 9)}  # the pretrained model trained on sub-01..08
+    for seed in range(5):
+        train, val = split_by_subject(cases, 0.2, seed=seed, seen_before=seen)
+        assert {c.subject for c in val} == {"sub-09", "sub-10"}, seed
+        assert {c.subject for c in train} == seen
+    # More validation subjects than unseen ones: every unseen subject validates, then seen ones.
+    train, val = split_by_subject(cases, 0.3, seed=0, seen_before=seen)
+    validating = {c.subject for c in val}
+    assert len(validating) == 3 and {"sub-09", "sub-10"} < validating
+    assert validating.isdisjoint({c.subject for c in train})
+
+
+def test_fine_tuning_validates_on_subjects_the_pretrained_model_never_saw(synth_two_subjects, tmp_path, caplog):
+    def tiny(out, *extra):
+        return train_main([str(synth_two_subjects), str(out), "--contrast", "T2w", "--iterations", "2",
+                           "--patch-size", "32", "32", "32", "-w", str(tmp_path / "c"), "--nthreads", "1", *extra])
+
+    base = tmp_path / "base"
+    assert tiny(base, "--channels", "4", "8", "16", "--exclude-subjects", "sub-02", "--val-fraction", "0") == 0
+    assert load_model(base).metadata["training"]["subjects"] == ["sub-01"]
+    for seed in ("0", "1", "2"):
+        out = tmp_path / f"tuned{seed}"
+        assert tiny(out, "--init-from", str(base), "--val-fraction", "0.5", "--seed", seed) == 0
+        training = load_model(out).metadata["training"]
+        assert training["validation_subjects"] == ["sub-02"] and training["subjects"] == ["sub-01"], seed
+    # A pretrained model that saw every subject: one of them validates, with a warning.
+    seen_all = tmp_path / "seen_all"
+    assert tiny(seen_all, "--channels", "4", "8", "16", "--val-fraction", "0") == 0
+    with caplog.at_level("WARNING", logger="bids_sclesion.train"):
+        assert tiny(tmp_path / "tuned_seen", "--init-from", str(seen_all), "--val-fraction", "0.5") == 0
+    assert "were in the training of" in caplog.text

@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -87,15 +87,21 @@ def find_training_cases(
 
 
 def split_by_subject(cases: list[TrainingCase], val_fraction: float, seed: int, folds: int | None = None,
-                     fold: int = 0) -> tuple[list, list]:
+                     fold: int = 0, seen_before: Collection[str] = ()) -> tuple[list, list]:
     """Subject-level split: no subject has images on both sides.
 
     With ``folds`` the shuffled subjects are cut into that many groups and
     group ``fold`` validates (k-fold cross-validation, one run per fold).
+    Subjects in ``seen_before`` (those a pretrained model was trained on)
+    validate only when too few others are left: a fine-tuned model scores
+    well on them from its first iteration, which biases model selection
+    towards the earliest checkpoints.
     """
     subjects = sorted({c.subject for c in cases})
     rng = np.random.default_rng(seed)
     rng.shuffle(subjects)
+    seen = set(seen_before)
+    subjects = [s for s in subjects if s not in seen] + [s for s in subjects if s in seen]
     if folds:
         if not 2 <= folds <= len(subjects):
             raise ValueError(f"{folds} folds need at least {folds} subjects; there are {len(subjects)}")
@@ -380,8 +386,15 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     cases = [c for c in cases if c.subject not in set(config.exclude_subjects)]
     if not cases:
         raise ValueError("every image was excluded")
-    train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed, config.folds, config.fold)
+    seen_by_init = set(init.metadata.get("training", {}).get("subjects", [])) if init is not None else set()
+    train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed, config.folds, config.fold,
+                                              seen_before=seen_by_init)
     train_cases, val_cases = limit_validation(train_cases, val_cases, config.val_max_images)
+    seen_in_val = sorted({c.subject for c in val_cases} & seen_by_init)
+    if seen_in_val:
+        LOGGER.warning("validation subjects %s were in the training of %s: validation scores are biased towards "
+                       "it (more subjects the pretrained model never saw would avoid this)",
+                       " ".join(seen_in_val), config.init_from)
     LOGGER.info("%d training images (%d subjects), %d validation images", len(train_cases),
                 len({c.subject for c in train_cases}), len(val_cases))
     cache = Path(cache_dir) if cache_dir else model_dir / ".cache"
