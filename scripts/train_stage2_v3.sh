@@ -8,6 +8,10 @@
 #
 # WORK_DIR as for train_stage2_v2.sh. The gm-challenge and spine-mini
 # collections stay held out of every dataset.
+# Measured, not bundled (docs/cascade.md, "Stage 2, third pass"). The measured
+# run validated on two subjects v2 had trained on and kept iteration 1400;
+# bids_sclesion-train now validates on subjects v2 never saw, so a rerun
+# validates differently.
 set -euo pipefail
 WORK=$(cd "$1" && pwd)
 ITERATIONS=${2:-14000}
