@@ -185,3 +185,10 @@ def extract_centerline(prob: np.ndarray, affine: np.ndarray, step_mm: float = 1.
                        lam: float | None = None) -> Centerline:
     """Centreline of a cord mask or probability map in any orientation and voxel size."""
     return fit_centerline(centerline_samples(prob, affine, threshold), step_mm=step_mm, lam=lam)
+
+
+def plausible_centerline(prob: np.ndarray, affine: np.ndarray, threshold: float = 0.5) -> Centerline:
+    """:func:`extract_centerline`, raising :class:`CenterlineError` when the cord cannot be a spinal cord."""
+    centerline = extract_centerline(prob, affine, threshold=threshold)
+    check_cord_plausible(prob >= threshold, affine, centerline)
+    return centerline

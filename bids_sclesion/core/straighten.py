@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .centerline import Centerline, check_cord_plausible, extract_centerline
+from .centerline import Centerline, plausible_centerline
 
 
 @dataclass
@@ -182,8 +182,7 @@ def straightening_fields(cord_prob: np.ndarray, affine: np.ndarray, radius_mm: f
     grid that resamples native images into straight space, and the field on
     the native grid that resamples straight-space maps back.
     """
-    cl = extract_centerline(cord_prob, affine, threshold=threshold)
-    check_cord_plausible(cord_prob >= threshold, affine, cl)
+    cl = plausible_centerline(cord_prob, affine, threshold=threshold)
     grid = straight_grid(cl, radius_mm, spacing_mm)
     to_straight = displacement_field_image(straight_to_native_points(cl, grid), grid.affine)
     to_native = displacement_field_image(native_to_straight_points(cl, grid, cord_prob.shape, affine), affine)

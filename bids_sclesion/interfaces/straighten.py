@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from ..core.centerline import check_cord_plausible, extract_centerline
+from ..core.centerline import plausible_centerline
 from ..core.straighten import straightening_fields
 
 
@@ -65,7 +65,6 @@ class CheckSpinalCord(SimpleInterface):
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.cord_prob)
         prob = np.asarray(img.dataobj, np.float32)
-        centerline = extract_centerline(prob, img.affine, threshold=self.inputs.threshold)
-        check_cord_plausible(prob >= self.inputs.threshold, img.affine, centerline)
+        plausible_centerline(prob, img.affine, threshold=self.inputs.threshold)
         self._results["cord_prob"] = self.inputs.cord_prob
         return runtime
