@@ -353,11 +353,10 @@ def test_split_keeps_subjects_of_the_pretrained_model_out_of_validation(tmp_path
 
 def test_fine_tuning_validates_on_subjects_the_pretrained_model_never_saw(synth_two_subjects, tmp_path, caplog):
     def tiny(out, *extra):
-        return train_main([str(synth_two_subjects), str(out), "--contrast", "T2w", "--iterations", "2",
-                           "--patch-size", "32", "32", "32", "-w", str(tmp_path / "c"), "--nthreads", "1", *extra])
+        return _tiny(synth_two_subjects, out, tmp_path / "c", "--iterations", "2", *extra)
 
     base = tmp_path / "base"
-    assert tiny(base, "--channels", "4", "8", "16", "--exclude-subjects", "sub-02", "--val-fraction", "0") == 0
+    assert tiny(base, "--exclude-subjects", "sub-02", "--val-fraction", "0") == 0
     assert load_model(base).metadata["training"]["subjects"] == ["sub-01"]
     for seed in ("0", "1", "2"):
         out = tmp_path / f"tuned{seed}"
@@ -366,7 +365,7 @@ def test_fine_tuning_validates_on_subjects_the_pretrained_model_never_saw(synth_
         assert training["validation_subjects"] == ["sub-02"] and training["subjects"] == ["sub-01"], seed
     # A pretrained model that saw every subject: one of them validates, with a warning.
     seen_all = tmp_path / "seen_all"
-    assert tiny(seen_all, "--channels", "4", "8", "16", "--val-fraction", "0") == 0
+    assert tiny(seen_all, "--val-fraction", "0") == 0
     with caplog.at_level("WARNING", logger="bids_sclesion.train"):
         assert tiny(tmp_path / "tuned_seen", "--init-from", str(seen_all), "--val-fraction", "0.5") == 0
     assert "were in the training of" in caplog.text

@@ -67,8 +67,8 @@ def init_anat_lesion_wf(
         run_without_submitting=True,
     )
 
-    # The warps have their own sink: an image whose cord cannot be straightened
-    # still gets its lesion outputs.
+    # The warps have their own sink, so the lesion outputs do not wait on it; an image
+    # without a plausible spinal cord is refused by stage 2 (cascade) or check_spinal_cord.
     straighten = pe.Node(CordStraighteningWarps(software_version=__version__), name="straightening_warps", mem_gb=1.0)
     if stage2_model:
         space = straight_space_of(stage2_model)
