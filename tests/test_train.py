@@ -335,7 +335,7 @@ def test_validation_limit_returns_unused_subjects_to_training(tmp_path):
 
 
 def test_split_keeps_subjects_of_the_pretrained_model_out_of_validation(tmp_path):
-    from bids_sclesion.model.train import TrainingCase
+    from bids_sclesion.model.train import TrainingCase, limit_validation
 
     cases = [TrainingCase(f"sub-{i:02d}", tmp_path / f"sub-{i:02d}_T2w.nii.gz", tmp_path / "cord.nii.gz", None)
              for i in range(1, 11)]
@@ -349,6 +349,10 @@ def test_split_keeps_subjects_of_the_pretrained_model_out_of_validation(tmp_path
     validating = {c.subject for c in val}
     assert len(validating) == 3 and {"sub-09", "sub-10"} < validating
     assert validating.isdisjoint({c.subject for c in train})
+    # Capping the validation images keeps the unseen subjects, not the first ones in dataset order.
+    train, val = split_by_subject(cases, 0.5, seed=0, seen_before=seen)
+    _, kept = limit_validation(train, val, 2)
+    assert {c.subject for c in kept} == {"sub-09", "sub-10"}
 
 
 def test_fine_tuning_validates_on_subjects_the_pretrained_model_never_saw(synth_two_subjects, tmp_path, caplog):

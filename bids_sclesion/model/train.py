@@ -95,7 +95,8 @@ def split_by_subject(cases: list[TrainingCase], val_fraction: float, seed: int, 
     Subjects in ``seen_before`` (those a pretrained model was trained on)
     validate only when too few others are left: a fine-tuned model scores
     well on them from its first iteration, which biases model selection
-    towards the earliest checkpoints.
+    towards the earliest checkpoints. Validation cases come back in that
+    subject order, so that :func:`limit_validation` keeps unseen subjects first.
     """
     subjects = sorted({c.subject for c in cases})
     rng = np.random.default_rng(seed)
@@ -107,13 +108,15 @@ def split_by_subject(cases: list[TrainingCase], val_fraction: float, seed: int, 
             raise ValueError(f"{folds} folds need at least {folds} subjects; there are {len(subjects)}")
         if not 0 <= fold < folds:
             raise ValueError(f"fold must be in 0..{folds - 1}, not {fold}")
-        val = set(np.array_split(np.asarray(subjects, dtype=object), folds)[fold].tolist())
-        return [c for c in cases if c.subject not in val], [c for c in cases if c.subject in val]
-    n_val = int(round(len(subjects) * val_fraction))
-    if val_fraction > 0 and len(subjects) > 1:
-        n_val = max(1, n_val)
-    val = set(subjects[:n_val])
-    return [c for c in cases if c.subject not in val], [c for c in cases if c.subject in val]
+        val_subjects = np.array_split(np.asarray(subjects, dtype=object), folds)[fold].tolist()
+    else:
+        n_val = int(round(len(subjects) * val_fraction))
+        if val_fraction > 0 and len(subjects) > 1:
+            n_val = max(1, n_val)
+        val_subjects = subjects[:n_val]
+    rank = {s: i for i, s in enumerate(val_subjects)}
+    val = sorted((c for c in cases if c.subject in rank), key=lambda c: rank[c.subject])  # stable: image order kept
+    return [c for c in cases if c.subject not in rank], val
 
 
 def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
