@@ -56,6 +56,33 @@ def test_contrast_and_labels(contrast):
         assert np.median(data[around]) < np.median(data[healthy])
 
 
+@pytest.mark.parametrize("contrast", ["T2w", "T2starw"])
+def test_grey_matter_mask_inside_the_cord_and_on_the_image_grid(contrast):
+    from bids_sclesion.phantoms.acquisition import render_tissue_mask
+
+    anatomy, acq, (image, cord, _) = _render(5, contrast)
+    gm = render_tissue_mask(anatomy, acq, Tissue.GM)
+    assert gm.shape == image.shape and np.allclose(gm.affine, image.affine)
+    gm_m, cord_m = np.asarray(gm.dataobj) > 0, np.asarray(cord.dataobj) > 0
+    share = gm_m.sum() / cord_m.sum()
+    assert 0.05 < share < 0.5, f"grey matter is {share:.2f} of the cord"
+    # Half-covered voxels of a tissue inside the cord may spill at most one voxel past its mask.
+    from scipy import ndimage
+
+    assert not np.any(gm_m & ~ndimage.binary_dilation(cord_m))
+
+
+def test_grey_matter_labels_leave_the_images_unchanged(tmp_path):
+    kw = dict(n_subjects=1, contrasts=("T1w",), seed=7, fov_scale=0.4)
+    plain = generate_dataset(tmp_path / "plain", **kw)
+    with_gm = generate_dataset(tmp_path / "gm", grey_matter=True, **kw)
+    rel = "sub-01/anat/sub-01_T1w.nii.gz"
+    assert np.array_equal(np.asarray(nib.load(plain / rel).dataobj), np.asarray(nib.load(with_gm / rel).dataobj))
+    labels = with_gm / "derivatives/labels/sub-01/anat"
+    assert (labels / "sub-01_T1w_gmseg-manual.nii.gz").exists() and (labels / "sub-01_T1w_gmseg-manual.json").exists()
+    assert not list((plain / "derivatives/labels").rglob("*gmseg*"))
+
+
 def test_tissue_labels_cover_anatomy():
     rng = np.random.default_rng(0)
     anatomy = random_anatomy(rng, brainstem=True)

@@ -22,6 +22,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first-subject", type=int, default=1, help="index of the first subject label")
     p.add_argument("--fov-scale", type=float, default=1.0, help="scale the field of view along the cord (smaller = faster)")
+    p.add_argument("--grey-matter", action="store_true",
+                   help="also write each image's grey matter mask (derivatives/labels, *_gmseg-manual); images unchanged")
     p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
     return p
 
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.time()
         out = generate_dataset(args.out_dir, args.subjects, args.sessions, contrasts, args.seed,
-                               fov_scale=args.fov_scale, first_subject=args.first_subject)
+                               fov_scale=args.fov_scale, first_subject=args.first_subject,
+                               grey_matter=args.grey_matter)
     except ValueError as exc:
         print(f"bids_sclesion-synth: error: {exc}", file=sys.stderr)
         return 2

@@ -140,12 +140,7 @@ def render_image(
     """Render one acquisition. Returns (image, cord mask, lesion mask)."""
     spacing = np.asarray(acq.spacing)
     shape = np.asarray(acq.shape)
-    center = np.asarray(acq.center)
-    fov_min = center - shape * spacing / 2 + spacing / 2  # first voxel centre
-
-    fine = float(min(0.5, spacing.min()))
-    margin = 3 * spacing.max() / 2 + 2.0
-    axes = [np.arange(fov_min[i] - margin, fov_min[i] + (shape[i] - 1) * spacing[i] + margin, fine) for i in range(3)]
+    fov_min, fine, axes = _fine_grid(acq)
     labels, cord, lesion_frac = anatomy.render(*axes)
 
     values, lesion_value = tissue_intensities(rng, acq.contrast)
@@ -166,16 +161,11 @@ def render_image(
     # Point-spread function: slice profile and in-plane blur, in fine voxels.
     sigma = spacing / fine * 0.42 + acq.blur_sigma_vox * spacing / fine
     intensity = ndimage.gaussian_filter(intensity, sigma)
-    cord_pv = ndimage.uniform_filter(cord.astype(np.float32), np.maximum(1, np.round(spacing / fine)).astype(int))
-    lesion_pv = ndimage.uniform_filter(lesion_frac, np.maximum(1, np.round(spacing / fine)).astype(int))
+    coords = _voxel_coords(acq, fov_min, fine, axes)
+    cord_mask = _half_covered(cord, acq, fine, coords)
+    lesion_mask = _half_covered(lesion_frac, acq, fine, coords) & cord_mask
     del cord, lesion_frac
-
-    grid = np.meshgrid(*[(fov_min[i] + np.arange(shape[i]) * spacing[i] - axes[i][0]) / fine for i in range(3)], indexing="ij")
-    coords = np.stack([g.ravel() for g in grid])
     image = ndimage.map_coordinates(intensity, coords, order=1).reshape(tuple(shape))
-    cord_mask = ndimage.map_coordinates(cord_pv, coords, order=1).reshape(tuple(shape)) >= 0.5
-    lesion_mask = ndimage.map_coordinates(lesion_pv, coords, order=1).reshape(tuple(shape)) >= 0.5
-    lesion_mask &= cord_mask
 
     # Smooth multiplicative bias field over the field of view.
     norm = [np.linspace(-1, 1, n) for n in shape]
@@ -191,9 +181,48 @@ def render_image(
         image = np.sqrt((image + rng.normal(0, sigma_noise, image.shape)) ** 2 + rng.normal(0, sigma_noise, image.shape) ** 2)
     image = np.clip(image * acq.gain, -32000, 32000).astype(np.int16)
 
-    affine = np.diag(np.append(spacing, 1.0))
-    affine[:3, 3] = fov_min + np.asarray(acq.shift)
+    affine = _ras_affine(acq, fov_min)
     return tuple(_reorient(arr, affine, acq.orientation) for arr in (image, cord_mask.astype(np.uint8), lesion_mask.astype(np.uint8)))
+
+
+def render_tissue_mask(anatomy: Anatomy, acq: Acquisition, tissue: Tissue) -> nib.Nifti1Image:
+    """Voxels of ``acq`` at least half covered by ``tissue`` (e.g. grey matter), on the grid of
+    :func:`render_image`. Draws no random numbers, so the images rendered beside it do not change."""
+    fov_min, fine, axes = _fine_grid(acq)
+    labels, _, _ = anatomy.render(*axes)
+    mask = _half_covered(labels == tissue, acq, fine, _voxel_coords(acq, fov_min, fine, axes))
+    return _reorient(mask.astype(np.uint8), _ras_affine(acq, fov_min), acq.orientation)
+
+
+def _ras_affine(acq: Acquisition, fov_min: np.ndarray) -> np.ndarray:
+    """Scanner affine of the acquisition's RAS-ordered grid."""
+    affine = np.diag(np.append(np.asarray(acq.spacing), 1.0))
+    affine[:3, 3] = fov_min + np.asarray(acq.shift)
+    return affine
+
+
+def _fine_grid(acq: Acquisition) -> tuple[np.ndarray, float, list[np.ndarray]]:
+    """First voxel centre, step and 1-D axes (mm) of the fine grid the anatomy is rendered on."""
+    spacing, shape, center = np.asarray(acq.spacing), np.asarray(acq.shape), np.asarray(acq.center)
+    fov_min = center - shape * spacing / 2 + spacing / 2
+    fine = float(min(0.5, spacing.min()))
+    margin = 3 * spacing.max() / 2 + 2.0
+    axes = [np.arange(fov_min[i] - margin, fov_min[i] + (shape[i] - 1) * spacing[i] + margin, fine) for i in range(3)]
+    return fov_min, fine, axes
+
+
+def _voxel_coords(acq: Acquisition, fov_min: np.ndarray, fine: float, axes: list[np.ndarray]) -> np.ndarray:
+    """The acquisition's voxel centres in fine-grid index units, shape (3, n voxels)."""
+    grid = np.meshgrid(*[(fov_min[i] + np.arange(acq.shape[i]) * acq.spacing[i] - axes[i][0]) / fine
+                         for i in range(3)], indexing="ij")
+    return np.stack([g.ravel() for g in grid])
+
+
+def _half_covered(fraction: np.ndarray, acq: Acquisition, fine: float, coords: np.ndarray) -> np.ndarray:
+    """Acquisition voxels whose box average of the fine-grid ``fraction`` is at least 0.5."""
+    box = np.maximum(1, np.round(np.asarray(acq.spacing) / fine)).astype(int)
+    pv = ndimage.uniform_filter(fraction.astype(np.float32), box)
+    return ndimage.map_coordinates(pv, coords, order=1).reshape(tuple(acq.shape)) >= 0.5
 
 
 def _reorient(data: np.ndarray, ras_affine: np.ndarray, code: str) -> nib.Nifti1Image:

@@ -9,8 +9,8 @@ import numpy as np
 
 from .. import __version__
 from ..utils.io import write_json, write_nifti, write_text
-from .acquisition import CONTRASTS, random_acquisition, render_image
-from .anatomy import evolve_lesions, random_anatomy, random_lesions
+from .acquisition import CONTRASTS, random_acquisition, render_image, render_tissue_mask
+from .anatomy import Tissue, evolve_lesions, random_anatomy, random_lesions
 
 _SEQUENCE = {
     "T2w": dict(ScanningSequence="SE", SequenceVariant="SK", MRAcquisitionType="2D", RepetitionTime=3.5, EchoTime=0.1),
@@ -31,12 +31,14 @@ def generate_dataset(
     seed: int = 0,
     fov_scale: float = 1.0,
     first_subject: int = 1,
+    grey_matter: bool = False,
 ) -> Path:
     """Generate ``n_subjects`` synthetic subjects under ``out_dir`` (BIDS).
 
     Each image is drawn from its own random stream keyed by (seed, subject,
     session, contrast), so a given image does not depend on which other
-    subjects or contrasts are generated.
+    subjects or contrasts are generated. ``grey_matter`` also writes each
+    image's grey matter mask (``<stem>_gmseg-manual``) without changing the images.
     """
     out = Path(out_dir)
     unknown = [c for c in contrasts if c not in CONTRASTS]
@@ -64,6 +66,8 @@ def generate_dataset(
                 acq = random_acquisition(img_rng, contrast, anatomy, fov_top, fov_scale=fov_scale)
                 image, cord, lesion = render_image(img_rng, anatomy, acq)
                 _write_subject_image(out, sub, ses, contrast, acq, image, cord, lesion, anatomy, seed)
+                if grey_matter:
+                    _write_grey_matter(out, sub, ses, contrast, render_tissue_mask(anatomy, acq, Tissue.GM))
 
     table = "participant_id\tgroup\n" + "".join(f"{p}\t{g}\n" for p, g in rows)
     existing = out / "participants.tsv"
@@ -135,3 +139,13 @@ def _write_subject_image(out, sub, ses, contrast, acq, image, cord, lesion, anat
                 "Sources": [source], "SpatialReference": source,
                 "Lesions": [asdict(les) for les in anatomy.lesions], "Seed": seed},
                labels_dir / f"{stem}_lesion-manual.json")
+
+
+def _write_grey_matter(out, sub, ses, contrast, mask):
+    parts = [f"sub-{sub}"] + ([f"ses-{ses}"] if ses else [])
+    stem = "_".join(parts + [contrast])
+    labels_dir = out / "derivatives" / "labels" / Path(*parts) / "anat"
+    source = f"bids:raw:{(Path(*parts) / 'anat' / f'{stem}.nii.gz').as_posix()}"
+    write_nifti(mask, labels_dir / f"{stem}_gmseg-manual.nii.gz")
+    write_json({"Type": "grey matter", "Description": "voxels at least half covered by grey matter (lesions not removed)",
+                "Sources": [source], "SpatialReference": source}, labels_dir / f"{stem}_gmseg-manual.json")
