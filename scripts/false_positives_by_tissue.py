@@ -9,10 +9,12 @@ OUT_DIR is the app's output folder; LESION_LABELS holds the true lesions
 (``<stem>_<lesion-label>.nii.gz``, as for bids_sclesion-eval); TISSUE_LABELS
 holds the tissue masks and the manual cord (``<stem>_<tissue-label>.nii.gz``,
 ``<stem>_<cord-label>.nii.gz``) at the same relative places, e.g. the
-gm-challenge collection's derivatives/labels. For every image with all three
-labels it prints the false-positive volume, the share of it inside the tissue
-and the tissue's share of the cord: a share of false positives well above the
-tissue's share of the cord means the model mistakes that tissue for lesion.
+gm-challenge collection's derivatives/labels, or phantoms made with
+``bids_sclesion-synth --grey-matter``. For every image with all three labels
+it prints the false-positive volume, the share of it inside the tissue and
+the tissue's share of the cord, then the same summed per contrast: a share of
+false positives well above the tissue's share of the cord means the model
+mistakes that tissue for lesion.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ def main() -> int:
     args = p.parse_args()
     print("| image | false-positive mm3 | share in tissue | tissue share of cord |")
     print("|---|---|---|---|")
-    rows = 0
+    # Per image suffix: false-positive mm3, of which in the tissue, cord voxels, of which tissue.
+    totals: dict[str, np.ndarray] = {}
     for table in sorted(args.out_dir.glob("sub-*/**/anat/*_lesions.tsv")):
         name = source_of_lesion_table(table, args.out_dir)
         rel = Path(name.relpath)
@@ -60,9 +63,14 @@ def main() -> int:
         share = (false_pos & tissue).sum() / max(int(false_pos.sum()), 1)
         print(f"| {rel.name} | {false_pos.sum() * voxel_mm3:.0f} | {share:.2f} | "
               f"{(tissue & cord).sum() / max(int(cord.sum()), 1):.2f} |")
-        rows += 1
-    if not rows:
+        totals.setdefault(name.suffix, np.zeros(4))
+        totals[name.suffix] += [false_pos.sum() * voxel_mm3, (false_pos & tissue).sum() * voxel_mm3,
+                                cord.sum(), (tissue & cord).sum()]
+    if not totals:
         raise SystemExit("no image has a prediction, a lesion label and a tissue label")
+    print("\n| contrast | false-positive mm3 | share in tissue | tissue share of cord |\n|---|---|---|---|")
+    for suffix, (fp_mm3, fp_tissue_mm3, cord_vox, tissue_vox) in sorted(totals.items()):
+        print(f"| {suffix} | {fp_mm3:.0f} | {fp_tissue_mm3 / max(fp_mm3, 1e-9):.2f} | {tissue_vox / max(cord_vox, 1):.2f} |")
     return 0
 
 
