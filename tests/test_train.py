@@ -3,6 +3,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from bids_sclesion.cli.train import main as train_main
 from bids_sclesion.model.io import load_model
@@ -373,3 +374,66 @@ def test_fine_tuning_validates_on_subjects_the_pretrained_model_never_saw(synth_
     with caplog.at_level("WARNING", logger="bids_sclesion.train"):
         assert tiny(tmp_path / "tuned_seen", "--init-from", str(seen_all), "--val-fraction", "0.5") == 0
     assert "were in the training of" in caplog.text
+
+
+def test_a_grey_matter_output_leaves_the_pretrained_outputs_unchanged():
+    import torch
+
+    from bids_sclesion.model.network import NetworkConfig, build_network, load_pretrained
+
+    torch.manual_seed(0)
+    small = NetworkConfig(channels=(4, 8, 16), strides=(2, 2))
+    old = build_network(small).eval()
+    new = build_network(NetworkConfig(channels=(4, 8, 16), strides=(2, 2), out_channels=3)).eval()
+    load_pretrained(new, old.state_dict())
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        a, b = old(x), new(x)
+    assert b.shape[1] == 3
+    assert torch.allclose(a, b[:, :2], atol=1e-5), "the cord and lesion outputs must not change"
+    with pytest.raises(ValueError, match="does not fit"):
+        load_pretrained(old, new.state_dict())
+
+
+@pytest.fixture(scope="module")
+def synth_grey_matter(tmp_path_factory):
+    from bids_sclesion.phantoms import generate_dataset
+
+    out = tmp_path_factory.mktemp("synth_gm") / "bids"
+    generate_dataset(out, n_subjects=2, contrasts=("T2w",), seed=7, fov_scale=0.5, grey_matter=True)
+    # sub-02 has no grey matter label: its samples train cord and lesion only.
+    for f in (out / "derivatives/labels/sub-02/anat").glob("*_gmseg-manual.*"):
+        f.unlink()
+    return out
+
+
+def test_training_with_grey_matter_labels(synth_grey_matter, tmp_path):
+    from bids_sclesion.model.cascade import segment_straightened
+    from bids_sclesion.model.inference import predict_probabilities
+
+    out = tmp_path / "gm"
+    assert _tiny(synth_grey_matter, out, tmp_path / "c", "--iterations", "3", "--val-fraction", "0",
+                 "--space", "straight", "--grey-matter-label", "gmseg-manual") == 0
+    model = load_model(out)
+    assert model.metadata["outputs"] == ["cord", "lesion", "grey_matter"]
+    assert model.metadata["network"]["out_channels"] == 3
+    assert model.metadata["training"]["grey_matter_images"] == 1
+    volume = np.random.default_rng(0).random((64, 64, 40)).astype(np.float32)
+    assert predict_probabilities(model.network, volume, roi_size=model.roi_size).shape == (3, 64, 64, 40)
+    assert segment_straightened(volume, model).shape == (2, 64, 64, 40), "the app reads cord and lesion only"
+    assert segment_straightened(volume, model, tta=True).shape == (4, 2, 64, 64, 40)
+    # Fine-tuning a two-output model adds the grey matter output.
+    base = tmp_path / "base"
+    assert _tiny(synth_grey_matter, base, tmp_path / "c", "--iterations", "2", "--val-fraction", "0",
+                 "--space", "straight") == 0
+    assert load_model(base).metadata["outputs"] == ["cord", "lesion"]
+    tuned = tmp_path / "tuned"
+    assert _tiny(synth_grey_matter, tuned, tmp_path / "c", "--iterations", "2", "--val-fraction", "0",
+                 "--space", "straight", "--init-from", str(base), "--grey-matter-label", "gmseg-manual") == 0
+    assert load_model(tuned).metadata["outputs"] == ["cord", "lesion", "grey_matter"]
+
+
+def test_grey_matter_label_that_matches_nothing_is_an_error(synth_two_subjects, tmp_path, capsys):
+    assert _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--iterations", "1",
+                 "--grey-matter-label", "gmseg-manual") == 1
+    assert "no image has a grey matter label <stem>_gmseg-manual.nii.gz" in capsys.readouterr().err

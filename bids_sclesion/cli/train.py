@@ -47,6 +47,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="cord label files <stem>_<LABEL>.nii.gz in derivatives/labels (e.g. label-SC_seg)")
     p.add_argument("--lesion-label", default=d.lesion_label,
                    help="lesion label files <stem>_<LABEL>.nii.gz (e.g. label-lesion_mask)")
+    p.add_argument("--grey-matter-label", default=None, metavar="LABEL",
+                   help="grey matter label files <stem>_<LABEL>.nii.gz (e.g. gmseg-manual): train grey matter as a "
+                        "third output where they exist, so that the network learns the tissue it most often "
+                        "takes for lesion; the app uses the cord and lesion outputs only")
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--val-max-images", type=int, default=d.val_max_images, help="validation images scored each time")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         fold=args.fold,
         cord_label=args.cord_label,
         lesion_label=args.lesion_label,
+        grey_matter_label=args.grey_matter_label,
         monitor=args.monitor,
         filters=filters,
         participant_label=tuple(label.removeprefix("sub-") for label in args.participant_label),

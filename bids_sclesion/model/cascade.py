@@ -8,6 +8,7 @@ probabilities are mapped back to the native grid.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -57,14 +58,14 @@ def sample_straight(img: nib.Nifti1Image, native_points: np.ndarray) -> np.ndarr
 
 
 def straighten_labels(canonical: nib.Nifti1Image, cord: np.ndarray, lesion: np.ndarray,
-                      space: StraightSpace = StraightSpace()) -> tuple[np.ndarray, np.ndarray]:
-    """Straightened, normalised image and labels (2, ...) with the centreline of ``cord``."""
+                      space: StraightSpace = StraightSpace(), extra: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Straightened, normalised image and labels (2 + len(extra), ...) with the centreline of ``cord``."""
     cl = extract_centerline(cord.astype(np.float32), canonical.affine)
     grid = straight_grid(cl, space.radius_mm, space.spacing_mm, space.margin_mm)
     points = straight_to_native_points(cl, grid)
     image = sample_straight(canonical, points)
     labels = np.stack([apply_points(m.astype(np.float32), canonical.affine, points, order=1) >= 0.5
-                       for m in (cord, lesion)])
+                       for m in (cord, lesion, *extra)])
     return image, labels
 
 
@@ -79,9 +80,10 @@ def segment_straightened(volume: np.ndarray, model: LoadedModel, device: torch.d
     With ``tta`` the plain and three flipped predictions are returned, shape
     (4, 2, *straight grid): their spread is the uncertainty.
     """
-    return predict_probabilities(model.network, volume, device, roi_size=model.roi_size,
+    prob = predict_probabilities(model.network, volume, device, roi_size=model.roi_size,
                                  size_divisor=model.size_divisor, flip_axes=TTA_FLIPS if tta else (),
                                  return_copies=tta)
+    return prob[:, :2] if tta else prob[:2]  # a grey matter output, if any, is not used
 
 
 def unstraighten(prob: np.ndarray, straight_affine: np.ndarray, straight_points: np.ndarray) -> np.ndarray:

@@ -30,13 +30,13 @@ def predict_probabilities(
     flip_axes: tuple[tuple[int, ...], ...] = (),
     return_copies: bool = False,
 ) -> np.ndarray:
-    """Return sigmoid probabilities, shape (2, *volume.shape): cord, lesion.
+    """Return sigmoid probabilities, shape (outputs, *volume.shape): cord, lesion (then grey matter, if trained).
 
     The volume is padded to a multiple of the network's down-sampling factor
     and windows are blended with Gaussian weights. ``flip_axes`` adds
     test-time augmentation: the probabilities of each flipped copy (axes of
     the volume) are flipped back and averaged with the plain prediction;
-    ``return_copies`` returns every copy instead, shape (copies, 2, ...).
+    ``return_copies`` returns every copy instead, shape (copies, outputs, ...).
     """
     device = torch.device(device)
     shape = np.asarray(volume.shape)

@@ -20,6 +20,6 @@ def segment_image(
                                  size_divisor=model.size_divisor, flip_axes=model.flip_axes)
     out = [
         np.clip(resample_to_grid(p, model_input.affine, img.shape[:3], img.affine, order=1), 0.0, 1.0)
-        for p in prob
+        for p in prob[:2]  # a grey matter output, if any, is not used
     ]
     return out[0], out[1]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -24,7 +25,7 @@ from ..core.metrics import dice, lesion_detection
 from ..core.preprocess import bias_correct_image, mask_to_model_grid, prepare_for_model
 from .inference import predict_probabilities
 from .io import save_model
-from .network import NetworkConfig, OUTPUT_CHANNELS, build_network, init_output_bias
+from .network import GREY_MATTER, NetworkConfig, OUTPUT_CHANNELS, build_network, init_output_bias, load_pretrained
 from .transforms import sample_patch, to_batch, training_augmentation
 
 LOGGER = logging.getLogger("bids_sclesion.train")
@@ -38,6 +39,7 @@ class TrainingCase:
     cord_path: Path
     lesion_path: Path | None  # None: a cord-only case (no lesion in this image)
     dataset: int = 0  # index of the BIDS dataset the case comes from
+    grey_matter_path: Path | None = None  # optional grey matter label (a third output)
 
     @property
     def suffix(self) -> str:
@@ -53,6 +55,7 @@ def find_training_cases(
     dataset: int = 0,
     filters: dict | None = None,
     participant_label: Sequence[str] | None = None,
+    grey_matter_label: str | None = None,
 ) -> list[TrainingCase]:
     """Images of ``suffixes`` with a cord label in derivatives/labels.
 
@@ -60,7 +63,8 @@ def find_training_cases(
     ``--bids-filter-file``, e.g. ``{"acquisition": "sag"}``). With
     ``require_lesion`` the lesion label must exist too; otherwise an image
     without one is a lesion-free case (a healthy cord teaches the network
-    what is *not* a lesion).
+    what is *not* a lesion). ``grey_matter_label`` also records each image's
+    grey matter label where one exists.
     """
     from ..bids import collect_images
 
@@ -81,8 +85,10 @@ def find_training_cases(
         lesion = labels_dir / f"{stem}_{lesion_label}.nii.gz"
         if not cord.exists() or (require_lesion and not lesion.exists()):
             continue
+        grey_matter = labels_dir / f"{stem}_{grey_matter_label}.nii.gz" if grey_matter_label else None
         cases.append(TrainingCase(_ENTITY.match(image.name).group(1), image, cord,
-                                  lesion if lesion.exists() else None, dataset))
+                                  lesion if lesion.exists() else None, dataset,
+                                  grey_matter if grey_matter is not None and grey_matter.exists() else None))
     return cases
 
 
@@ -128,7 +134,7 @@ def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
     """
     if space == "straight":
         return _preprocess_straight(case, cache_dir)
-    cache = _cache_path(case, cache_dir, "", spacing)
+    cache = _cache_path(case, cache_dir, "_gm" if case.grey_matter_path else "", spacing)
     if cache and cache.exists():
         return _load_cache(cache)
     img = load_image(case.image_path)
@@ -138,7 +144,8 @@ def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
         lesion = mask_to_model_grid(nib.load(str(case.lesion_path)), canonical, spacing)
     else:
         lesion = np.zeros_like(cord)
-    labels = np.stack([cord | lesion, lesion]).astype(np.uint8)
+    extra = [mask_to_model_grid(nib.load(str(case.grey_matter_path)), canonical, spacing)] if case.grey_matter_path else []
+    labels = np.stack([cord | lesion, lesion, *extra]).astype(np.uint8)
     _save_cache(cache, model_input.data, labels)
     return model_input.data, labels.astype(np.float32)
 
@@ -170,12 +177,12 @@ def _preprocess_straight(case: TrainingCase, cache_dir: Path | None) -> tuple[np
     from .cascade import StraightSpace, straighten_labels
 
     space = StraightSpace()
-    cache = _cache_path(case, cache_dir, "_straight", space)
+    cache = _cache_path(case, cache_dir, "_straight_gm" if case.grey_matter_path else "_straight", space)
     if cache and cache.exists():
         return _load_cache(cache)
     canonical = bias_correct_image(to_canonical(load_image(case.image_path)))
     masks = []
-    for path in (case.cord_path, case.lesion_path):
+    for path in (case.cord_path, case.lesion_path) + ((case.grey_matter_path,) if case.grey_matter_path else ()):
         if path is None:
             masks.append(np.zeros(canonical.shape, bool))
             continue
@@ -183,8 +190,8 @@ def _preprocess_straight(case: TrainingCase, cache_dir: Path | None) -> tuple[np
         if mask.shape != canonical.shape or not np.allclose(mask.affine, canonical.affine, atol=1e-3):
             raise ValueError(f"{path}: mask and image grids differ")
         masks.append(np.asarray(mask.dataobj, np.float32) > 0.5)
-    image, labels = straighten_labels(canonical, masks[0], masks[1], space)
-    labels = np.stack([labels[0] | labels[1], labels[1]]).astype(np.uint8)
+    image, labels = straighten_labels(canonical, masks[0], masks[1], space, extra=masks[2:])
+    labels = np.stack([labels[0] | labels[1], *labels[1:]]).astype(np.uint8)
     _save_cache(cache, image, labels)
     return image, labels.astype(np.float32)
 
@@ -223,6 +230,7 @@ class TrainingConfig:
     participant_label: tuple[str, ...] = ()  # train on these subjects only (labels without "sub-")
     tensorboard: bool = False  # also write TensorBoard scalars to MODEL_DIR/tensorboard
     dataset_weights: tuple[float, ...] = ()  # relative sampling weight of each dataset (empty: equal)
+    grey_matter_label: str | None = None  # <stem>_<label>.nii.gz: grey matter as a third output, where labelled
 
 
 #: Validation metrics early stopping and model selection can follow.
@@ -374,12 +382,16 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
         init = load_model(config.init_from, "cpu")
         network_config = NetworkConfig.from_dict(init.metadata["network"])
     network_config = network_config or NetworkConfig()
+    if config.grey_matter_label:
+        network_config = dataclasses.replace(network_config, out_channels=max(network_config.out_channels,
+                                                                              len(OUTPUT_CHANNELS) + 1))
     weights = _dataset_weights(config, len(bids_dirs))
     cases = []
     for i, bd in enumerate(bids_dirs):
         found = find_training_cases(bd, config.suffixes, cord_label=config.cord_label,
                                     lesion_label=config.lesion_label, require_lesion=config.require_lesion, dataset=i,
-                                    filters=config.filters, participant_label=config.participant_label or None)
+                                    filters=config.filters, participant_label=config.participant_label or None,
+                                    grey_matter_label=config.grey_matter_label)
         if not found:
             raise ValueError(f"{bd}: no image of {list(config.suffixes)}"
                              f"{' matching ' + json.dumps(config.filters) if config.filters else ''} with labels "
@@ -389,6 +401,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     cases = [c for c in cases if c.subject not in set(config.exclude_subjects)]
     if not cases:
         raise ValueError("every image was excluded")
+    if config.grey_matter_label and not any(c.grey_matter_path for c in cases):
+        raise ValueError(f"no image has a grey matter label <stem>_{config.grey_matter_label}.nii.gz in derivatives/labels")
     seen_by_init = set(init.metadata.get("training", {}).get("subjects", [])) if init is not None else set()
     train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed, config.folds, config.fold,
                                               seen_before=seen_by_init)
@@ -418,9 +432,9 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     dev = dist.device(device)
     network = build_network(network_config)
     if init is not None:
-        network.load_state_dict(init.network.state_dict())
+        load_pretrained(network, init.network.state_dict())  # a new grey matter output starts from scratch
     else:
-        init_output_bias(network)
+        init_output_bias(network, (-2.0, -4.0, -2.0)[: network_config.out_channels])
     network = network.to(dev)
     groups, max_lrs = _parameter_groups(network, config, pretrained=init is not None)
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -473,18 +487,22 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     it = first_it - 1
     try:
         for it in range(first_it, config.iterations + 1):
-            samples = []
+            samples, labelled_gm = [], []
             for _ in range(config.batch_size):
                 group = by_dataset[int(rng.choice(len(by_dataset), p=draw))]
                 k = group[int(rng.integers(len(group)))]
                 image, labels = train_data[k]
                 img_p, lab_p = sample_patch(rng, image, labels, config.patch_size, p_lesion=0.6, p_cord=0.25,
                                             lesion_voxels=voxels[k][0], cord_voxels=voxels[k][1])
+                labelled_gm.append(lab_p.shape[0] > len(OUTPUT_CHANNELS))
+                if lab_p.shape[0] < network_config.out_channels:  # no grey matter label: that output is not trained
+                    lab_p = np.concatenate([lab_p, np.zeros((network_config.out_channels - lab_p.shape[0],)
+                                                            + lab_p.shape[1:], lab_p.dtype)])
                 samples.append(augment({"image": img_p[None], "label": lab_p}))
             x, y = to_batch(samples)
             x, y = x.to(dev), y.to(dev)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(trained(x), y)
+                loss = _loss(loss_fn, trained(x), y, torch.tensor(labelled_gm, device=dev))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -553,7 +571,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     metadata = {
         "name": model_dir.name,
         "version": __version__,
-        "outputs": list(OUTPUT_CHANNELS),
+        "outputs": list(OUTPUT_CHANNELS) + [GREY_MATTER] * (network_config.out_channels - len(OUTPUT_CHANNELS)),
         "spacing_mm": list(config.spacing_mm),
         "space": config.space,
         "contrasts": sorted({c.suffix for c in cases}),
@@ -567,6 +585,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
             "bids_dir": [str(b) for b in bids_dirs],
             "init_from": init.name if init is not None else None,
             "images": len(train_cases),
+            "grey_matter_images": sum(c.grey_matter_path is not None for c in train_cases),
             "subjects": sorted({c.subject for c in train_cases}),
             "validation_subjects": sorted({c.subject for c in val_cases}),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
@@ -578,6 +597,15 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     }
     save_model(network, metadata, model_dir)
     return model_dir
+
+
+def _loss(loss_fn, logits: torch.Tensor, target: torch.Tensor, labelled_gm: torch.Tensor) -> torch.Tensor:
+    """Cord and lesion loss, plus the grey matter loss on the samples that have a grey matter label."""
+    n = len(OUTPUT_CHANNELS)
+    loss = loss_fn(logits[:, :n], target[:, :n])
+    if logits.shape[1] > n and bool(labelled_gm.any()):
+        loss = loss + loss_fn(logits[labelled_gm, n:], target[labelled_gm, n:])
+    return loss
 
 
 #: Validation columns of training_log.csv (and TensorBoard scalars).
