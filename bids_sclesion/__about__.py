@@ -1,3 +1,7 @@
 __version__ = "0.1.0"
+#: Bumped when this version computes different results than before (revision 2: images resampled
+#: up to the outer edge of their end voxels). Part of every cache key (work directory nodes,
+#: training cache), so that results cached by an earlier revision are recomputed.
+__results_revision__ = 2
 __packagename__ = "bids_sclesion"
 __url__ = "https://github.com/bids-sclesion/bids_sclesion"

@@ -56,6 +56,28 @@ def test_resample_to_spacing_keeps_field_of_view():
     assert np.allclose(c_old, c_new, atol=0.6)
 
 
+def test_resampling_keeps_the_end_slices_of_a_thick_slab():
+    # Three 5 mm slices cover 15 mm: at 1 mm every one of the 15 new slices lies inside a source slice.
+    data = np.ones((8, 8, 3), np.float32)
+    out, _ = resample_to_spacing(data, np.diag([1.0, 1.0, 5.0, 1.0]), 1.0)
+    assert out.shape == (8, 8, 15) and np.all(out == 1), [float(out[..., k].min()) for k in range(15)]
+    # Points more than half a voxel past the edge are outside (cval), along a tilted grid too.
+    tilt = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, -2.0], [0.0, 0.0, 0.0, 1.0]])
+    out = resample_to_grid(data, np.diag([1.0, 1.0, 5.0, 1.0]), (15, 8, 8), tilt, cval=-1.0)
+    inside = (np.arange(15) - 2.0) / 5.0  # source slice coordinate of each target index along the first axis
+    expected = np.where((inside >= -0.5) & (inside <= 2.5), 1.0, -1.0)
+    assert np.array_equal(out[:, 0, 0], expected)
+
+
+def test_straight_sampling_keeps_the_half_voxel_beyond_the_edge_centres():
+    from bids_sclesion.core.straighten import apply_points
+
+    data = np.arange(27, dtype=np.float32).reshape(3, 3, 3) + 1
+    points = np.array([[-0.4, 1, 1], [-0.6, 1, 1], [2.4, 1, 1], [2.6, 1, 1], [1, 1, 1]], float)
+    out = apply_points(data, np.eye(4), points, cval=0.0)
+    assert out.tolist() == [data[0, 1, 1], 0.0, data[2, 1, 1], 0.0, data[1, 1, 1]]
+
+
 def test_n4_removes_a_smooth_bias_and_keeps_sign():
     rng = np.random.default_rng(1)
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, 40)] * 3, indexing="ij")

@@ -140,22 +140,38 @@ def resample_to_grid(
     order: int = 1,
     cval: float = 0.0,
 ) -> np.ndarray:
-    """Sample ``data`` (with ``affine``) on the grid ``shape``/``target_affine``."""
+    """Sample ``data`` (with ``affine``) on the grid ``shape``/``target_affine``.
+
+    A source voxel covers half a voxel on each side of its centre: target
+    points there take the edge voxel's value, points farther out ``cval``
+    (SciPy's "constant" mode alone would return ``cval`` past the edge
+    centres, e.g. 2 of the 5 mm of each end slice of a 5 mm slab at 1 mm).
+    """
     mapping = np.linalg.inv(affine) @ target_affine
-    # Snap values within 1e-6 of an integer: rounding errors would otherwise put the edge voxels of a grid
-    # just outside the source (e.g. -1e-15), where SciPy's "constant" mode returns cval for the whole voxel.
+    # Snap values within 1e-6 of an integer (rounding errors at the grid's edges).
     mapping = np.where(np.abs(mapping - np.round(mapping)) < 1e-6, np.round(mapping), mapping)
     matrix, offset = mapping[:3, :3], mapping[:3, 3]
-    if np.allclose(matrix, np.diag(np.diag(matrix))):
-        matrix = np.diag(matrix)  # fast path for axis-aligned grids
-    prefilter = order > 1
+    shape = tuple(int(n) for n in shape)
+    source = np.asarray(data, dtype=np.float32)
+    upper = np.asarray(source.shape[:3], float) - 0.5
+    diagonal = np.allclose(matrix, np.diag(np.diag(matrix)))
     with warnings.catch_warnings():
-        # SciPy notes that a 1-D matrix means a diagonal one, which is what we want.
+        # SciPy notes that a 1-D matrix means a diagonal one (the fast path for axis-aligned grids).
         warnings.simplefilter("ignore", UserWarning)
-        return ndimage.affine_transform(
-            np.asarray(data, dtype=np.float32), matrix, offset, output_shape=tuple(shape), order=order,
-            mode="constant", cval=cval, prefilter=prefilter,
-        )
+        out = ndimage.affine_transform(source, np.diag(matrix) if diagonal else matrix, offset, output_shape=shape,
+                                       order=order, mode="nearest", prefilter=order > 1)
+    inside = np.ones(shape, bool)
+    if diagonal:  # which target points lie in the source is separable
+        for axis in range(3):
+            c = matrix[axis, axis] * np.arange(shape[axis]) + offset[axis]
+            inside &= ((c >= -0.5) & (c <= upper[axis])).reshape([-1 if a == axis else 1 for a in range(3)])
+    else:  # slab by slab, to bound memory
+        jk = np.indices(shape[1:], dtype=np.float64).reshape(2, -1)
+        for i in range(shape[0]):
+            coords = matrix[:, 0:1] * i + matrix[:, 1:] @ jk + offset[:, None]
+            inside[i] = np.all((coords >= -0.5) & (coords <= upper[:, None]), axis=0).reshape(shape[1:])
+    out[~inside] = cval
+    return out
 
 
 def voxel_volume(affine: np.ndarray) -> float:

@@ -165,13 +165,26 @@ def displacement_field_image(target_points: np.ndarray, grid_affine: np.ndarray)
 
 def apply_points(data: np.ndarray, affine: np.ndarray, points_mm: np.ndarray, order: int = 1,
                  cval: float = 0.0) -> np.ndarray:
-    """Sample ``data`` (grid ``affine``) at world points (..., 3)."""
+    """Sample ``data`` (grid ``affine``) at world points (..., 3).
+
+    A voxel covers half a voxel on each side of its centre: points there take
+    the edge voxel's value (SciPy's "constant" mode would return ``cval`` past
+    the centre, losing half of the first and last slice of a thick-slice slab);
+    points farther out get ``cval``.
+    """
     inv = np.linalg.inv(affine)
     vox = points_mm @ inv[:3, :3].T + inv[:3, 3]
-    coords = np.moveaxis(vox, -1, 0).reshape(3, -1)
+    coords = clamp_to_voxel_extent(np.moveaxis(vox, -1, 0).reshape(3, -1), data.shape)
     out = ndimage.map_coordinates(np.asarray(data, np.float32), coords, order=order, mode="constant", cval=cval,
                                   prefilter=order > 1)
     return out.reshape(points_mm.shape[:-1])
+
+
+def clamp_to_voxel_extent(coords: np.ndarray, shape) -> np.ndarray:
+    """Voxel coordinates (3, N) within half a voxel outside the grid moved onto its edge voxels."""
+    upper = np.asarray(shape[:3], float)[:, None] - 1
+    inside = (coords >= -0.5) & (coords <= upper + 0.5)
+    return np.where(inside, np.clip(coords, 0.0, upper), coords)
 
 
 def straightening_fields(cord_prob: np.ndarray, affine: np.ndarray, radius_mm: float = 20.0,

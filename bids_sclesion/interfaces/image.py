@@ -63,6 +63,7 @@ class N4BiasCorrection(SimpleInterface):
 class _ToOriginalInputSpec(BaseInterfaceInputSpec):
     in_files = traits.List(File(exists=True), mandatory=True, desc="maps on the canonical grid")
     reference = File(exists=True, mandatory=True, desc="the original image")
+    software_version = traits.Str(desc="the app's version and results revision: cached results are recomputed when it changes")
 
 
 class _ToOriginalOutputSpec(TraitedSpec):

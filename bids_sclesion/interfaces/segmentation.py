@@ -14,6 +14,7 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="canonical, bias-corrected image")
     model = traits.Str("default", usedefault=True, desc="bundled model name or model directory")
     model_hash = traits.Str(desc="content hash of the model weights (re-runs when the model changes)")
+    software_version = traits.Str(desc="the app's version and results revision: cached results are recomputed when it changes")
     device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
     num_threads = traits.Int(1, usedefault=True, nohash=True)
 

@@ -20,6 +20,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from .. import __version__
+from ..__about__ import __results_revision__
 from ..core.image import load_image, to_canonical
 from ..core.metrics import dice, lesion_detection
 from ..core.preprocess import bias_correct_image, mask_to_model_grid, prepare_for_model
@@ -151,11 +152,12 @@ def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
 
 
 def _cache_path(case: TrainingCase, cache_dir: Path | None, tag: str, params) -> Path | None:
-    """Cache file of a case, keyed by the image (path, mtime), the parameters and the version."""
+    """Cache file of a case, keyed by the image (path, mtime), the parameters, the version and results revision."""
     if not cache_dir:
         return None
     key = hashlib.sha1(
-        f"{case.image_path.resolve()}|{case.image_path.stat().st_mtime_ns}|{params}|{__version__}".encode()
+        f"{case.image_path.resolve()}|{case.image_path.stat().st_mtime_ns}|{params}|{__version__}"
+        f"+r{__results_revision__}".encode()
     ).hexdigest()[:16]
     return cache_dir / f"{case.image_path.name.split('.')[0]}{tag}_{key}.npz"
 

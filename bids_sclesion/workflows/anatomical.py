@@ -5,11 +5,15 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from .. import __version__
+from ..__about__ import __results_revision__
 from ..core.lesions import DEFAULT_MIN_LESION_MM3
 from ..interfaces.bids import DerivativesSink, WarpsSink
 from ..interfaces.image import N4BiasCorrection, ResampleToOriginal, Reorient
 from ..interfaces.segmentation import PostprocessLesions, SegmentCordLesion, SegmentStraightened
 from ..interfaces.straighten import CheckSpinalCord, CordStraighteningWarps
+
+#: Cached nodes whose results depend on the code, not only on their inputs, recompute when this changes.
+_SOFTWARE = f"{__version__}+r{__results_revision__}"
 
 
 def init_anat_lesion_wf(
@@ -51,13 +55,14 @@ def init_anat_lesion_wf(
     reorient = pe.Node(Reorient(), name="reorient", mem_gb=0.5)
     n4 = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_bias_correction", n_procs=omp_nthreads, mem_gb=1.0)
     segment = pe.Node(
-        SegmentCordLesion(model=model, model_hash=model_hash, device=device, num_threads=omp_nthreads),
+        SegmentCordLesion(model=model, model_hash=model_hash, software_version=_SOFTWARE, device=device,
+                          num_threads=omp_nthreads),
         name="segment_cord_lesion",
         n_procs=omp_nthreads,
         mem_gb=2.0,
     )
     merge = pe.Node(niu.Merge(2), name="merge_probabilities", run_without_submitting=True)
-    to_original = pe.Node(ResampleToOriginal(), name="to_original_grid", mem_gb=0.5)
+    to_original = pe.Node(ResampleToOriginal(software_version=_SOFTWARE), name="to_original_grid", mem_gb=0.5)
     split = pe.Node(niu.Split(splits=[1, 1], squeeze=True), name="split_probabilities", run_without_submitting=True)
     post = pe.Node(PostprocessLesions(threshold=threshold, min_lesion_mm3=min_lesion_mm3), name="postprocess_lesions",
                    mem_gb=0.5)
@@ -69,7 +74,7 @@ def init_anat_lesion_wf(
 
     # The warps have their own sink, so the lesion outputs do not wait on it; an image
     # without a plausible spinal cord is refused by stage 2 (cascade) or check_spinal_cord.
-    straighten = pe.Node(CordStraighteningWarps(software_version=__version__), name="straightening_warps", mem_gb=1.0)
+    straighten = pe.Node(CordStraighteningWarps(software_version=_SOFTWARE), name="straightening_warps", mem_gb=1.0)
     if stage2_model:
         space = straight_space_of(stage2_model)
         straighten.inputs.radius_mm = space.radius_mm
@@ -105,8 +110,8 @@ def init_anat_lesion_wf(
         ])  # fmt: skip
         return wf
     stage2 = pe.Node(
-        SegmentStraightened(model=stage2_model, model_hash=stage2_model_hash, device=device,
-                            num_threads=omp_nthreads, tta=tta),
+        SegmentStraightened(model=stage2_model, model_hash=stage2_model_hash, software_version=_SOFTWARE,
+                            device=device, num_threads=omp_nthreads, tta=tta),
         name="segment_straightened_cord",
         n_procs=omp_nthreads,
         mem_gb=2.0,
