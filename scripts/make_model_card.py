@@ -77,6 +77,8 @@ def main() -> int:
 
 """
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    real_where = ("real cords with inserted lesions are scored above" if real_section
+                  else "real-image results, where measured, are below")
     t = meta["training"]
     if meta.get("space") == "straight":
         sp = meta["straight_space"]
@@ -121,7 +123,7 @@ covers at least 10 % of it); a predicted component touching no true lesion is a 
 
 {more_section}{real_section}## Limits
 - No real MS lesion was used in training or testing: lesion accuracy on real patients is not known from
-  these figures (real cords with inserted lesions, where measured, are scored above).
+  these figures ({real_where}).
 """
     if args.extra and args.extra.exists():
         card += "\n" + args.extra.read_text()
