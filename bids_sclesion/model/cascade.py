@@ -19,6 +19,7 @@ from ..core.intensity import normalize_intensity
 from ..core.straighten import apply_points, straight_grid, straight_to_native_points
 from .inference import predict_probabilities
 from .io import LoadedModel
+from .network import OUTPUT_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def segment_straightened(volume: np.ndarray, model: LoadedModel, device: torch.d
     prob = predict_probabilities(model.network, volume, device, roi_size=model.roi_size,
                                  size_divisor=model.size_divisor, flip_axes=TTA_FLIPS if tta else (),
                                  return_copies=tta)
-    return prob[:, :2] if tta else prob[:2]  # a grey matter output, if any, is not used
+    n = len(OUTPUT_CHANNELS)  # a grey matter output, if any, is not used
+    return prob[:, :n] if tta else prob[:n]
 
 
 def unstraighten(prob: np.ndarray, straight_affine: np.ndarray, straight_points: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from ..core.image import resample_to_grid
 from ..core.preprocess import to_model_grid
 from .inference import predict_probabilities
 from .io import LoadedModel
+from .network import OUTPUT_CHANNELS
 
 
 def segment_image(
@@ -20,6 +21,6 @@ def segment_image(
                                  size_divisor=model.size_divisor, flip_axes=model.flip_axes)
     out = [
         np.clip(resample_to_grid(p, model_input.affine, img.shape[:3], img.affine, order=1), 0.0, 1.0)
-        for p in prob[:2]  # a grey matter output, if any, is not used
+        for p in prob[: len(OUTPUT_CHANNELS)]  # a grey matter output, if any, is not used
     ]
     return out[0], out[1]
