@@ -437,3 +437,15 @@ def test_grey_matter_label_that_matches_nothing_is_an_error(synth_two_subjects, 
     assert _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--iterations", "1",
                  "--grey-matter-label", "gmseg-manual") == 1
     assert "no image has a grey matter label <stem>_gmseg-manual.nii.gz" in capsys.readouterr().err
+
+
+def test_batch_logs_get_progress_lines_between_validations(synth_two_subjects, tmp_path, capsys, monkeypatch):
+    import bids_sclesion.model.train as train_module
+
+    # Under SLURM or nohup there is no terminal for the progress bar: progress comes as timed lines.
+    monkeypatch.setattr(train_module, "BATCH_REPORT_SECONDS", 0.0)
+    assert _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--iterations", "3", "--val-every", "3",
+                 "--val-fraction", "0.5") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "it/s, about" in line]
+    assert [line.split()[2] for line in lines] == ["1/3", "2/3", "3/3"], lines
+    assert all(line.startswith("[train] it ") and " min left" in line for line in lines)
