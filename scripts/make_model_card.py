@@ -80,6 +80,10 @@ def main() -> int:
     real_where = ("real cords with inserted lesions are scored above" if real_section
                   else "real-image results, where measured, are below")
     t = meta["training"]
+    outputs = "two\nsigmoid maps: spinal cord (lesions included) and MS lesion"
+    if len(meta.get("outputs", [])) > 2:
+        outputs = ("three\nsigmoid maps: spinal cord (lesions included), MS lesion and grey matter (trained where "
+                   "grey matter labels exist; the app reads the first two)")
     if meta.get("space") == "straight":
         sp = meta["straight_space"]
         grid = (f"the straightened, cropped cord: a grid of {sp['spacing_mm']} mm (across, across, along the "
@@ -96,8 +100,7 @@ def main() -> int:
     card = f"""# Model card: `{meta['name']}` (bids_sclesion {meta['version']})
 
 ## What it does
-A 3D residual U-Net (MONAI `UNet`, channels {meta['network']['channels']}, instance norm) that outputs two
-sigmoid maps: spinal cord (lesions included) and MS lesion. Input: {grid}.
+A 3D residual U-Net (MONAI `UNet`, channels {meta['network']['channels']}, instance norm) that outputs {outputs}. Input: {grid}.
 Contrasts seen in training: {', '.join(meta['contrasts'])}. Inference: sliding window
 {meta['inference']['roi_size']} with Gaussian blending, threshold {meta['inference']['threshold']};
 lesion components outside the cord are removed.
