@@ -268,27 +268,30 @@ def test_killed_run_leaves_no_corrupt_file_and_a_rerun_completes(synth_two_subje
 
 def test_two_runs_on_one_output_directory(synth_two_subjects, tmp_path):
     """Different participants: both complete. The same participant: the second says who holds it, and stops."""
+    from bids_sclesion.utils.locks import ParticipantLocks
+
     out = tmp_path / "out"
     common = [str(synth_two_subjects), str(out), "participant", "--skip-bids-validation", "--nprocs", "1",
               "--contrast", "T2w", "--no-reports"]
     first = _app([*common, "-w", str(tmp_path / "w1"), "--participant-label", "01"])
     second = _app([*common, "-w", str(tmp_path / "w2"), "--participant-label", "02"])
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / ".locks" / "sub-01.lock").exists():
-        time.sleep(0.05)
-    time.sleep(1.0)
-    clash = _app([*common, "-w", str(tmp_path / "w3"), "--participant-label", "01"])
-    clash_out, clash_err = clash.communicate(timeout=300)
     first_out, first_err = first.communicate(timeout=600)
     second_out, second_err = second.communicate(timeout=600)
     assert first.returncode == 0, first_out + first_err
     assert second.returncode == 0, second_out + second_err
-    assert clash.returncode == 1
-    assert re.search(r"sub-01 skipped: another bids_sclesion run \(pid \d+ on .*\) is writing it", clash_err), clash_err
     for label in ("01", "02"):
         for path in (out / f"sub-{label}" / "anat").glob("*.nii.gz"):
             np.asarray(nib.load(str(path)).dataobj)
         assert (out / f"sub-{label}" / "anat" / f"sub-{label}_desc-T2w_lesions.tsv").is_file()
+    # Another run holds sub-01 (here this process, with the app's own lock): a run of sub-01 names it and stops.
+    # Holding the lock here, rather than racing a run that may finish first, keeps the test deterministic.
+    with ParticipantLocks(out) as holder:
+        assert holder.acquire(["01"]) == {}
+        clash = _app([*common, "-w", str(tmp_path / "w3"), "--participant-label", "01"])
+        clash_out, clash_err = clash.communicate(timeout=300)
+    assert clash.returncode == 1, clash_out + clash_err
+    assert re.search(rf"sub-01 skipped: another bids_sclesion run \(pid {os.getpid()} on .*\) is writing it",
+                     clash_err), clash_err
     # the lock dies with its holder: a later run of sub-01 proceeds (everything cached: fast)
     again = _app([*common, "-w", str(tmp_path / "w1"), "--participant-label", "01"])
     again_out, again_err = again.communicate(timeout=600)
