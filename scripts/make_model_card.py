@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from bids_sclesion.evaluate import evaluate_outputs, format_summary
+from bids_sclesion.model.network import OUTPUT_CHANNELS
 
 
 def main() -> int:
@@ -81,7 +82,7 @@ def main() -> int:
                   else "real-image results, where measured, are below")
     t = meta["training"]
     outputs = "two\nsigmoid maps: spinal cord (lesions included) and MS lesion"
-    if len(meta.get("outputs", [])) > 2:
+    if len(meta.get("outputs", [])) > len(OUTPUT_CHANNELS):
         outputs = ("three\nsigmoid maps: spinal cord (lesions included), MS lesion and grey matter (trained where "
                    "grey matter labels exist; the app reads the first two)")
     if meta.get("space") == "straight":

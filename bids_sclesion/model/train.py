@@ -485,7 +485,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     if writer and not resumed:
         writer.writerow(["iteration", "loss", "lr", "seconds"] + [f"val_{k}" for k in _LOGGED])
     bar = _progress_bar(config.iterations, first_it - 1, progress)
-    last_report = start
+    last_report = 0.0  # seconds into this run of the last batch-log progress line
     running = []
     it = first_it - 1
     try:
@@ -516,8 +516,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{running[-1]:.3f}", refresh=False)
-            elif progress and time.time() - last_report >= BATCH_REPORT_SECONDS:
-                last_report = time.time()
+            elif progress and elapsed - last_report >= BATCH_REPORT_SECONDS:
+                last_report = elapsed
                 print(_progress_line(it, first_it, config.iterations, running, elapsed), flush=True)
             if board is not None:
                 board.add_scalar("train/loss", running[-1], it)
