@@ -25,6 +25,12 @@ MAX_CORD_AREA_MM2 = 250.0  # the largest cords measure ~120 mm2; thick slices bl
 #: 66-134 mm2; brain-like images: 278-483). A blob wider than it is long is measured across its widest axis, so a
 #: disk 9 mm wide (a cord's width) measures 8 mm whatever its thickness: the bound sits clear of that, at 10 mm.
 MIN_CORD_LENGTH_MM = 10.0
+#: Shortest wavelength of a bend the centreline fit keeps (half-power cut-off of the smoothing spline). A cord
+#: bends over centimetres (its tightest curve, at the cervicomedullary junction, has a radius of 2-3 cm); left
+#: to generalised cross-validation alone, a short or noisy cord map gets a fit that follows the slice-to-slice
+#: jitter of the centroids (seen on a real 16 mm axial crop: tangents swinging 20 degrees between 1 mm slices,
+#: which tilts the straightened slices and smears a lesion over a dozen of them).
+MIN_BEND_WAVELENGTH_MM = 20.0
 
 
 def check_cord_plausible(cord: np.ndarray, affine: np.ndarray, centerline: "Centerline") -> None:
@@ -115,6 +121,34 @@ def _smooth(t: np.ndarray, y: np.ndarray, lam: float | None):
     return interpolate.make_smoothing_spline(t, y, lam=lam)
 
 
+def min_smoothing(t: np.ndarray, wavelength_mm: float = MIN_BEND_WAVELENGTH_MM) -> float:
+    """Smoothing parameter whose cut-off wavelength is ``wavelength_mm`` for samples at ``t`` (mm).
+
+    The spline minimises sum (y_i - f(t_i))^2 + lam * integral f''^2; with ``rho``
+    samples per mm a sine of angular frequency w is damped by 1 / (1 + lam w^4 / rho),
+    which is one half at ``lam = rho / w^4``.
+    """
+    length = float(t[-1] - t[0])
+    rho = (len(t) - 1) / max(length, 1e-6)
+    return rho * (wavelength_mm / (2 * np.pi)) ** 4
+
+
+def _roughness(spline, t: np.ndarray) -> float:
+    """Integral of the squared second derivative (a cubic spline's f'' is piecewise linear)."""
+    dense = np.linspace(t[0], t[-1], max(64, 8 * len(t)))
+    return float(np.trapezoid(spline.derivative(2)(dense) ** 2, dense))
+
+
+def _smooth_at_least(t: np.ndarray, y: np.ndarray, lam: float | None):
+    """:func:`_smooth`, but never rougher than the fit at :func:`min_smoothing` (the smoother of the two
+    is the one with the larger smoothing parameter)."""
+    if lam is not None:
+        return _smooth(t, y, lam)
+    floor = _smooth(t, y, min_smoothing(t))
+    adaptive = _smooth(t, y, None)
+    return adaptive if _roughness(adaptive, t) < _roughness(floor, t) else floor
+
+
 def fit_centerline(samples: np.ndarray, step_mm: float = 1.0, lam: float | None = None) -> Centerline:
     """Smooth the samples, resample by arc length and build rotation-minimising frames."""
     samples = np.asarray(samples, float)
@@ -136,7 +170,7 @@ def fit_centerline(samples: np.ndarray, step_mm: float = 1.0, lam: float | None 
         if len(samples) < MIN_SAMPLES:
             raise CenterlineError(f"only {len(samples)} centreline samples left after outliers were dropped; "
                                   f"at least {MIN_SAMPLES} are needed")
-    splines = [_smooth(t, samples[:, k], lam) for k in range(3)]
+    splines = [_smooth_at_least(t, samples[:, k], lam) for k in range(3)]
     dense_t = np.linspace(t[0], t[-1], max(200, int((t[-1] - t[0]) / 0.1)))
     dense = np.stack([s(dense_t) for s in splines], axis=1)
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))])
