@@ -135,6 +135,13 @@ def torch_equal(a, b) -> bool:
     return bool(torch.equal(a, b))
 
 
+def test_negative_dice_weight_is_refused_before_any_work(synth_two_subjects, tmp_path, capsys):
+    assert train_main([str(synth_two_subjects), str(tmp_path / "m"), "--dice-weight", "-1",
+                       "-w", str(tmp_path / "c")]) == 1
+    assert "--dice-weight must be >= 0, got -1.0" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "c").exists()
+
+
 def test_freeze_needs_a_pretrained_model(synth_two_subjects, tmp_path, capsys):
     assert _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--freeze", "encoder", "--iterations", "1") == 1
     assert "--freeze needs --init-from" in capsys.readouterr().err
@@ -143,13 +150,14 @@ def test_freeze_needs_a_pretrained_model(synth_two_subjects, tmp_path, capsys):
 def test_config_file_with_command_line_override(synth_two_subjects, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text("contrast: T2w\niterations: 3\nval-fraction: 0\nchannels: [4, 8, 16]\n"
-                   "patch_size: [32, 32, 32]\nnthreads: 1\nlearning-rate: 0.01\n")
+                   "patch_size: [32, 32, 32]\nnthreads: 1\nlearning-rate: 0.01\ndice-weight: 0.3\n")
     out = tmp_path / "m"
     assert train_main([str(synth_two_subjects), str(out), "--config", str(cfg), "--iterations", "2",
                        "-w", str(tmp_path / "c")]) == 0
     meta = load_model(out).metadata
     assert meta["training"]["iterations_done"] == 2, "the command line wins over the file"
     assert meta["training"]["config"]["learning_rate"] == 0.01, "the file wins over the defaults"
+    assert meta["training"]["config"]["dice_weight"] == 0.3
     assert meta["network"]["channels"] == [4, 8, 16]
     saved = json.loads((out / "training_config.json").read_text())
     assert saved["iterations"] == 2 and saved["contrast"] == ["T2w"] and saved["patch_size"] == [32, 32, 32]

@@ -68,6 +68,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="with --init-from: keep the pretrained encoder fixed")
     p.add_argument("--encoder-lr-scale", type=float, default=d.encoder_lr_scale,
                    help="with --init-from: learning-rate factor of the pretrained encoder")
+    p.add_argument("--dice-weight", type=float, default=d.dice_weight,
+                   help="weight of the Dice term of the loss (cross-entropy weighs 1); below 1, boundaries the "
+                        "labels leave uncertain (thick slices) are predicted less generously")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: validations without a better score before stopping")
     p.add_argument("--monitor", choices=["lesion_f1", "lesion_dice", "cord_dice"], default=d.monitor,
@@ -201,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         tta_flip_axes=((0,), (1,), (2,)) if args.tta_flips else (),
         freeze=args.freeze,
         encoder_lr_scale=args.encoder_lr_scale,
+        dice_weight=args.dice_weight,
         patience=args.patience,
         resume=args.resume,
         folds=args.folds,

@@ -233,6 +233,7 @@ class TrainingConfig:
     tensorboard: bool = False  # also write TensorBoard scalars to MODEL_DIR/tensorboard
     dataset_weights: tuple[float, ...] = ()  # relative sampling weight of each dataset (empty: equal)
     grey_matter_label: str | None = None  # <stem>_<label>.nii.gz: grey matter as a third output, where labelled
+    dice_weight: float = 1.0  # weight of the Dice term against cross-entropy (1.0) in the loss
 
 
 #: Validation metrics early stopping and model selection can follow.
@@ -291,6 +292,8 @@ def train(
     batches and gradients are averaged (DistributedDataParallel); process 0
     validates, logs and saves.
     """
+    if not config.dice_weight >= 0:  # checked before any preprocessing
+        raise ValueError(f"--dice-weight must be >= 0, got {config.dice_weight}")
     bids_dirs = [Path(bids_dir)] if isinstance(bids_dir, (str, Path)) else [Path(b) for b in bids_dir]
     model_dir = Path(model_dir)
     dist = DistributedContext.from_environment(device)
@@ -442,7 +445,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=config.iterations,
                                                     pct_start=0.05)
-    loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4, lambda_dice=config.dice_weight)
     augment = training_augmentation(config.seed + dist.rank, config.augmentation)
     rng = np.random.default_rng(config.seed if not dist.enabled else [config.seed, dist.rank])
     model_dir.mkdir(parents=True, exist_ok=True)
