@@ -69,8 +69,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-lr-scale", type=float, default=d.encoder_lr_scale,
                    help="with --init-from: learning-rate factor of the pretrained encoder")
     p.add_argument("--dice-weight", type=float, default=d.dice_weight,
-                   help="weight of the Dice term of the loss (cross-entropy weighs 1); below 1, boundaries the "
-                        "labels leave uncertain (thick slices) are predicted less generously")
+                   help="weight of the Dice term of the loss (cross-entropy weighs 1)")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: validations without a better score before stopping")
     p.add_argument("--monitor", choices=["lesion_f1", "lesion_dice", "cord_dice"], default=d.monitor,
