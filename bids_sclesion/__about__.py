@@ -1,8 +1,9 @@
 __version__ = "0.1.0"
 #: Bumped when this version computes different results than before (revision 2: images resampled
-#: up to the outer edge of their end voxels; revision 3: centreline fits no rougher than a 20 mm bend, and
-#: the straight grid's end margins continue the centreline straight, with its end frame). Part of every cache key (work directory nodes,
-#: training cache), so that results cached by an earlier revision are recomputed.
+#: up to the outer edge of their end voxels; revision 3: centreline fits no rougher than a 20 mm bend,
+#: and the straight grid's end margins continue the centreline straight, with its end frame). Part of
+#: every cache key (work directory nodes, training cache), so that results cached by an earlier
+#: revision are recomputed.
 __results_revision__ = 3
 __packagename__ = "bids_sclesion"
 __url__ = "https://github.com/bids-sclesion/bids_sclesion"

@@ -57,7 +57,8 @@ def main() -> int:
             continue
         parts = wf.name[len("anat_"):-len("_wf")].split("_")  # sub, label, [entities...], suffix
         sub, suffix = f"sub-{parts[1]}", parts[-1]
-        labels = sorted((args.bids_dir / "derivatives/labels" / sub).glob(f"**/{sub}_*{suffix}_{args.lesion_label}.nii.gz"))
+        label_dir = args.bids_dir / "derivatives/labels" / sub
+        labels = sorted(label_dir.glob(f"**/{sub}_*{suffix}_{args.lesion_label}.nii.gz"))
         if len(labels) != 1:
             continue  # sessions or several runs of one suffix: the work folder name does not tell them apart
         truth_img = nib.load(str(labels[0]))
