@@ -49,6 +49,7 @@ def main() -> int:
     torch.set_num_threads(1)
     model = load_model(args.stage2)
     volumes = defaultdict(lambda: np.zeros(1 + len(THRESHOLDS)))
+    true_mm3 = defaultdict(float)
     overlap = defaultdict(float)
     extents = defaultdict(list)
     for wf in sorted(args.work_dir.glob("bids_sclesion_wf/single_subject_*_wf/anat_sub_*_wf")):
@@ -75,6 +76,7 @@ def main() -> int:
         pred = prob >= 0.5
         overlap[suffix] += (pred & truth).sum()
         spacing = to_straight.header.get_zooms()[:3]
+        true_mm3[suffix] += truth.sum() * float(np.prod(spacing))
         true_lab, n = ndimage.label(truth)
         pred_lab, _ = ndimage.label(pred)
         for i in range(1, n + 1):
@@ -92,8 +94,7 @@ def main() -> int:
         ext = np.asarray(extents[suffix]) if extents[suffix] else np.zeros((0, 2, 3))
         true_ext = " / ".join(f"{x:.1f}" for x in ext[:, 0].mean(axis=0)) if len(ext) else "-"
         pred_ext = " / ".join(f"{x:.1f}" for x in ext[:, 1].mean(axis=0)) if len(ext) else "-"
-        voxel = float(np.prod(spacing))
-        print(f"| {suffix} | {vol[0] * voxel:.0f} | " + " | ".join(f"{v / vol[0]:.2f}" for v in vol[1:])
+        print(f"| {suffix} | {true_mm3[suffix]:.0f} | " + " | ".join(f"{v / vol[0]:.2f}" for v in vol[1:])
               + f" | {dice:.3f} | {len(ext)} | {true_ext} | {pred_ext} |")
     return 0
 

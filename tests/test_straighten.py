@@ -80,7 +80,6 @@ def test_no_cord_is_a_clear_error():
         extract_centerline(short, np.eye(4))
 
 
-
 @pytest.mark.parametrize("seed", range(5))
 def test_short_jittery_cord_gives_a_steady_frame(seed):
     """A 15 mm axial crop whose slice centroids jitter by a few tenths of a mm (as a network's cord map
