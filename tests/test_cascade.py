@@ -56,6 +56,48 @@ def test_unstraighten_maps_back_with_zero_outside():
     assert np.allclose(out[:, 0], 1.0) and np.allclose(out[:, 1], 0.0)
 
 
+def test_voxel_average_gives_the_covered_fraction_of_thick_voxels():
+    # Straight-space maps on a 0.5 mm grid (world = straight space), sample centres at odd quarters.
+    straight_affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    straight_affine[:3, 3] = [-10.25, -2.0, -2.0]
+    x = straight_affine[0, 3] + 0.5 * np.arange(60)
+    prob = np.zeros((2, 60, 9, 9), np.float32)
+    prob[0, (x >= 0.0) & (x < 4.5)] = 1.0  # a lesion 4.5 mm wide
+    prob[1, (x >= -0.5) & (x < 0.5)] = 1.0  # one 1 mm wide
+    # Source voxels 3 mm thick along x, centred at -3, 0, 3 and 6 mm.
+    centres = np.zeros((4, 1, 1, 3))
+    centres[:, 0, 0, 0] = [-3.0, 0.0, 3.0, 6.0]
+    covered = unstraighten(prob, straight_affine, centres, (3.0, 0.8, 0.8))[:, :, 0, 0]
+    # [-1.5, 1.5] holds 1.5 mm of the first lesion, [1.5, 4.5] is all lesion; the second covers a third.
+    assert np.allclose(covered[0], [0.0, 0.5, 1.0, 0.0], atol=0.01)
+    assert np.allclose(covered[1], [0.0, 1 / 3, 0.0, 0.0], atol=0.01)
+    centre_only = unstraighten(prob, straight_affine, centres)[:, :, 0, 0]
+    assert centre_only[1, 1] == pytest.approx(1.0), "at its centre alone the voxel looks all lesion"
+    assert np.array_equal(unstraighten(prob, straight_affine, centres, (1.0, 0.8, 0.8))[:, :, 0, 0], centre_only), \
+        "no thick axis: nothing to average"
+
+
+def test_straightened_labels_from_a_fine_lesion_map(curved_cord):  # noqa: F811
+    data, affine, _ = curved_cord
+    image = nib.Nifti1Image((data * 100).astype(np.float32), affine)
+    cl = extract_centerline(data, affine)
+    centre = cl.points[len(cl.points) // 2]
+    # A ball of radius 2 mm on a 0.25 mm grid of its own, around a point of the centreline.
+    fine_affine = np.diag([0.25, 0.25, 0.25, 1.0])
+    fine_affine[:3, 3] = centre - 4.0
+    ijk = np.stack(np.meshgrid(*[np.arange(33)] * 3, indexing="ij"), axis=-1)
+    world = ijk * 0.25 + fine_affine[:3, 3]
+    fraction = (np.linalg.norm(world - centre, axis=-1) <= 2.0).astype(np.float32)
+    space = StraightSpace(radius_mm=8.0, spacing_mm=(0.5, 0.5, 1.0))
+    no_lesion = np.zeros(data.shape, bool)
+    _, plain = straighten_labels(image, data > 0.5, no_lesion, space)
+    _, labels = straighten_labels(image, data > 0.5, no_lesion, space,
+                                  lesion_fraction=nib.Nifti1Image(fraction, fine_affine))
+    assert not plain[1].any() and np.array_equal(plain[0], labels[0])
+    volume = labels[1].sum() * 0.5 * 0.5 * 1.0
+    assert volume == pytest.approx(4 / 3 * np.pi * 2.0**3, rel=0.2)
+
+
 @pytest.mark.parametrize("suffix,sign", [("T2w", 1), ("T1w", -1)])
 def test_inserted_lesions_lie_in_the_cord_and_change_intensity(curved_cord, suffix, sign):  # noqa: F811
     data, affine, _ = curved_cord

@@ -28,6 +28,44 @@ def test_generation_is_deterministic():
     assert not np.array_equal(np.asarray(a[0].dataobj), np.asarray(c[0].dataobj)) or a[0].shape != c[0].shape
 
 
+@pytest.mark.parametrize("contrast", ["T2w", "T2starw"])
+def test_fine_lesion_map_gives_the_half_covered_label(contrast):
+    from bids_sclesion.core.straighten import apply_points
+    from bids_sclesion.model.cascade import voxel_extent_points
+
+    rng = np.random.default_rng(5)
+    anatomy = random_anatomy(rng, brainstem=False)
+    anatomy.lesions = random_lesions(rng, anatomy, (-40, 100), count=4)
+    acq = random_acquisition(rng, contrast, anatomy, 110.0, fov_scale=0.5)
+    state = rng.bit_generator.state
+    image, cord, lesion, fine = render_image(rng, anatomy, acq, fine_lesion=True)
+    rng.bit_generator.state = state
+    plain = render_image(rng, anatomy, acq)
+    assert len(plain) == 3
+    assert np.array_equal(np.asarray(plain[0].dataobj), np.asarray(image.dataobj)), "the image does not change"
+    assert fine is not None and np.allclose(fine.header.get_zooms(), min(0.5, min(acq.spacing)))
+    truth = np.asarray(lesion.dataobj) > 0
+    in_cord = np.asarray(cord.dataobj) > 0
+    # The fine map averaged over each thick voxel, where half covered, is the label.
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in truth.shape], indexing="ij"), axis=-1).astype(float)
+    centres = ijk @ image.affine[:3, :3].T + image.affine[:3, 3]
+    samples = voxel_extent_points(centres, image.header.get_zooms()[:3])
+    assert len(samples) == int(np.ceil(max(acq.spacing) / 0.5))
+    fraction = np.asarray(fine.dataobj, np.float32)
+    covered = np.mean([apply_points(fraction, fine.affine, pts) for pts in samples], axis=0) >= 0.5
+    covered &= in_cord
+    assert truth.sum() > 20
+    assert 2 * (covered & truth).sum() / (covered.sum() + truth.sum()) > 0.9
+    assert fraction.max() <= 1.0 and fraction.min() >= 0.0
+
+
+def test_lesion_free_image_has_no_fine_lesion_map():
+    rng = np.random.default_rng(6)
+    anatomy = random_anatomy(rng, brainstem=False)
+    acq = random_acquisition(rng, "T2w", anatomy, 110.0, fov_scale=0.5)
+    assert render_image(rng, anatomy, acq, fine_lesion=True)[3] is None
+
+
 @pytest.mark.parametrize("contrast", ["T2w", "STIR", "T1w", "PSIR", "T2starw"])
 def test_contrast_and_labels(contrast):
     anatomy, acq, (image, cord, lesion) = _render(5, contrast)

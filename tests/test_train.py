@@ -86,6 +86,30 @@ def test_train_on_straightened_cord(synth_two_subjects, tmp_path):
     assert len(list((tmp_path / "cache").glob("*_straight_*.npz"))) == 2
 
 
+def test_fine_lesion_maps_label_the_straightened_cord(synth_two_subjects, tmp_path, capsys):
+    fine = sorted((synth_two_subjects / "derivatives/labels").rglob("*_T2w_res-fine_lesion-manual.nii.gz"))
+    assert fine, "the phantoms come with fine lesion maps"
+    cases = find_training_cases(synth_two_subjects, ("T2w",), fine_lesion_label="res-fine_lesion-manual")
+    assert sum(c.fine_lesion_path is not None for c in cases) == len(fine)
+    out = tmp_path / "fine"
+    assert _tiny(synth_two_subjects, out, tmp_path / "cache", "--space", "straight", "--iterations", "2",
+                 "--val-fraction", "0", "--fine-lesion-label", "res-fine_lesion-manual") == 0
+    meta = load_model(out).metadata
+    assert meta["inference"]["voxel_average"] is True
+    assert meta["training"]["fine_lesion_images"] == len(fine)
+    assert len(list((tmp_path / "cache").glob("*_straight_fine_*.npz"))) == len(fine)
+    assert load_model(out).voxel_average
+    # Fine-tuning without the maps keeps the way back the model was trained for.
+    tuned = tmp_path / "tuned"
+    assert _tiny(synth_two_subjects, tuned, tmp_path / "cache", "--space", "straight", "--iterations", "1",
+                 "--val-fraction", "0", "--init-from", str(out)) == 0
+    assert load_model(tuned).voxel_average
+    assert _tiny(synth_two_subjects, tmp_path / "native", tmp_path / "c2", "--iterations", "1",
+                 "--fine-lesion-label", "res-fine_lesion-manual") == 1
+    assert "--fine-lesion-label needs --space straight" in capsys.readouterr().err
+    assert not (tmp_path / "c2").exists()
+
+
 def _tiny(bids, out, cache, *extra):
     return train_main([str(bids), str(out), "--contrast", "T2w", "--channels", "4", "8", "16",
                        "--patch-size", "32", "32", "32", "-w", str(cache), "--nthreads", "1", *extra])

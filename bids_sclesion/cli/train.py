@@ -51,6 +51,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="grey matter label files <stem>_<LABEL>.nii.gz (e.g. gmseg-manual): train grey matter as a "
                         "third output where they exist, so that the network learns the tissue it most often "
                         "takes for lesion; the app uses the cord and lesion outputs only")
+    p.add_argument("--fine-lesion-label", default=None, metavar="LABEL",
+                   help="with --space straight: lesion fraction maps <stem>_<LABEL>.nii.gz on a fine grid of their "
+                        "own (the phantoms' res-fine_lesion-manual) label the straightened cord where they exist, "
+                        "so that a lesion is labelled as wide as it is rather than as a whole number of thick "
+                        "slices; the model then averages its map over each thick voxel on the way back")
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--val-max-images", type=int, default=d.val_max_images, help="validation images scored each time")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         cord_label=args.cord_label,
         lesion_label=args.lesion_label,
         grey_matter_label=args.grey_matter_label,
+        fine_lesion_label=args.fine_lesion_label,
         monitor=args.monitor,
         filters=filters,
         participant_label=tuple(label.removeprefix("sub-") for label in args.participant_label),

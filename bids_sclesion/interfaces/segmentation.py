@@ -100,13 +100,14 @@ class SegmentStraightened(SimpleInterface):
         if straight_points.shape[:3] != ref.shape[:3]:
             raise ValueError(f"{self.inputs.to_orig_xfm}: grid {straight_points.shape[:3]} is not the grid of "
                              f"{self.inputs.reference} {ref.shape[:3]}")
+        zooms = ref.header.get_zooms()[:3] if model.voxel_average else None
         if self.inputs.tta:
-            copies = unstraighten(prob[:, 1], to_straight.affine, straight_points)
+            copies = unstraighten(prob[:, 1], to_straight.affine, straight_points, zooms)
             out = os.path.join(runtime.cwd, "lesion_copies.nii.gz")
             nib.save(nib.Nifti1Image(np.moveaxis(copies, 0, -1), ref.affine), out)
             self._results["lesion_copies"] = out
             prob = prob.mean(axis=0)
-        native = unstraighten(prob, to_straight.affine, straight_points)
+        native = unstraighten(prob, to_straight.affine, straight_points, zooms)
         self._results.update(_write_probabilities(runtime.cwd, native[0], native[1], ref.affine, model))
         out = os.path.join(runtime.cwd, "straight_image.nii.gz")
         nib.save(nib.Nifti1Image(straight_image, to_straight.affine), out)

@@ -59,15 +59,25 @@ def sample_straight(img: nib.Nifti1Image, native_points: np.ndarray) -> np.ndarr
 
 
 def straighten_labels(canonical: nib.Nifti1Image, cord: np.ndarray, lesion: np.ndarray,
-                      space: StraightSpace = StraightSpace(), extra: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """Straightened, normalised image and labels (2 + len(extra), ...) with the centreline of ``cord``."""
+                      space: StraightSpace = StraightSpace(), extra: Sequence[np.ndarray] = (),
+                      lesion_fraction: nib.Nifti1Image | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Straightened, normalised image and labels (2 + len(extra), ...) with the centreline of ``cord``.
+
+    ``lesion_fraction`` (a lesion fraction map on a fine grid of its own, e.g.
+    the phantoms' ``res-fine_lesion-manual``) labels the lesions instead of
+    ``lesion``: the straight grid then marks where lesions are, not which
+    thick slices they half cover.
+    """
     cl = extract_centerline(cord.astype(np.float32), canonical.affine)
     grid = straight_grid(cl, space.radius_mm, space.spacing_mm, space.margin_mm)
     points = straight_to_native_points(cl, grid)
     image = sample_straight(canonical, points)
-    labels = np.stack([apply_points(m.astype(np.float32), canonical.affine, points, order=1) >= 0.5
-                       for m in (cord, lesion, *extra)])
-    return image, labels
+    labels = [apply_points(m.astype(np.float32), canonical.affine, points, order=1) >= 0.5
+              for m in (cord, lesion, *extra)]
+    if lesion_fraction is not None:
+        fraction = np.asarray(lesion_fraction.dataobj, np.float32)
+        labels[1] = apply_points(fraction, lesion_fraction.affine, points, order=1, cval=0.0) >= 0.5
+    return image, np.stack(labels)
 
 
 #: Test-time flips of the straightened cord: left-right, anterior-posterior, along the cord.
@@ -88,7 +98,44 @@ def segment_straightened(volume: np.ndarray, model: LoadedModel, device: torch.d
     return prob[:, :n] if tta else prob[:n]
 
 
-def unstraighten(prob: np.ndarray, straight_affine: np.ndarray, straight_points: np.ndarray) -> np.ndarray:
-    """Map straight-grid maps (C, ...) to native voxels whose straight positions are ``straight_points``."""
-    return np.stack([np.clip(apply_points(p, straight_affine, straight_points, order=1, cval=0.0), 0.0, 1.0)
-                     for p in prob]).astype(np.float32)
+def unstraighten(prob: np.ndarray, straight_affine: np.ndarray, straight_points: np.ndarray,
+                 native_zooms: Sequence[float] | None = None) -> np.ndarray:
+    """Map straight-grid maps (C, ...) to native voxels whose straight positions are ``straight_points``.
+
+    With ``native_zooms`` (mm) each voxel takes the mean of the maps over its
+    extent along every axis thicker than :data:`THICK_AXIS_MM` (sampled every
+    half millimetre): a map of where lesions are becomes the fraction of the
+    voxel they cover, which is what a thick-slice label thresholds.
+    """
+    samples = [straight_points] if native_zooms is None else voxel_extent_points(straight_points, native_zooms)
+    out = []
+    for p in prob:
+        mean = np.mean([apply_points(p, straight_affine, pts, order=1, cval=0.0) for pts in samples], axis=0)
+        out.append(np.clip(mean, 0.0, 1.0))
+    return np.stack(out).astype(np.float32)
+
+
+#: Source-grid axes thicker than this (mm) are averaged over by :func:`unstraighten`.
+THICK_AXIS_MM = 1.5
+
+
+def voxel_extent_points(points: np.ndarray, zooms: Sequence[float], step_mm: float = 0.5) -> list[np.ndarray]:
+    """Positions (*grid, 3) spread over each voxel's extent along its thick axes, from its centres' ``points``.
+
+    The field is linear across a voxel to a good approximation (it bends on the
+    scale of centimetres), so an offset of ``d`` voxels moves a point by ``d``
+    times the field's gradient along that axis.
+    """
+    offsets = []
+    for axis, zoom in enumerate(zooms[:3]):
+        n = int(np.ceil(zoom / step_mm)) if zoom > THICK_AXIS_MM else 1
+        offsets.append((np.arange(n) + 0.5) / n - 0.5)  # centres of n equal parts of the voxel
+    if all(len(o) == 1 for o in offsets):
+        return [points]
+    gradients = [np.gradient(points, axis=a) if points.shape[a] > 1 else np.zeros_like(points) for a in range(3)]
+    samples = []
+    for d0 in offsets[0]:
+        for d1 in offsets[1]:
+            for d2 in offsets[2]:
+                samples.append(points + d0 * gradients[0] + d1 * gradients[1] + d2 * gradients[2])
+    return samples

@@ -59,6 +59,11 @@ class LoadedModel:
         return NetworkConfig.from_dict(self.metadata["network"]).size_divisor
 
     @property
+    def voxel_average(self) -> bool:
+        """Stage 2: its maps are averaged over each thick source voxel on the way back (trained on fine lesion maps)."""
+        return bool(self.metadata.get("inference", {}).get("voxel_average", False))
+
+    @property
     def flip_axes(self) -> tuple[tuple[int, ...], ...]:
         """Test-time flips the model predicts with (empty: none)."""
         return tuple(tuple(int(a) for a in axes) for axes in self.metadata.get("inference", {}).get("flip_axes", []))

@@ -41,6 +41,7 @@ class TrainingCase:
     lesion_path: Path | None  # None: a cord-only case (no lesion in this image)
     dataset: int = 0  # index of the BIDS dataset the case comes from
     grey_matter_path: Path | None = None  # optional grey matter label (a third output)
+    fine_lesion_path: Path | None = None  # optional lesion fraction on a fine grid of its own (phantoms)
 
     @property
     def suffix(self) -> str:
@@ -57,6 +58,7 @@ def find_training_cases(
     filters: dict | None = None,
     participant_label: Sequence[str] | None = None,
     grey_matter_label: str | None = None,
+    fine_lesion_label: str | None = None,
 ) -> list[TrainingCase]:
     """Images of ``suffixes`` with a cord label in derivatives/labels.
 
@@ -65,7 +67,8 @@ def find_training_cases(
     ``require_lesion`` the lesion label must exist too; otherwise an image
     without one is a lesion-free case (a healthy cord teaches the network
     what is *not* a lesion). ``grey_matter_label`` also records each image's
-    grey matter label where one exists.
+    grey matter label where one exists, ``fine_lesion_label`` its fine lesion
+    fraction map (as the phantoms' ``res-fine_lesion-manual``) where one exists.
     """
     from ..bids import collect_images
 
@@ -87,9 +90,11 @@ def find_training_cases(
         if not cord.exists() or (require_lesion and not lesion.exists()):
             continue
         grey_matter = labels_dir / f"{stem}_{grey_matter_label}.nii.gz" if grey_matter_label else None
+        fine = labels_dir / f"{stem}_{fine_lesion_label}.nii.gz" if fine_lesion_label else None
         cases.append(TrainingCase(_ENTITY.match(image.name).group(1), image, cord,
                                   lesion if lesion.exists() else None, dataset,
-                                  grey_matter if grey_matter is not None and grey_matter.exists() else None))
+                                  grey_matter if grey_matter is not None and grey_matter.exists() else None,
+                                  fine if fine is not None and fine.exists() and lesion.exists() else None))
     return cases
 
 
@@ -131,7 +136,9 @@ def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
     """Model-grid image and labels (2, ...) for a case, cached on disk.
 
     ``space="straight"``: the image and labels are resampled on the cord's
-    straightened grid, the centreline taken from the manual cord mask.
+    straightened grid, the centreline taken from the manual cord mask; a
+    case's fine lesion map, if any, labels the lesions there instead of its
+    lesion mask.
     """
     if space == "straight":
         return _preprocess_straight(case, cache_dir)
@@ -179,7 +186,8 @@ def _preprocess_straight(case: TrainingCase, cache_dir: Path | None) -> tuple[np
     from .cascade import StraightSpace, straighten_labels
 
     space = StraightSpace()
-    cache = _cache_path(case, cache_dir, "_straight_gm" if case.grey_matter_path else "_straight", space)
+    tag = "_straight" + ("_gm" if case.grey_matter_path else "") + ("_fine" if case.fine_lesion_path else "")
+    cache = _cache_path(case, cache_dir, tag, space)
     if cache and cache.exists():
         return _load_cache(cache)
     canonical = bias_correct_image(to_canonical(load_image(case.image_path)))
@@ -192,7 +200,8 @@ def _preprocess_straight(case: TrainingCase, cache_dir: Path | None) -> tuple[np
         if mask.shape != canonical.shape or not np.allclose(mask.affine, canonical.affine, atol=1e-3):
             raise ValueError(f"{path}: mask and image grids differ")
         masks.append(np.asarray(mask.dataobj, np.float32) > 0.5)
-    image, labels = straighten_labels(canonical, masks[0], masks[1], space, extra=masks[2:])
+    fine = nib.load(str(case.fine_lesion_path)) if case.fine_lesion_path else None
+    image, labels = straighten_labels(canonical, masks[0], masks[1], space, extra=masks[2:], lesion_fraction=fine)
     labels = np.stack([labels[0] | labels[1], *labels[1:]]).astype(np.uint8)
     _save_cache(cache, image, labels)
     return image, labels.astype(np.float32)
@@ -234,6 +243,7 @@ class TrainingConfig:
     dataset_weights: tuple[float, ...] = ()  # relative sampling weight of each dataset (empty: equal)
     grey_matter_label: str | None = None  # <stem>_<label>.nii.gz: grey matter as a third output, where labelled
     dice_weight: float = 1.0  # weight of the Dice term against cross-entropy (1.0) in the loss
+    fine_lesion_label: str | None = None  # <stem>_<label>.nii.gz: fine lesion fractions label the straight grid
 
 
 #: Validation metrics early stopping and model selection can follow.
@@ -294,6 +304,8 @@ def train(
     """
     if not config.dice_weight >= 0:  # checked before any preprocessing
         raise ValueError(f"--dice-weight must be >= 0, got {config.dice_weight}")
+    if config.fine_lesion_label and config.space != "straight":
+        raise ValueError("--fine-lesion-label needs --space straight (the fine maps label the straightened cord)")
     bids_dirs = [Path(bids_dir)] if isinstance(bids_dir, (str, Path)) else [Path(b) for b in bids_dir]
     model_dir = Path(model_dir)
     dist = DistributedContext.from_environment(device)
@@ -396,7 +408,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
         found = find_training_cases(bd, config.suffixes, cord_label=config.cord_label,
                                     lesion_label=config.lesion_label, require_lesion=config.require_lesion, dataset=i,
                                     filters=config.filters, participant_label=config.participant_label or None,
-                                    grey_matter_label=config.grey_matter_label)
+                                    grey_matter_label=config.grey_matter_label,
+                                    fine_lesion_label=config.fine_lesion_label)
         if not found:
             raise ValueError(f"{bd}: no image of {list(config.suffixes)}"
                              f"{' matching ' + json.dumps(config.filters) if config.filters else ''} with labels "
@@ -408,6 +421,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
         raise ValueError("every image was excluded")
     if config.grey_matter_label and not any(c.grey_matter_path for c in cases):
         raise ValueError(f"no image has a grey matter label <stem>_{config.grey_matter_label}.nii.gz in derivatives/labels")
+    if config.fine_lesion_label and not any(c.fine_lesion_path for c in cases):
+        raise ValueError(f"no image has a fine lesion map <stem>_{config.fine_lesion_label}.nii.gz in derivatives/labels")
     seen_by_init = set(init.metadata.get("training", {}).get("subjects", [])) if init is not None else set()
     train_cases, val_cases = split_by_subject(cases, config.val_fraction, config.seed, config.folds, config.fold,
                                               seen_before=seen_by_init)
@@ -589,12 +604,14 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
         "preprocessing": {"reorient": "closest canonical (RAS)", "bias_correction": "N4", "normalisation": "percentiles 0.5-99.5 -> 0-1"},
         # Instance normalisation sees windows of the training patch size.
         "inference": {"roi_size": list(config.patch_size), "overlap": 0.25, "threshold": 0.5,
-                      "flip_axes": [list(a) for a in config.tta_flip_axes]},
+                      "flip_axes": [list(a) for a in config.tta_flip_axes],
+                      "voxel_average": _voxel_average(config, train_cases, init)},
         "training": {
             "bids_dir": [str(b) for b in bids_dirs],
             "init_from": init.name if init is not None else None,
             "images": len(train_cases),
             "grey_matter_images": sum(c.grey_matter_path is not None for c in train_cases),
+            "fine_lesion_images": sum(c.fine_lesion_path is not None for c in train_cases),
             "subjects": sorted({c.subject for c in train_cases}),
             "validation_subjects": sorted({c.subject for c in val_cases}),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
@@ -734,6 +751,21 @@ def _voxel_mm3(config: TrainingConfig) -> float:
 
         return float(np.prod(StraightSpace().spacing_mm))
     return float(np.prod(config.spacing_mm))
+
+
+def _voxel_average(config: TrainingConfig, train_cases: list[TrainingCase], init) -> bool:
+    """Whether the app should average a stage-2 map over each source voxel's extent on the way back.
+
+    A model taught lesions' physical extent (fine lesion maps) predicts it;
+    the mean over a thick voxel is then its covered fraction, which is what
+    the source grid's labels threshold. A fine-tuning without fine maps keeps
+    the pretrained model's choice.
+    """
+    if config.space != "straight":
+        return False
+    if any(c.fine_lesion_path for c in train_cases):
+        return True
+    return bool(init is not None and init.metadata.get("inference", {}).get("voxel_average", False))
 
 
 def _straight_space_dict() -> dict:

@@ -135,13 +135,19 @@ def tissue_intensities(rng: np.random.Generator, contrast: str) -> tuple[np.ndar
 
 
 def render_image(
-    rng: np.random.Generator, anatomy: Anatomy, acq: Acquisition
-) -> tuple[nib.Nifti1Image, nib.Nifti1Image, nib.Nifti1Image]:
-    """Render one acquisition. Returns (image, cord mask, lesion mask)."""
+    rng: np.random.Generator, anatomy: Anatomy, acq: Acquisition, fine_lesion: bool = False
+) -> tuple[nib.Nifti1Image, ...]:
+    """Render one acquisition. Returns (image, cord mask, lesion mask).
+
+    With ``fine_lesion`` a fourth item follows: the lesions' partial-volume
+    fraction on the fine grid they were rendered on (:func:`fine_lesion_image`),
+    or None when no lesion reaches the field of view.
+    """
     spacing = np.asarray(acq.spacing)
     shape = np.asarray(acq.shape)
     fov_min, fine, axes = _fine_grid(acq)
     labels, cord, lesion_frac = anatomy.render(*axes)
+    fine_image = fine_lesion_image(lesion_frac, fine, axes, acq) if fine_lesion else None
 
     values, lesion_value = tissue_intensities(rng, acq.contrast)
     intensity = values[labels]
@@ -182,7 +188,33 @@ def render_image(
     image = np.clip(image * acq.gain, -32000, 32000).astype(np.int16)
 
     affine = _ras_affine(acq, fov_min)
-    return tuple(_reorient(arr, affine, acq.orientation) for arr in (image, cord_mask.astype(np.uint8), lesion_mask.astype(np.uint8)))
+    images = tuple(_reorient(arr, affine, acq.orientation)
+                   for arr in (image, cord_mask.astype(np.uint8), lesion_mask.astype(np.uint8)))
+    return images + (fine_image,) if fine_lesion else images
+
+
+def fine_lesion_image(lesion_frac: np.ndarray, fine: float, axes: list[np.ndarray], acq: Acquisition,
+                      margin_vox: int = 2) -> nib.Nifti1Image | None:
+    """The lesions' physical extent: partial-volume fraction on the fine (<= 0.5 mm) rendering grid,
+    cropped to the lesions, in scanner space (RAS axes). None when there is no lesion.
+
+    A label on the acquisition's grid marks the voxels at least half covered, so on
+    3 mm slices it says how many slices a lesion covers, not how wide it is; this map
+    says both, and any grid (e.g. the straightened cord's) can be labelled from it.
+    """
+    nonzero = np.argwhere(lesion_frac > 0)
+    if not len(nonzero):
+        return None
+    lo = np.maximum(nonzero.min(axis=0) - margin_vox, 0)
+    hi = np.minimum(nonzero.max(axis=0) + margin_vox + 1, lesion_frac.shape)
+    crop = lesion_frac[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
+    affine = np.diag([fine, fine, fine, 1.0])
+    affine[:3, 3] = [axes[i][lo[i]] + acq.shift[i] for i in range(3)]
+    img = nib.Nifti1Image(np.ascontiguousarray(crop), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    return img
 
 
 def render_tissue_mask(anatomy: Anatomy, acq: Acquisition, tissue: Tissue) -> nib.Nifti1Image:
@@ -222,7 +254,10 @@ def _half_covered(fraction: np.ndarray, acq: Acquisition, fine: float, coords: n
     """Acquisition voxels whose box average of the fine-grid ``fraction`` is at least 0.5."""
     box = np.maximum(1, np.round(np.asarray(acq.spacing) / fine)).astype(int)
     pv = ndimage.uniform_filter(fraction.astype(np.float32), box)
-    return ndimage.map_coordinates(pv, coords, order=1).reshape(tuple(acq.shape)) >= 0.5
+    # An even box is centred half a fine voxel before its output index: sample it that much later,
+    # or the labels sit a quarter millimetre off the image along each such axis.
+    centred = coords + 0.5 * (box % 2 == 0)[:, None]
+    return ndimage.map_coordinates(pv, centred, order=1).reshape(tuple(acq.shape)) >= 0.5
 
 
 def _reorient(data: np.ndarray, ras_affine: np.ndarray, code: str) -> nib.Nifti1Image:

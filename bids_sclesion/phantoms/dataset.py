@@ -64,8 +64,10 @@ def generate_dataset(
             for contrast in contrasts:
                 img_rng = np.random.default_rng([seed, index, ses_index, CONTRASTS.index(contrast)])
                 acq = random_acquisition(img_rng, contrast, anatomy, fov_top, fov_scale=fov_scale)
-                image, cord, lesion = render_image(img_rng, anatomy, acq)
+                image, cord, lesion, fine_lesion = render_image(img_rng, anatomy, acq, fine_lesion=True)
                 _write_subject_image(out, sub, ses, contrast, acq, image, cord, lesion, anatomy, seed)
+                if fine_lesion is not None:
+                    _write_fine_lesion(out, sub, ses, contrast, fine_lesion)
                 if grey_matter:
                     _write_grey_matter(out, sub, ses, contrast, render_tissue_mask(anatomy, acq, Tissue.GM))
 
@@ -149,3 +151,20 @@ def _write_grey_matter(out, sub, ses, contrast, mask):
     write_nifti(mask, labels_dir / f"{stem}_gmseg-manual.nii.gz")
     write_json({"Type": "grey matter", "Description": "voxels at least half covered by grey matter (lesions not removed)",
                 "Sources": [source], "SpatialReference": source}, labels_dir / f"{stem}_gmseg-manual.json")
+
+
+#: Entities of the fine lesion map beside ``<stem>_lesion-manual``: ``<stem>_res-fine_lesion-manual``.
+FINE_LESION_ENTITY = "res-fine"
+
+
+def _write_fine_lesion(out, sub, ses, contrast, fraction_img):
+    parts = [f"sub-{sub}"] + ([f"ses-{ses}"] if ses else [])
+    stem = "_".join(parts + [contrast])
+    labels_dir = out / "derivatives" / "labels" / Path(*parts) / "anat"
+    source = f"bids:raw:{(Path(*parts) / 'anat' / f'{stem}.nii.gz').as_posix()}"
+    write_nifti(fraction_img, labels_dir / f"{stem}_{FINE_LESION_ENTITY}_lesion-manual.nii.gz")
+    write_json({"Type": "lesion", "Description": "partial-volume fraction of the lesions (0-1) on the fine (<= 0.5 mm) grid "
+                "they were rendered on, cropped to the lesions; scanner space, not the image's grid",
+                "Resolution": f"{fraction_img.header.get_zooms()[0]:.2f} mm isotropic",
+                "Sources": [source]},
+               labels_dir / f"{stem}_{FINE_LESION_ENTITY}_lesion-manual.json")
