@@ -3,6 +3,7 @@
 
 Usage:
   python scripts/straight_size_bias.py BIDS_DIR WORK_DIR [--stage2 MODEL] [--lesion-label lesion-manual]
+                                       [--fine-lesion-label res-fine_lesion-manual]
 
 For every image the app processed in the cascade with work directory WORK_DIR
 (its ``straight_image`` and warps are reused: nothing is preprocessed again),
@@ -45,6 +46,9 @@ def main() -> int:
     p.add_argument("work_dir", type=Path, help="the app's work directory (-w) of a cascade run")
     p.add_argument("--stage2", default="stage2")
     p.add_argument("--lesion-label", default="lesion-manual")
+    p.add_argument("--fine-lesion-label", default=None, metavar="LABEL",
+                   help="true lesions from the fine lesion maps <stem>_<LABEL>.nii.gz (e.g. res-fine_lesion-manual): "
+                        "their physical extent instead of the source grid's half-covered slices")
     args = p.parse_args()
     torch.set_num_threads(1)
     model = load_model(args.stage2)
@@ -64,8 +68,13 @@ def main() -> int:
             continue  # sessions or several runs of one suffix: the work folder name does not tell them apart
         truth_img = nib.load(str(labels[0]))
         to_straight = nib.load(str(wf / "straightening_warps/to_straight_xfm.nii.gz"))
+        if args.fine_lesion_label:
+            fine_path = labels[0].with_name(labels[0].name.replace(args.lesion_label, args.fine_lesion_label))
+            if not fine_path.exists():
+                continue
+            truth_img = nib.load(str(fine_path))
         truth = apply_points(np.asarray(truth_img.dataobj, np.float32), truth_img.affine,
-                             field_target_points(to_straight)) >= 0.5
+                             field_target_points(to_straight), cval=0.0) >= 0.5
         if not truth.any():
             continue
         prob = segment_straightened(np.asarray(nib.load(str(straight_path)).dataobj, np.float32), model)[1]
