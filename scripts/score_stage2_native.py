@@ -2,7 +2,7 @@
 """Stage-2 models scored on the source grid, through the warps of one cascade run.
 
 Usage:
-  python scripts/score_stage2_native.py BIDS_DIR WORK_DIR MODEL [MODEL ...] [--lesion-label lesion-manual]
+  python scripts/score_stage2_native.py BIDS_DIR WORK_DIR MODEL [MODEL ...] [--mean] [--lesion-label lesion-manual]
 
 For every image the app processed in the cascade with work directory WORK_DIR,
 each MODEL segments the straightened image of that run, its maps are brought
@@ -59,10 +59,13 @@ def main() -> int:
     p.add_argument("--lesion-label", default="lesion-manual")
     p.add_argument("--cord-label", default="seg-manual")
     p.add_argument("--nthreads", type=int, default=1)
+    p.add_argument("--mean", action="store_true",
+                   help="also score the mean of the models' maps on the source grid (an ensemble)")
     args = p.parse_args()
     torch.set_num_threads(args.nthreads)
     models = [load_model(m) for m in args.models]
-    scores = {m: [] for m in args.models}
+    names = list(args.models) + (["mean of " + " + ".join(args.models)] if args.mean else [])
+    scores = {m: [] for m in names}
     cases = list(cascade_cases(args.bids_dir, args.work_dir, args.lesion_label, args.cord_label))
     if not cases:
         raise SystemExit(f"{args.work_dir}: no cascade work folder with true labels in {args.bids_dir}")
@@ -77,18 +80,22 @@ def main() -> int:
         volume = np.asarray(nib.load(str(straight_path)).dataobj, np.float32)
         zooms = truth_img.header.get_zooms()[:3]
         voxel_mm3 = float(abs(np.linalg.det(truth_img.affine[:3, :3])))
-        for name, model in zip(args.models, models):
+        maps = []
+        for model in models:
             prob = segment_straightened(volume, model)
-            native = unstraighten(prob, to_straight.affine, straight_points, zooms if model.voxel_average else None)
+            maps.append(unstraighten(prob, to_straight.affine, straight_points, zooms if model.voxel_average else None))
+        if args.mean:
+            maps.append(np.mean(maps, axis=0))
+        for name, native in zip(names, maps):
             cord, lesion = threshold_masks(native[0], native[1], 0.5, DEFAULT_MIN_LESION_MM3, voxel_mm3)
             scores[name].append(score_arrays(source.name, suffix, cord, lesion, truth_cord, truth, voxel_mm3))
-    for name in args.models:
+    for name in names:
         summary = summarise_by_contrast(scores[name])
         print(f"\n## {name}\n")
         print(format_summary(summary))
     print("\n| model | images | lesion Dice | lesion F1 | false positives | relative volume difference |")
     print("|---|---|---|---|---|---|")
-    for name in args.models:
+    for name in names:
         row = summarise_by_contrast(scores[name])["all"]
         print(f"| {name} | {row['images']} | {row['lesion_dice']:.3f} | {row['lesion_f1']:.3f} | "
               f"{row['false_positives']} | {row['rel_volume_diff']:+.3f} |")
