@@ -143,11 +143,16 @@ def _write_subject_image(out, sub, ses, contrast, acq, image, cord, lesion, anat
                labels_dir / f"{stem}_lesion-manual.json")
 
 
-def _write_grey_matter(out, sub, ses, contrast, mask):
+def _label_place(out: Path, sub: str, ses: str | None, contrast: str) -> tuple[Path, str, str]:
+    """(labels folder, image stem, BIDS URI of the image) of one phantom image."""
     parts = [f"sub-{sub}"] + ([f"ses-{ses}"] if ses else [])
     stem = "_".join(parts + [contrast])
     labels_dir = out / "derivatives" / "labels" / Path(*parts) / "anat"
-    source = f"bids:raw:{(Path(*parts) / 'anat' / f'{stem}.nii.gz').as_posix()}"
+    return labels_dir, stem, f"bids:raw:{(Path(*parts) / 'anat' / f'{stem}.nii.gz').as_posix()}"
+
+
+def _write_grey_matter(out, sub, ses, contrast, mask):
+    labels_dir, stem, source = _label_place(out, sub, ses, contrast)
     write_nifti(mask, labels_dir / f"{stem}_gmseg-manual.nii.gz")
     write_json({"Type": "grey matter", "Description": "voxels at least half covered by grey matter (lesions not removed)",
                 "Sources": [source], "SpatialReference": source}, labels_dir / f"{stem}_gmseg-manual.json")
@@ -158,10 +163,7 @@ FINE_LESION_ENTITY = "res-fine"
 
 
 def _write_fine_lesion(out, sub, ses, contrast, fraction_img):
-    parts = [f"sub-{sub}"] + ([f"ses-{ses}"] if ses else [])
-    stem = "_".join(parts + [contrast])
-    labels_dir = out / "derivatives" / "labels" / Path(*parts) / "anat"
-    source = f"bids:raw:{(Path(*parts) / 'anat' / f'{stem}.nii.gz').as_posix()}"
+    labels_dir, stem, source = _label_place(out, sub, ses, contrast)
     write_nifti(fraction_img, labels_dir / f"{stem}_{FINE_LESION_ENTITY}_lesion-manual.nii.gz")
     write_json({"Type": "lesion", "Description": "partial-volume fraction of the lesions (0-1) on the fine (<= 0.5 mm) grid "
                 "they were rendered on, cropped to the lesions; scanner space, not the image's grid",
