@@ -7,6 +7,7 @@ probabilities are mapped back to the native grid.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -133,9 +134,4 @@ def voxel_extent_points(points: np.ndarray, zooms: Sequence[float], step_mm: flo
     if all(len(o) == 1 for o in offsets):
         return [points]
     gradients = [np.gradient(points, axis=a) if points.shape[a] > 1 else np.zeros_like(points) for a in range(3)]
-    samples = []
-    for d0 in offsets[0]:
-        for d1 in offsets[1]:
-            for d2 in offsets[2]:
-                samples.append(points + d0 * gradients[0] + d1 * gradients[1] + d2 * gradients[2])
-    return samples
+    return [points + sum(d * g for d, g in zip(shift, gradients)) for shift in itertools.product(*offsets)]
