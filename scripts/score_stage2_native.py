@@ -28,17 +28,14 @@ from bids_sclesion.core.straighten import field_target_points
 from bids_sclesion.evaluate import format_summary, score_arrays, summarise_by_contrast
 from bids_sclesion.model.cascade import segment_straightened, unstraighten
 from bids_sclesion.model.io import load_model
+from bids_sclesion.workflows.base import straightened_work_folders
 
 
 def cascade_cases(bids_dir: Path, work_dir: Path, lesion_label: str, cord_label: str):
     """(source image, straight image, to_straight, to_orig, lesion label, cord label) of each processed image."""
-    for wf in sorted(work_dir.glob("bids_sclesion_wf/single_subject_*_wf/anat_sub_*_wf")):
+    for sub, suffix, wf in straightened_work_folders(work_dir):
         straight = wf / "segment_straightened_cord/straight_image.nii.gz"
         warps = wf / "straightening_warps"
-        if not straight.exists():
-            continue
-        parts = wf.name[len("anat_"):-len("_wf")].split("_")  # sub, label, [entities...], suffix
-        sub, suffix = f"sub-{parts[1]}", parts[-1]
         sources = sorted(bids_dir.glob(f"{sub}/**/anat/{sub}_*{suffix}.nii.gz"))
         if len(sources) != 1:
             continue  # sessions or several runs of one suffix: the work folder name does not tell them apart

@@ -30,6 +30,7 @@ from scipy import ndimage
 from bids_sclesion.core.straighten import apply_points, field_target_points
 from bids_sclesion.model.cascade import segment_straightened
 from bids_sclesion.model.io import load_model
+from bids_sclesion.workflows.base import straightened_work_folders
 
 THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 
@@ -56,12 +57,8 @@ def main() -> int:
     true_mm3 = defaultdict(float)
     overlap = defaultdict(float)
     extents = defaultdict(list)
-    for wf in sorted(args.work_dir.glob("bids_sclesion_wf/single_subject_*_wf/anat_sub_*_wf")):
+    for sub, suffix, wf in straightened_work_folders(args.work_dir):
         straight_path = wf / "segment_straightened_cord/straight_image.nii.gz"
-        if not straight_path.exists():
-            continue
-        parts = wf.name[len("anat_"):-len("_wf")].split("_")  # sub, label, [entities...], suffix
-        sub, suffix = f"sub-{parts[1]}", parts[-1]
         label_dir = args.bids_dir / "derivatives/labels" / sub
         labels = sorted(label_dir.glob(f"**/{sub}_*{suffix}_{args.lesion_label}.nii.gz"))
         if len(labels) != 1:

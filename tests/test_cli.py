@@ -78,3 +78,14 @@ def test_parallel_workers_do_not_inherit_this_process_thread_pools(tmp_path):
     args.use_plugin = str(conf)
     assert _plugin(args, nprocs=1) == ("MultiProc", {"n_procs": 3, "mp_context": "forkserver",
                                                      "poll_sleep_duration": 0.2})
+
+
+def test_straightened_work_folders_name_subject_and_suffix(tmp_path):
+    from bids_sclesion.workflows.base import image_workflow_name, straightened_work_folders
+
+    subject_wf = tmp_path / "bids_sclesion_wf" / "single_subject_01_wf"
+    kept = subject_wf / image_workflow_name("sub-01_acq-sag_T2w.nii.gz")
+    (kept / "segment_straightened_cord").mkdir(parents=True)
+    (kept / "segment_straightened_cord" / "straight_image.nii.gz").write_bytes(b"")
+    (subject_wf / image_workflow_name("sub-01_T1w.nii.gz")).mkdir()  # single stage: no straightened image
+    assert list(straightened_work_folders(tmp_path)) == [("sub-01", "T2w", kept)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Iterator
 
 from nipype.pipeline import engine as pe
 
@@ -74,3 +75,17 @@ def node_run_seconds(work_dir: str | Path) -> dict[str, float]:
             continue
         totals[step] = totals.get(step, 0.0) + duration
     return totals
+
+
+def straightened_work_folders(work_dir: str | Path) -> Iterator[tuple[str, str, Path]]:
+    """(subject, image suffix, folder) of each image workflow in a cascade run's work directory
+    that kept its straightened image (``segment_straightened_cord/straight_image.nii.gz``) and
+    warps (``straightening_warps``): what the stage-2 diagnostics of ``scripts/`` rerun from.
+
+    The folder name gives the subject and the suffix only; the caller finds the image.
+    """
+    for folder in sorted(Path(work_dir).glob("bids_sclesion_wf/single_subject_*_wf/anat_sub_*_wf")):
+        if not (folder / "segment_straightened_cord/straight_image.nii.gz").exists():
+            continue
+        parts = folder.name[len("anat_"):-len("_wf")].split("_")  # sub, label, [entities...], suffix
+        yield f"sub-{parts[1]}", parts[-1], folder
