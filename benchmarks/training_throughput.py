@@ -2,11 +2,14 @@
 """Training throughput: iterations per second, with and without cached preprocessing, on CPU (and GPU).
 
 Usage: python benchmarks/training_throughput.py [--subjects 4] [--iterations 40] [--threads 2] [--devices cpu[,cuda]]
+                                               [--workers 0,1] [--batch-size 2] [--channels 16 32 64 128]
 
 A small synthetic dataset (T2w + PSIR) is made once. For each device, ``bids_sclesion-train`` runs twice with the
 same preprocessing cache directory: the first run preprocesses every image (reorient, N4, resampling; cached),
-the second finds them in the cache. Reported: preprocessing time, training iterations per second (batch of 2
-patches of 64^3, validation excluded: it runs once, at the end), and the whole command's wall time.
+then it runs once more from the cache for each ``--workers`` count (processes preparing batches beside the
+network; the same batches for any count). Reported: preprocessing time, training iterations per second (patches
+of 64^3, validation excluded: it runs once, at the end), the whole command's wall time, and iterations per
+second against the cached run without workers measured in the same run.
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ from pathlib import Path
 from bids_sclesion.phantoms import generate_dataset
 
 
-def run_training(bids: Path, model_dir: Path, cache: Path, iterations: int, threads: int, device: str) -> dict:
+def run_training(bids: Path, model_dir: Path, cache: Path, iterations: int, threads: int, device: str,
+                 workers: int = 0, batch_size: int = 2, channels: list[int] | None = None) -> dict:
     cmd = [sys.executable, "-m", "bids_sclesion.cli.train", str(bids), str(model_dir), "-w", str(cache),
            "--iterations", str(iterations), "--val-every", str(iterations), "--device", device,
-           "--nthreads", str(threads), "--contrast", "T2w", "PSIR"]
+           "--nthreads", str(threads), "--contrast", "T2w", "PSIR", "--workers", str(workers),
+           "--batch-size", str(batch_size)] + (["--channels", *map(str, channels)] if channels else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
     wall = time.perf_counter() - t0
@@ -50,26 +55,38 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--devices", default="cpu" + (",cuda" if _cuda() else ""))
+    p.add_argument("--workers", default="0,1", help="comma-separated worker counts to time on the cache")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--channels", type=int, nargs="+", default=None)
     args = p.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    options = dict(batch_size=args.batch_size, channels=args.channels)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         bids = Path(tmp) / "bids"
         generate_dataset(bids, n_subjects=args.subjects, contrasts=("T2w", "PSIR"), seed=8100, fov_scale=0.7)
         for device in args.devices.split(","):
             cache = Path(tmp) / f"cache-{device}"
-            for label in ("empty cache (preprocesses)", "cached preprocessing"):
+            runs = [("empty cache (preprocesses)", 0)] + [("cached preprocessing", w) for w in worker_counts]
+            for label, workers in runs:
                 model_dir = Path(tmp) / f"model-{device}-{len(rows)}"
-                r = run_training(bids, model_dir, cache, args.iterations, args.threads, device)
-                rows.append({"device": device, "run": label, **r})
-                print(f"{device} {label}: {r['it_per_s']:.2f} it/s, wall {r['wall']:.0f} s", file=sys.stderr)
+                r = run_training(bids, model_dir, cache, args.iterations, args.threads, device, workers, **options)
+                rows.append({"device": device, "run": label, "workers": workers, **r})
+                print(f"{device} {label}, {workers} workers: {r['it_per_s']:.2f} it/s, wall {r['wall']:.0f} s",
+                      file=sys.stderr)
     print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.subjects} subjects x "
-          f"(T2w, PSIR), {args.iterations} iterations, batch 2 x 64^3, {args.threads} threads\n")
-    print("| device | run | preprocessing (s) | training it/s | wall (s) | wall / first run |")
-    print("|---|---|---|---|---|---|")
+          f"(T2w, PSIR), {args.iterations} iterations, batch {args.batch_size} x 64^3, {args.threads} threads, "
+          f"channels {args.channels or 'default'}\n")
+    print("| device | run | workers | preprocessing (s) | training it/s | wall (s) | wall / first run "
+          "| it/s / cached, 0 workers |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         first = next(f for f in rows if f["device"] == r["device"])
-        print(f"| {r['device']} | {r['run']} | {r['preprocessing']:.0f} | {r['it_per_s']:.2f} | {r['wall']:.0f} | "
-              f"{r['wall'] / first['wall']:.2f} |")
+        base = next((f for f in rows if f["device"] == r["device"] and f["run"] == "cached preprocessing"
+                     and f["workers"] == 0), None)
+        ratio = f"{r['it_per_s'] / base['it_per_s']:.2f}" if base else "-"
+        print(f"| {r['device']} | {r['run']} | {r['workers']} | {r['preprocessing']:.0f} | {r['it_per_s']:.2f} | "
+              f"{r['wall']:.0f} | {r['wall'] / first['wall']:.2f} | {ratio} |")
     return 0
 
 

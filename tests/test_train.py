@@ -132,6 +132,38 @@ def test_resume_continues_from_the_checkpoint(synth_two_subjects, tmp_path):
     assert _tiny(synth_two_subjects, out, tmp_path / "c", "--iterations", "9", "--resume") == 1
 
 
+def test_same_seed_same_model_for_any_workers_and_after_a_resume(synth_two_subjects, tmp_path):
+    """Each batch has a random stream of its own: worker processes and a resume change nothing."""
+    from safetensors.torch import load_file
+
+    common = ("--iterations", "4", "--val-every", "1", "--val-fraction", "0", "--seed", "3")
+    assert _tiny(synth_two_subjects, tmp_path / "plain", tmp_path / "c", *common) == 0
+    assert _tiny(synth_two_subjects, tmp_path / "workers", tmp_path / "c", *common, "--workers", "2") == 0
+    resumed = tmp_path / "resumed"
+    assert _tiny(synth_two_subjects, resumed, tmp_path / "c", *common, "--max-minutes", "0") == 0
+    assert _tiny(synth_two_subjects, resumed, tmp_path / "c", *common, "--resume") == 0
+    assert _tiny(synth_two_subjects, tmp_path / "other_seed", tmp_path / "c", *common[:-1], "4") == 0
+    weights = {name: load_file(str(tmp_path / name / "model.safetensors"))
+               for name in ("plain", "workers", "resumed", "other_seed")}
+    for name in ("workers", "resumed"):
+        assert weights[name].keys() == weights["plain"].keys()
+        for key, value in weights["plain"].items():
+            assert torch_equal(weights[name][key], value), f"{name}: {key} differs"
+    assert any(not torch_equal(weights["other_seed"][k], v) for k, v in weights["plain"].items()), \
+        "another seed trains another model"
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_workers_below_zero_are_refused(synth_two_subjects, tmp_path, capsys):
+    assert _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--workers", "-1") == 1
+    assert "--workers must be >= 0" in capsys.readouterr().err
+
+
 def test_early_stopping_and_frozen_encoder(synth_two_subjects, tmp_path):
     from bids_sclesion.model.train import is_encoder_parameter
 

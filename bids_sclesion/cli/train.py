@@ -87,6 +87,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="the model predicts by averaging flips along each axis (4x inference time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nthreads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=d.workers, metavar="N",
+                   help="processes preparing training batches (patches, augmentation) while the network trains; "
+                        "0: the training process itself. Every batch is drawn from a random stream of its own, "
+                        "so the trained model is the same for any N (on a GPU, N of a few CPU cores keeps it busy)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("-w", "--work-dir", default=None, help="cache of preprocessed images")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         participant_label=tuple(label.removeprefix("sub-") for label in args.participant_label),
         tensorboard=args.tensorboard,
         dataset_weights=tuple(args.dataset_weights) if args.dataset_weights else (),
+        workers=args.workers,
     )
     net = NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
     try:

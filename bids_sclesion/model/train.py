@@ -27,7 +27,7 @@ from ..core.preprocess import bias_correct_image, mask_to_model_grid, prepare_fo
 from .inference import predict_probabilities
 from .io import save_model
 from .network import GREY_MATTER, NetworkConfig, OUTPUT_CHANNELS, build_network, init_output_bias, load_pretrained
-from .transforms import sample_patch, to_batch, training_augmentation
+from .batches import PatchBatches, batch_loader
 
 LOGGER = logging.getLogger("bids_sclesion.train")
 _ENTITY = re.compile(r"^(sub-[A-Za-z0-9]+)")
@@ -154,8 +154,7 @@ def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
         lesion = np.zeros_like(cord)
     extra = [mask_to_model_grid(nib.load(str(case.grey_matter_path)), canonical, spacing)] if case.grey_matter_path else []
     labels = np.stack([cord | lesion, lesion, *extra]).astype(np.uint8)
-    _save_cache(cache, model_input.data, labels)
-    return model_input.data, labels.astype(np.float32)
+    return _save_cache(cache, model_input.data, labels)
 
 
 def _cache_path(case: TrainingCase, cache_dir: Path | None, tag: str, params) -> Path | None:
@@ -174,12 +173,16 @@ def _load_cache(cache: Path) -> tuple[np.ndarray, np.ndarray]:
         return z["image"].astype(np.float32), z["labels"].astype(np.float32)
 
 
-def _save_cache(cache: Path | None, image: np.ndarray, labels: np.ndarray) -> None:
+def _save_cache(cache: Path | None, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Store a preprocessed case; returns it as stored, so that the run that fills the cache trains on
+    the same values as the runs that read it."""
+    stored = image.astype(np.float16), labels.astype(np.uint8)
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, image=image.astype(np.float16), labels=labels.astype(np.uint8))
+        np.savez_compressed(tmp, image=stored[0], labels=stored[1])
         tmp.replace(cache)
+    return stored[0].astype(np.float32), stored[1].astype(np.float32)
 
 
 def _preprocess_straight(case: TrainingCase, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
@@ -203,8 +206,7 @@ def _preprocess_straight(case: TrainingCase, cache_dir: Path | None) -> tuple[np
     fine = nib.load(str(case.fine_lesion_path)) if case.fine_lesion_path else None
     image, labels = straighten_labels(canonical, masks[0], masks[1], space, extra=masks[2:], lesion_fraction=fine)
     labels = np.stack([labels[0] | labels[1], *labels[1:]]).astype(np.uint8)
-    _save_cache(cache, image, labels)
-    return image, labels.astype(np.float32)
+    return _save_cache(cache, image, labels)
 
 
 @dataclass
@@ -244,6 +246,7 @@ class TrainingConfig:
     grey_matter_label: str | None = None  # <stem>_<label>.nii.gz: grey matter as a third output, where labelled
     dice_weight: float = 1.0  # weight of the Dice term against cross-entropy (1.0) in the loss
     fine_lesion_label: str | None = None  # <stem>_<label>.nii.gz: fine lesion fractions label the straight grid
+    workers: int = 0  # processes preparing batches (0: the training process itself); results do not depend on it
 
 
 #: Validation metrics early stopping and model selection can follow.
@@ -304,6 +307,8 @@ def train(
     """
     if not config.dice_weight >= 0:  # checked before any preprocessing
         raise ValueError(f"--dice-weight must be >= 0, got {config.dice_weight}")
+    if config.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {config.workers}")
     if config.fine_lesion_label and config.space != "straight":
         raise ValueError("--fine-lesion-label needs --space straight (the fine maps label the straightened cord)")
     bids_dirs = [Path(bids_dir)] if isinstance(bids_dir, (str, Path)) else [Path(b) for b in bids_dir]
@@ -447,7 +452,6 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     by_dataset = [[k for k, c in enumerate(train_cases) if c.dataset == d] for d in range(len(bids_dirs))]
     draw = draw_probabilities(weights, [len(ks) for ks in by_dataset])
     LOGGER.info("preprocessing took %.0f s", time.time() - t0)
-    voxels = [(np.argwhere(lab[1] > 0.5), np.argwhere(lab[0] > 0.5)) for _, lab in train_data]
 
     dev = dist.device(device)
     network = build_network(network_config)
@@ -461,8 +465,9 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=config.iterations,
                                                     pct_start=0.05)
     loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4, lambda_dice=config.dice_weight)
-    augment = training_augmentation(config.seed + dist.rank, config.augmentation)
-    rng = np.random.default_rng(config.seed if not dist.enabled else [config.seed, dist.rank])
+    batches = PatchBatches(train_data, by_dataset, draw, config.batch_size, config.patch_size,
+                           network_config.out_channels, len(OUTPUT_CHANNELS), config.augmentation, config.seed,
+                           dist.rank)
     model_dir.mkdir(parents=True, exist_ok=True)
     log_path = model_dir / "training_log.csv"
     best, best_state, best_metrics, first_it, stale = -1.0, None, {}, 1, 0
@@ -477,10 +482,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if dist.is_main:
-            rng.bit_generator.state = ckpt["sampler_state"]
             torch.set_rng_state(ckpt["torch_rng"])
-        else:  # other processes continue on fresh streams of their own
-            rng = np.random.default_rng([config.seed, dist.rank, int(ckpt["iteration"])])
         best, best_state, best_metrics = float(ckpt["best"]), ckpt["best_state"], dict(ckpt["best_metrics"])
         first_it, stale = int(ckpt["iteration"]) + 1, int(ckpt["stale"])
         LOGGER.info("resuming from %s at iteration %d", checkpoint_path, first_it)
@@ -506,24 +508,12 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     last_report = 0.0  # seconds into this run of the last batch-log progress line
     running = []
     it = first_it - 1
+    loader = batch_loader(batches, first_it, config.iterations, config.workers, pin_memory=dev.type == "cuda")
     try:
-        for it in range(first_it, config.iterations + 1):
-            samples, labelled_gm = [], []
-            for _ in range(config.batch_size):
-                group = by_dataset[int(rng.choice(len(by_dataset), p=draw))]
-                k = group[int(rng.integers(len(group)))]
-                image, labels = train_data[k]
-                img_p, lab_p = sample_patch(rng, image, labels, config.patch_size, p_lesion=0.6, p_cord=0.25,
-                                            lesion_voxels=voxels[k][0], cord_voxels=voxels[k][1])
-                labelled_gm.append(lab_p.shape[0] > len(OUTPUT_CHANNELS))
-                if lab_p.shape[0] < network_config.out_channels:  # no grey matter label: that output is not trained
-                    lab_p = np.concatenate([lab_p, np.zeros((network_config.out_channels - lab_p.shape[0],)
-                                                            + lab_p.shape[1:], lab_p.dtype)])
-                samples.append(augment({"image": img_p[None], "label": lab_p}))
-            x, y = to_batch(samples)
-            x, y = x.to(dev), y.to(dev)
+        for it, batch in zip(range(first_it, config.iterations + 1), loader):
+            x, y = batch.image.to(dev, non_blocking=True), batch.label.to(dev, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                loss = _loss(loss_fn, trained(x), y, torch.tensor(labelled_gm, device=dev))
+                loss = _loss(loss_fn, trained(x), y, batch.labelled_gm.to(dev))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -566,7 +556,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
                         bar.write(message)
                     elif progress:
                         print(message, flush=True)
-                    _save_checkpoint(checkpoint_path, network, optimizer, scheduler, rng, it, best, best_state,
+                    _save_checkpoint(checkpoint_path, network, optimizer, scheduler, it, best, best_state,
                                      best_metrics, stale)
                     stop = config.patience is not None and bool(val_data) and stale >= config.patience
                     if stop:
@@ -698,7 +688,7 @@ def _parameter_groups(network: torch.nn.Module, config: TrainingConfig, pretrain
     return [{"params": encoder, "lr": scaled}, {"params": decoder}], [scaled, config.learning_rate]
 
 
-def _save_checkpoint(path: Path, network, optimizer, scheduler, rng, iteration, best, best_state, best_metrics,
+def _save_checkpoint(path: Path, network, optimizer, scheduler, iteration, best, best_state, best_metrics,
                      stale) -> None:
     """Everything needed to resume (plain tensors and numbers: loadable with weights_only=True)."""
     from ..utils.io import atomic_path
@@ -707,7 +697,6 @@ def _save_checkpoint(path: Path, network, optimizer, scheduler, rng, iteration, 
         "network": network.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "sampler_state": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
         "iteration": int(iteration),
         "best": float(best),

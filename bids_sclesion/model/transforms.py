@@ -77,6 +77,10 @@ class RandAxisPermuted:
         self.keys, self.prob = _as_keys(keys), float(prob)
         self.rng = np.random.default_rng(seed)
 
+    def set_random_state(self, seed: int) -> "RandAxisPermuted":
+        self.rng = np.random.default_rng(seed)
+        return self
+
     def __call__(self, data: dict) -> dict:
         if self.rng.random() >= self.prob:
             return data
@@ -109,6 +113,10 @@ class RandCoarseElasticd:
         self.prob, self.control_points, self.magnitude = float(prob), int(control_points), float(magnitude)
         self.rng = np.random.default_rng(seed)
 
+    def set_random_state(self, seed: int) -> "RandCoarseElasticd":
+        self.rng = np.random.default_rng(seed)
+        return self
+
     def __call__(self, data: dict) -> dict:
         if self.rng.random() >= self.prob:
             return data
@@ -140,6 +148,10 @@ class RandThickSliced:
                  seed: int | None = None):
         self.keys, self.prob, self.factor_range = _as_keys(keys), float(prob), factor_range
         self.rng = np.random.default_rng(seed)
+
+    def set_random_state(self, seed: int) -> "RandThickSliced":
+        self.rng = np.random.default_rng(seed)
+        return self
 
     def __call__(self, data: dict) -> dict:
         if self.rng.random() >= self.prob:
@@ -235,6 +247,15 @@ def _domain_randomisation(seed: int | None) -> Compose:
     if seed is not None:
         aug.set_random_state(seed)
     return aug
+
+
+def seed_augmentation(augment: Compose, seed: int) -> Compose:
+    """Restart every random stream of ``augment`` from ``seed`` (MONAI's transforms and this module's)."""
+    augment.set_random_state(seed)
+    for index, transform in enumerate(augment.transforms):
+        if isinstance(transform, (RandAxisPermuted, RandCoarseElasticd, RandThickSliced)):
+            transform.set_random_state(int(np.random.default_rng([seed, index]).integers(2**31 - 1)))
+    return augment
 
 
 def to_batch(samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,93 @@
+"""Training batches drawn from random streams keyed by their iteration number.
+
+Batch ``i`` of a run depends only on (seed, process rank, ``i``), never on the
+batches before it. So the batches can be made by loader worker processes in
+any number and order, a resumed run draws exactly the batches the
+uninterrupted run would have drawn, and ``--workers`` changes speed, not
+results.
+"""
+from __future__ import annotations
+
+import multiprocessing
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .transforms import sample_patch, seed_augmentation, to_batch, training_augmentation
+
+#: Where a patch is centred: on a lesion voxel, a cord voxel, or anywhere (the rest).
+P_LESION, P_CORD = 0.6, 0.25
+
+
+class Batch(NamedTuple):
+    image: torch.Tensor  # (B, 1, *patch)
+    label: torch.Tensor  # (B, out_channels, *patch)
+    labelled_gm: torch.Tensor  # (B,) bool: the sample has a grey matter label
+
+
+class PatchBatches(Dataset):
+    """Item ``i`` is training batch ``i``: patches of images drawn by dataset weight, augmented.
+
+    ``data`` holds (image, labels) pairs, labels first cord then lesion (and
+    grey matter where labelled); ``groups`` lists the indices of ``data`` of
+    each dataset, drawn with probabilities ``draw``.
+    """
+
+    def __init__(self, data: Sequence[tuple[np.ndarray, np.ndarray]], groups: Sequence[Sequence[int]],
+                 draw: Sequence[float], batch_size: int, patch_size: tuple[int, int, int], out_channels: int,
+                 base_channels: int, augmentation: str = "standard", seed: int = 0, rank: int = 0):
+        self.data, self.groups, self.draw = data, [list(g) for g in groups], np.asarray(draw, float)
+        self.batch_size, self.patch_size = int(batch_size), tuple(patch_size)
+        self.out_channels, self.base_channels = int(out_channels), int(base_channels)
+        self.seed, self.rank, self.profile = int(seed), int(rank), augmentation
+        # Where lesions and cord are, found once (not per patch).
+        self.voxels = [(np.argwhere(lab[1] > 0.5), np.argwhere(lab[0] > 0.5)) for _, lab in data]
+        self._augment = None  # made in the process that uses it (workers make their own)
+
+    def __len__(self) -> int:
+        return 2**31 - 1  # indexed by iteration number; the sampler says which
+
+    def __getitem__(self, iteration: int) -> Batch:
+        rng = np.random.default_rng([self.seed, self.rank, int(iteration)])
+        if self._augment is None:
+            self._augment = training_augmentation(None, self.profile)
+        augment = seed_augmentation(self._augment, int(rng.integers(2**31 - 1)))
+        samples, labelled_gm = [], []
+        for _ in range(self.batch_size):
+            group = self.groups[int(rng.choice(len(self.groups), p=self.draw))]
+            k = group[int(rng.integers(len(group)))]
+            image, labels = self.data[k]
+            img_p, lab_p = sample_patch(rng, image, labels, self.patch_size, p_lesion=P_LESION, p_cord=P_CORD,
+                                        lesion_voxels=self.voxels[k][0], cord_voxels=self.voxels[k][1])
+            labelled_gm.append(lab_p.shape[0] > self.base_channels)
+            if lab_p.shape[0] < self.out_channels:  # no grey matter label: that output is not trained
+                lab_p = np.concatenate([lab_p, np.zeros((self.out_channels - lab_p.shape[0],) + lab_p.shape[1:],
+                                                        lab_p.dtype)])
+            samples.append(augment({"image": img_p[None], "label": lab_p}))
+        x, y = to_batch(samples)
+        return Batch(x, y, torch.tensor(labelled_gm))
+
+
+def _one_thread(_worker_id: int) -> None:
+    # Each worker makes whole batches; threads inside a worker would only compete with the others.
+    torch.set_num_threads(1)
+
+
+def _collate(batch: Batch) -> Batch:
+    return batch
+
+
+def batch_loader(batches: PatchBatches, first: int, last: int, workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """Batches ``first`` to ``last`` (inclusive), in order, made by ``workers`` processes (0: this one)."""
+    options = {}
+    if workers > 0:
+        options["prefetch_factor"] = 2
+        options["worker_init_fn"] = _one_thread
+        # fork shares the preprocessed images with the workers instead of copying them through pickles.
+        if "fork" in multiprocessing.get_all_start_methods():
+            options["multiprocessing_context"] = "fork"
+    return DataLoader(batches, batch_size=None, sampler=range(first, last + 1), num_workers=int(workers),
+                      collate_fn=_collate, pin_memory=pin_memory, **options)
