@@ -138,7 +138,8 @@ def test_same_seed_same_model_for_any_workers_and_after_a_resume(synth_two_subje
 
     common = ("--iterations", "4", "--val-every", "1", "--val-fraction", "0", "--seed", "3")
     assert _tiny(synth_two_subjects, tmp_path / "plain", tmp_path / "c", *common) == 0
-    assert _tiny(synth_two_subjects, tmp_path / "workers", tmp_path / "c", *common, "--workers", "2") == 0
+    # Its own cache: the images are preprocessed by the worker processes too.
+    assert _tiny(synth_two_subjects, tmp_path / "workers", tmp_path / "c2", *common, "--workers", "2") == 0
     resumed = tmp_path / "resumed"
     assert _tiny(synth_two_subjects, resumed, tmp_path / "c", *common, "--max-minutes", "0") == 0
     assert _tiny(synth_two_subjects, resumed, tmp_path / "c", *common, "--resume") == 0
@@ -162,6 +163,21 @@ def torch_equal(a, b) -> bool:
 def test_workers_below_zero_are_refused(synth_two_subjects, tmp_path, capsys):
     assert _tiny(synth_two_subjects, tmp_path / "m", tmp_path / "c", "--workers", "-1") == 1
     assert "--workers must be >= 0" in capsys.readouterr().err
+
+
+def test_a_bad_label_preprocessed_by_a_worker_is_named(synth_two_subjects, tmp_path, capsys):
+    import shutil
+
+    import nibabel as nib
+
+    bids = tmp_path / "bids"
+    shutil.copytree(synth_two_subjects, bids)
+    label = next((bids / "derivatives" / "labels").rglob("sub-02_T2w_seg-manual.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), str(label))
+    assert _tiny(bids, tmp_path / "m", tmp_path / "c", "--iterations", "1", "--workers", "2") == 1
+    err = capsys.readouterr().err
+    assert "sub-02_T2w_seg-manual.nii.gz" in err and "grids differ" in err
+    assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
 def test_early_stopping_and_frozen_encoder(synth_two_subjects, tmp_path):

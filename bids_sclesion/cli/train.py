@@ -88,9 +88,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nthreads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--workers", type=int, default=d.workers, metavar="N",
-                   help="processes preparing training batches (patches, augmentation) while the network trains; "
-                        "0: the training process itself. Every batch is drawn from a random stream of its own, "
-                        "so the trained model is the same for any N (on a GPU, N of a few CPU cores keeps it busy)")
+                   help="processes that preprocess the images not yet cached, then prepare training batches "
+                        "(patches, augmentation) while the network trains; 0: the training process itself. Every "
+                        "batch is drawn from a random stream of its own, so the trained model is the same for any N "
+                        "(on a GPU, N of a few CPU cores keeps it busy)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("-w", "--work-dir", default=None, help="cache of preprocessed images")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",

@@ -35,7 +35,7 @@ def mask_to_model_grid(mask_img: nib.Nifti1Image, reference: nib.Nifti1Image, sp
     """A binary mask of the same grid as ``reference`` on the model grid (>= 50 % coverage)."""
     mask = to_canonical(mask_img)
     if mask.shape != reference.shape or not np.allclose(mask.affine, reference.affine, atol=1e-3):
-        raise ValueError("mask and image grids differ")
+        raise ValueError(f"mask and image grids differ (mask {mask.shape}, image {reference.shape} in RAS)")
     resampled, _ = resample_to_spacing(np.asarray(mask.dataobj, np.float32) > 0.5, reference.affine, spacing, order=1)
     return resampled >= 0.5
 

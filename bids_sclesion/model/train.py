@@ -147,12 +147,12 @@ def preprocess_case(case: TrainingCase, spacing, cache_dir: Path | None,
         return _load_cache(cache)
     img = load_image(case.image_path)
     canonical, model_input = prepare_for_model(img, spacing)
-    cord = mask_to_model_grid(nib.load(str(case.cord_path)), canonical, spacing)
+    cord = _label_on_model_grid(case.cord_path, canonical, spacing)
     if case.lesion_path is not None:
-        lesion = mask_to_model_grid(nib.load(str(case.lesion_path)), canonical, spacing)
+        lesion = _label_on_model_grid(case.lesion_path, canonical, spacing)
     else:
         lesion = np.zeros_like(cord)
-    extra = [mask_to_model_grid(nib.load(str(case.grey_matter_path)), canonical, spacing)] if case.grey_matter_path else []
+    extra = [_label_on_model_grid(case.grey_matter_path, canonical, spacing)] if case.grey_matter_path else []
     labels = np.stack([cord | lesion, lesion, *extra]).astype(np.uint8)
     return _save_cache(cache, model_input.data, labels)
 
@@ -166,6 +166,36 @@ def _cache_path(case: TrainingCase, cache_dir: Path | None, tag: str, params) ->
         f"+r{__results_revision__}".encode()
     ).hexdigest()[:16]
     return cache_dir / f"{case.image_path.name.split('.')[0]}{tag}_{key}.npz"
+
+
+def _label_on_model_grid(path: Path, canonical: nib.Nifti1Image, spacing) -> np.ndarray:
+    try:
+        return mask_to_model_grid(nib.load(str(path)), canonical, spacing)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def _preprocess_into_cache(args) -> str | None:
+    case, spacing, cache_dir, space = args
+    torch.set_num_threads(1)
+    try:
+        preprocess_case(case, spacing, cache_dir, space)
+    except Exception as exc:  # the serial pass that follows meets it again and reports it with the file's name
+        return f"{case.image_path}: {exc}"
+    return None
+
+
+def _fill_cache(cases: Sequence[TrainingCase], spacing, cache_dir: Path, space: str, workers: int) -> None:
+    """Preprocess the cases in ``workers`` processes (their results land in the cache, read back afterwards)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    jobs = [(case, spacing, cache_dir, space) for case in cases]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        failed = [message for message in pool.map(_preprocess_into_cache, jobs) if message]
+    for message in failed:
+        LOGGER.warning("preprocessing failed: %s", message)
 
 
 def _load_cache(cache: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -444,6 +474,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     # Process 0 fills the cache first; the others then read it (no two writers of one file).
     if not dist.is_main:
         dist.barrier()
+    elif config.workers > 0:
+        _fill_cache(train_cases + val_cases, config.spacing_mm, cache, config.space, config.workers)
     train_data = [preprocess_case(c, config.spacing_mm, cache, config.space)
                   for c in _progress(train_cases, progress, "preprocess")]
     val_data = [preprocess_case(c, config.spacing_mm, cache, config.space) for c in val_cases] if dist.is_main else []
