@@ -155,3 +155,17 @@ def test_generated_dataset_is_bids_valid(tmp_path):
     issues = json.loads(proc.stdout)["issues"]["issues"]
     errors = [i for i in issues if i["severity"] == "error"]
     assert errors == [], errors
+
+
+def test_subjects_made_in_processes_are_the_files_of_one_process(tmp_path):
+    serial = generate_dataset(tmp_path / "serial", 3, contrasts=("T2w", "T2starw"), seed=31, fov_scale=0.4)
+    pooled = generate_dataset(tmp_path / "pooled", 3, contrasts=("T2w", "T2starw"), seed=31, fov_scale=0.4, jobs=2)
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(pooled) for p in pooled.rglob("*") if p.is_file())
+    assert len([f for f in files if f.name.endswith("_T2w.nii.gz")]) == 3
+    for rel in files:
+        if rel.suffix == ".gz":
+            a, b = nib.load(str(serial / rel)), nib.load(str(pooled / rel))
+            assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)) and np.allclose(a.affine, b.affine)
+        else:
+            assert (serial / rel).read_text() == (pooled / rel).read_text(), rel

@@ -24,6 +24,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--fov-scale", type=float, default=1.0, help="scale the field of view along the cord (smaller = faster)")
     p.add_argument("--grey-matter", action="store_true",
                    help="also write each image's grey matter mask (derivatives/labels, *_gmseg-manual); images unchanged")
+    p.add_argument("--nprocs", type=int, default=1, metavar="N",
+                   help="make subjects in N processes (the files are the same as with one)")
     p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
     return p
 
@@ -31,14 +33,14 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()]
-    if args.subjects < 1 or args.sessions < 1:
-        print("bids_sclesion-synth: error: --subjects and --sessions must be >= 1", file=sys.stderr)
+    if args.subjects < 1 or args.sessions < 1 or args.nprocs < 1:
+        print("bids_sclesion-synth: error: --subjects, --sessions and --nprocs must be >= 1", file=sys.stderr)
         return 2
     try:
         t0 = time.time()
         out = generate_dataset(args.out_dir, args.subjects, args.sessions, contrasts, args.seed,
                                fov_scale=args.fov_scale, first_subject=args.first_subject,
-                               grey_matter=args.grey_matter)
+                               grey_matter=args.grey_matter, jobs=args.nprocs)
     except ValueError as exc:
         print(f"bids_sclesion-synth: error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Write synthetic phantoms as a BIDS dataset with ground truth in derivatives/labels."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,6 +32,7 @@ def generate_dataset(
     fov_scale: float = 1.0,
     first_subject: int = 1,
     grey_matter: bool = False,
+    jobs: int = 1,
 ) -> Path:
     """Generate ``n_subjects`` synthetic subjects under ``out_dir`` (BIDS).
 
@@ -39,6 +40,7 @@ def generate_dataset(
     session, contrast), so a given image does not depend on which other
     subjects or contrasts are generated. ``grey_matter`` also writes each
     image's grey matter mask (``<stem>_gmseg-manual``) without changing the images.
+    ``jobs`` > 1 makes subjects in that many processes (the same files as one process).
     """
     out = Path(out_dir)
     unknown = [c for c in contrasts if c not in CONTRASTS]
@@ -47,29 +49,17 @@ def generate_dataset(
     out.mkdir(parents=True, exist_ok=True)
     _write_dataset_files(out, seed, n_sessions, contrasts)
 
-    rows = []
-    for index in range(first_subject, first_subject + n_subjects):
-        sub = f"{index:02d}"
-        rng = np.random.default_rng([seed, index])
-        fov_top = 110.0
-        anatomy = random_anatomy(rng, fov_top=fov_top)
-        z_range = (fov_top - 200.0 * fov_scale + 20, fov_top - 10)
-        lesions = random_lesions(rng, anatomy, z_range)
-        rows.append((f"sub-{sub}", "MS" if lesions else "control"))
-        for ses_index in range(1, n_sessions + 1):
-            if ses_index > 1:
-                lesions = evolve_lesions(np.random.default_rng([seed, index, ses_index]), anatomy, lesions, z_range)
-            anatomy.lesions = lesions
-            ses = f"{ses_index:02d}" if n_sessions > 1 else None
-            for contrast in contrasts:
-                img_rng = np.random.default_rng([seed, index, ses_index, CONTRASTS.index(contrast)])
-                acq = random_acquisition(img_rng, contrast, anatomy, fov_top, fov_scale=fov_scale)
-                image, cord, lesion, fine_lesion = render_image(img_rng, anatomy, acq, fine_lesion=True)
-                _write_subject_image(out, sub, ses, contrast, acq, image, cord, lesion, anatomy, seed)
-                if fine_lesion is not None:
-                    _write_fine_lesion(out, sub, ses, contrast, fine_lesion)
-                if grey_matter:
-                    _write_grey_matter(out, sub, ses, contrast, render_tissue_mask(anatomy, acq, Tissue.GM))
+    indices = range(first_subject, first_subject + n_subjects)
+    job = _SubjectJob(out, n_sessions, tuple(contrasts), seed, fov_scale, grey_matter)
+    if jobs > 1 and n_subjects > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=min(jobs, n_subjects), mp_context=context) as pool:
+            rows = list(pool.map(job, indices))
+    else:
+        rows = [job(index) for index in indices]
 
     table = "participant_id\tgroup\n" + "".join(f"{p}\t{g}\n" for p, g in rows)
     existing = out / "participants.tsv"
@@ -79,6 +69,43 @@ def generate_dataset(
         table = "participant_id\tgroup\n" + "".join(sorted(keep + table.splitlines(True)[1:]))
     write_text(table, existing)
     return out
+
+
+@dataclass(frozen=True)
+class _SubjectJob:
+    """Makes one subject's images and labels (a picklable callable for worker processes)."""
+
+    out: Path
+    n_sessions: int
+    contrasts: tuple[str, ...]
+    seed: int
+    fov_scale: float
+    grey_matter: bool
+
+    def __call__(self, index: int) -> tuple[str, str]:
+        sub = f"{index:02d}"
+        rng = np.random.default_rng([self.seed, index])
+        fov_top = 110.0
+        anatomy = random_anatomy(rng, fov_top=fov_top)
+        z_range = (fov_top - 200.0 * self.fov_scale + 20, fov_top - 10)
+        lesions = random_lesions(rng, anatomy, z_range)
+        group = "MS" if lesions else "control"
+        for ses_index in range(1, self.n_sessions + 1):
+            if ses_index > 1:
+                lesions = evolve_lesions(np.random.default_rng([self.seed, index, ses_index]), anatomy, lesions,
+                                         z_range)
+            anatomy.lesions = lesions
+            ses = f"{ses_index:02d}" if self.n_sessions > 1 else None
+            for contrast in self.contrasts:
+                img_rng = np.random.default_rng([self.seed, index, ses_index, CONTRASTS.index(contrast)])
+                acq = random_acquisition(img_rng, contrast, anatomy, fov_top, fov_scale=self.fov_scale)
+                image, cord, lesion, fine_lesion = render_image(img_rng, anatomy, acq, fine_lesion=True)
+                _write_subject_image(self.out, sub, ses, contrast, acq, image, cord, lesion, anatomy, self.seed)
+                if fine_lesion is not None:
+                    _write_fine_lesion(self.out, sub, ses, contrast, fine_lesion)
+                if self.grey_matter:
+                    _write_grey_matter(self.out, sub, ses, contrast, render_tissue_mask(anatomy, acq, Tissue.GM))
+        return f"sub-{sub}", group
 
 
 def _write_dataset_files(out: Path, seed: int, n_sessions: int, contrasts: Sequence[str]) -> None:
