@@ -70,11 +70,6 @@ class PatchBatches(Dataset):
         return Batch(x, y, torch.tensor(labelled_gm))
 
 
-def _one_thread(_worker_id: int) -> None:
-    # Each worker makes whole batches; threads inside a worker would only compete with the others.
-    torch.set_num_threads(1)
-
-
 def _collate(batch: Batch) -> Batch:
     return batch
 
@@ -84,8 +79,7 @@ def batch_loader(batches: PatchBatches, first: int, last: int, workers: int = 0,
     """Batches ``first`` to ``last`` (inclusive), in order, made by ``workers`` processes (0: this one)."""
     options = {}
     if workers > 0:
-        options["prefetch_factor"] = 2
-        options["worker_init_fn"] = _one_thread
+        options["prefetch_factor"] = 2  # each worker runs one torch thread (the DataLoader sets it)
         # fork shares the preprocessed images with the workers instead of copying them through pickles.
         if "fork" in multiprocessing.get_all_start_methods():
             options["multiprocessing_context"] = "fork"

@@ -276,7 +276,7 @@ class TrainingConfig:
     grey_matter_label: str | None = None  # <stem>_<label>.nii.gz: grey matter as a third output, where labelled
     dice_weight: float = 1.0  # weight of the Dice term against cross-entropy (1.0) in the loss
     fine_lesion_label: str | None = None  # <stem>_<label>.nii.gz: fine lesion fractions label the straight grid
-    workers: int = 0  # processes preparing batches (0: the training process itself); results do not depend on it
+    workers: int = 0  # processes preprocessing, then preparing batches (0: the training process); same results
 
 
 #: Validation metrics early stopping and model selection can follow.
