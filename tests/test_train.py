@@ -134,6 +134,7 @@ def test_resume_continues_from_the_checkpoint(synth_two_subjects, tmp_path):
 
 def test_same_seed_same_model_for_any_workers_and_after_a_resume(synth_two_subjects, tmp_path):
     """Each batch has a random stream of its own: worker processes and a resume change nothing."""
+    import torch
     from safetensors.torch import load_file
 
     common = ("--iterations", "4", "--val-every", "1", "--val-fraction", "0", "--seed", "3")
@@ -149,15 +150,9 @@ def test_same_seed_same_model_for_any_workers_and_after_a_resume(synth_two_subje
     for name in ("workers", "resumed"):
         assert weights[name].keys() == weights["plain"].keys()
         for key, value in weights["plain"].items():
-            assert torch_equal(weights[name][key], value), f"{name}: {key} differs"
-    assert any(not torch_equal(weights["other_seed"][k], v) for k, v in weights["plain"].items()), \
+            assert torch.equal(weights[name][key], value), f"{name}: {key} differs"
+    assert any(not torch.equal(weights["other_seed"][k], v) for k, v in weights["plain"].items()), \
         "another seed trains another model"
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
 
 
 def test_workers_below_zero_are_refused(synth_two_subjects, tmp_path, capsys):
@@ -199,12 +194,6 @@ def test_early_stopping_and_frozen_encoder(synth_two_subjects, tmp_path):
     assert enc and dec
     assert all(torch_equal(before[k], after[k]) for k in enc), "the frozen encoder does not change"
     assert not all(torch_equal(before[k], after[k]) for k in dec)
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
 
 
 def test_negative_dice_weight_is_refused_before_any_work(synth_two_subjects, tmp_path, capsys):

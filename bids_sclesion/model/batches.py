@@ -8,13 +8,13 @@ results.
 """
 from __future__ import annotations
 
-import multiprocessing
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..utils.environment import process_context
 from .transforms import sample_patch, seed_augmentation, to_batch, training_augmentation
 
 #: Where a patch is centred: on a lesion voxel, a cord voxel, or anywhere (the rest).
@@ -80,8 +80,6 @@ def batch_loader(batches: PatchBatches, first: int, last: int, workers: int = 0,
     options = {}
     if workers > 0:
         options["prefetch_factor"] = 2  # each worker runs one torch thread (the DataLoader sets it)
-        # fork shares the preprocessed images with the workers instead of copying them through pickles.
-        if "fork" in multiprocessing.get_all_start_methods():
-            options["multiprocessing_context"] = "fork"
+        options["multiprocessing_context"] = process_context()
     return DataLoader(batches, batch_size=None, sampler=range(first, last + 1), num_workers=int(workers),
                       collate_fn=_collate, pin_memory=pin_memory, **options)

@@ -187,12 +187,12 @@ def _preprocess_into_cache(args) -> str | None:
 
 def _fill_cache(cases: Sequence[TrainingCase], spacing, cache_dir: Path, space: str, workers: int) -> None:
     """Preprocess the cases in ``workers`` processes (their results land in the cache, read back afterwards)."""
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    from ..utils.environment import process_context
+
     jobs = [(case, spacing, cache_dir, space) for case in cases]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=process_context()) as pool:
         failed = [message for message in pool.map(_preprocess_into_cache, jobs) if message]
     for message in failed:
         LOGGER.warning("preprocessing failed: %s", message)

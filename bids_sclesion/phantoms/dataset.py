@@ -52,11 +52,11 @@ def generate_dataset(
     indices = range(first_subject, first_subject + n_subjects)
     job = _SubjectJob(out, n_sessions, tuple(contrasts), seed, fov_scale, grey_matter)
     if jobs > 1 and n_subjects > 1:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=min(jobs, n_subjects), mp_context=context) as pool:
+        from ..utils.environment import process_context
+
+        with ProcessPoolExecutor(max_workers=min(jobs, n_subjects), mp_context=process_context()) as pool:
             rows = list(pool.map(job, indices))
     else:
         rows = [job(index) for index in indices]

@@ -45,3 +45,11 @@ def confine_scratch(work_dir: str | os.PathLike) -> list[str]:
     if "TMPDIR" in {c.split(":")[0] for c in changed}:
         tempfile.tempdir = None  # forget the cached choice so that the new TMPDIR is used
     return changed
+
+
+def process_context():
+    """Start method for worker processes: fork where the platform has it (workers then share the
+    parent's arrays instead of receiving pickled copies), else spawn."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
