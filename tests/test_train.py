@@ -176,6 +176,8 @@ def test_a_bad_label_preprocessed_by_a_worker_is_named(synth_two_subjects, tmp_p
 
 
 def test_early_stopping_and_frozen_encoder(synth_two_subjects, tmp_path):
+    import torch
+
     from bids_sclesion.model.train import is_encoder_parameter
 
     base = tmp_path / "base"
@@ -192,8 +194,8 @@ def test_early_stopping_and_frozen_encoder(synth_two_subjects, tmp_path):
     enc = [k for k in before if is_encoder_parameter(k) and not k.endswith("num_batches_tracked")]
     dec = [k for k in before if not is_encoder_parameter(k)]
     assert enc and dec
-    assert all(torch_equal(before[k], after[k]) for k in enc), "the frozen encoder does not change"
-    assert not all(torch_equal(before[k], after[k]) for k in dec)
+    assert all(torch.equal(before[k], after[k]) for k in enc), "the frozen encoder does not change"
+    assert not all(torch.equal(before[k], after[k]) for k in dec)
 
 
 def test_negative_dice_weight_is_refused_before_any_work(synth_two_subjects, tmp_path, capsys):

@@ -22,7 +22,6 @@ from monai.losses import DiceCELoss
 from .. import __version__
 from ..__about__ import __results_revision__
 from ..core.image import load_image, to_canonical
-from ..core.metrics import dice, lesion_detection
 from ..core.preprocess import bias_correct_image, mask_to_model_grid, prepare_for_model
 from .inference import predict_probabilities
 from .io import save_model

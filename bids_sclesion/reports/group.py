@@ -75,7 +75,7 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
 
     made.append(("Lesions along the cord", _figure(figures / "group_lesion_positions.png", histogram)))
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>bids_sclesion group report</title>"
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>bids_sclesion group report</title>"
              "<style>body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1000px}"
              "table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:.2em .5em}"
              "th{background:#f3f3f3}img{max-width:100%}.warning{background:#fff4e5;padding:.4em .8em}</style>"
