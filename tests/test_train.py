@@ -466,6 +466,53 @@ def test_a_grey_matter_output_leaves_the_pretrained_outputs_unchanged():
         load_pretrained(old, new.state_dict())
 
 
+@pytest.mark.parametrize("channels, outputs", [((8, 16, 32), 2), ((4, 12, 16), 3), ((6, 8, 24), 2)])
+def test_a_wider_network_starts_out_computing_what_the_pretrained_one_does(channels, outputs):
+    import torch
+
+    from bids_sclesion.model.network import NetworkConfig, build_network, load_pretrained
+
+    torch.manual_seed(0)
+    old = build_network(NetworkConfig(channels=(4, 8, 16), strides=(2, 2))).eval()
+    new = build_network(NetworkConfig(channels=channels, strides=(2, 2), out_channels=outputs)).eval()
+    load_pretrained(new, old.state_dict(), pretrained=old)
+    x = torch.randn(2, 1, 32, 32, 24)
+    with torch.no_grad():
+        a, b = old(x), new(x)
+    assert torch.allclose(a, b[:, :2], atol=1e-5), "widening must not change what the network computes"
+    # The new channels are live: the loss reaches the weights that connect them to the old outputs.
+    new.train()
+    new(x)[:, :2].sum().backward()
+    grads = [p.grad for name, p in new.named_parameters() if name.endswith("weight") and p.dim() > 1]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    with pytest.raises(ValueError, match="the pretrained network is needed"):
+        load_pretrained(build_network(NetworkConfig(channels=channels, strides=(2, 2))), old.state_dict())
+
+
+def test_fine_tuning_into_a_wider_network(synth_two_subjects, tmp_path, capsys):
+    base = tmp_path / "base"
+    assert _tiny(synth_two_subjects, base, tmp_path / "c", "--iterations", "1", "--val-fraction", "0") == 0
+    wide = tmp_path / "wide"
+    assert _tiny(synth_two_subjects, wide, tmp_path / "c", "--iterations", "2", "--val-fraction", "0",
+                 "--init-from", str(base), "--channels", "8", "16", "32") == 0
+    assert load_model(wide).metadata["network"]["channels"] == [8, 16, 32]
+    assert json.loads((wide / "training_config.json").read_text())["channels"] == [8, 16, 32]
+    # Without --channels a fine-tuned model keeps the pretrained network, and its configuration says so.
+    same = tmp_path / "same"
+    assert train_main([str(synth_two_subjects), str(same), "--contrast", "T2w", "--patch-size", "32", "32", "32",
+                       "-w", str(tmp_path / "c"), "--nthreads", "1", "--iterations", "1", "--val-fraction", "0",
+                       "--init-from", str(wide)]) == 0
+    assert json.loads((same / "training_config.json").read_text())["channels"] == [8, 16, 32]
+    capsys.readouterr()
+    assert _tiny(synth_two_subjects, tmp_path / "narrow", tmp_path / "c", "--iterations", "1",
+                 "--init-from", str(base), "--channels", "4", "4", "16") == 1
+    assert "may be wider at each level" in capsys.readouterr().err
+    assert _tiny(synth_two_subjects, tmp_path / "frozen", tmp_path / "c", "--iterations", "1",
+                 "--init-from", str(base), "--channels", "8", "16", "32", "--freeze", "encoder") == 1
+    assert "new encoder channels" in capsys.readouterr().err
+    assert not (tmp_path / "narrow" / "model.safetensors").exists()
+
+
 @pytest.fixture(scope="module")
 def synth_grey_matter(tmp_path_factory):
     from bids_sclesion.phantoms import generate_dataset

@@ -59,7 +59,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--val-max-images", type=int, default=d.val_max_images, help="validation images scored each time")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
-    p.add_argument("--channels", type=int, nargs="+", default=list(NetworkConfig().channels))
+    p.add_argument("--channels", type=int, nargs="+", default=None,
+                   help=f"channels at each level of the U-Net (default {' '.join(map(str, NetworkConfig().channels))}; "
+                        "with --init-from: the pretrained model's, or more at any level to fine-tune a wider network "
+                        "that starts out computing exactly what the pretrained one does)")
     p.add_argument("--space", choices=["native", "straight"], default=d.space,
                    help="native: whole-image model (stage 1); straight: model on the straightened cord (stage 2)")
     p.add_argument("--augmentation", choices=["standard", "domain"], default=d.augmentation,
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset_weights=tuple(args.dataset_weights) if args.dataset_weights else (),
         workers=args.workers,
     )
-    net = NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
+    net = (NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
+           if args.channels else None)
     try:
         out = train([args.bids_dir, *args.add_dataset], args.model_dir, config, net, cache_dir=args.work_dir, device=args.device)
     except (ValueError, LookupError) as exc:
@@ -238,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: process 0 writes the model and its configuration
         return 0
     resolved = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIGURABLE}
+    if resolved["channels"] is None:  # the saved configuration says which network was trained
+        resolved["channels"] = json.loads((Path(args.model_dir) / "model.json").read_text())["network"]["channels"]
     write_text(json.dumps(resolved, indent=2, default=str) + "\n", Path(args.model_dir) / "training_config.json")
     print(f"model written to {out}")
     return 0

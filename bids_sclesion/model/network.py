@@ -74,26 +74,75 @@ def init_output_bias(network: torch.nn.Module, logits: tuple[float, ...] = (-2.0
             last[-1].bias.copy_(torch.tensor(logits, dtype=last[-1].bias.dtype))
 
 
-def load_pretrained(network: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state`` into ``network``, which may have more output channels than the pretrained one.
+def _concatenated_inputs(network: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """For each up-sampling convolution of a MONAI UNet, the channels of the tensors its input joins.
 
-    Tensors of matching shape are copied. Where the new network is wider (its
-    extra outputs), the pretrained block is copied into the leading slice and
-    the weights that would feed new channels into old outputs are zeroed, so
-    the pretrained outputs are unchanged and the new ones start from scratch.
+    Each level is ``Sequential(down, SkipConnection(deeper levels), up)``; the skip
+    connection concatenates the down block's output with the deeper levels' output,
+    and that concatenation is the input of the up block's first (transposed) convolution.
+    """
+    joined = {}
+    for name, module in network.named_modules():
+        children = list(module.children()) if isinstance(module, torch.nn.Sequential) else []
+        if len(children) != 3 or type(children[1]).__name__ != "SkipConnection":
+            continue
+        up_name, up = next((n, m) for n, m in children[2].named_modules() if isinstance(m, torch.nn.ConvTranspose3d))
+        down = children[0].out_channels
+        joined[f"{name}.2.{up_name}".lstrip(".")] = (down, up.in_channels - down)
+    return joined
+
+
+def _old_channels_in_new(old: tuple[int, ...], new: tuple[int, ...]) -> torch.Tensor:
+    """Where the channels of a tensor joined from parts of sizes ``old`` sit once the parts have sizes ``new``."""
+    starts = [sum(new[:i]) for i in range(len(new))]
+    return torch.cat([torch.arange(n) + start for n, start in zip(old, starts)])
+
+
+def load_pretrained(network: torch.nn.Module, state: dict[str, torch.Tensor],
+                    pretrained: torch.nn.Module | None = None) -> None:
+    """Load ``state`` into ``network``, which may be wider than the network it came from.
+
+    Wider means more channels at any level (``NetworkConfig.channels``) and/or more
+    outputs. Every pretrained weight is copied to the channels that play its part in
+    the wider network (the leading channels of each tensor, of each part where the
+    skip connections join two tensors), and the weights that would feed new channels
+    into pretrained ones are zeroed: the wider network computes exactly what the
+    pretrained one did, and its new channels, started at random, add capacity from there.
+    ``pretrained`` (the network ``state`` came from) is needed only when hidden
+    channels differ, to know how the joined tensors were split.
     """
     own = network.state_dict()
     if set(own) != set(state):
         raise ValueError(f"pretrained weights do not match the architecture ({len(set(own) ^ set(state))} keys differ)")
+    modules = dict(network.named_modules())
+    new_joins = _concatenated_inputs(network)
+    old_joins = _concatenated_inputs(pretrained) if pretrained is not None else {}
     with torch.no_grad():
         for key, target in own.items():
             source = state[key]
-            if source.shape == target.shape:
+            module_name = key.rsplit(".", 1)[0]
+            same_split = old_joins.get(module_name, new_joins.get(module_name)) == new_joins.get(module_name)
+            if source.shape == target.shape and same_split:
                 target.copy_(source)
                 continue
             if source.dim() != target.dim() or any(a > b for a, b in zip(source.shape, target.shape)):
                 raise ValueError(f"pretrained weight {key}: shape {tuple(source.shape)} does not fit {tuple(target.shape)}")
-            target[tuple(slice(0, n) for n in source.shape)] = source
-            if source.dim() >= 2 and source.shape[0] < target.shape[0] and source.shape[1] < target.shape[1]:
-                target[: source.shape[0], source.shape[1]:] = 0  # a (out, in) convolution: old outputs ignore new inputs
+            if source.dim() == 1:  # biases (per output channel) and shared activation slopes
+                target[: source.shape[0]] = source
+                continue
+            transposed = isinstance(modules.get(module_name), torch.nn.ConvTranspose3d)
+            # A view with outputs first, inputs second: writes to it land in ``target``.
+            view = target.transpose(0, 1) if transposed else target
+            weights = source.transpose(0, 1) if transposed else source
+            n_out, n_in = weights.shape[:2]
+            if module_name in new_joins and view.shape[1] != n_in:
+                if module_name not in old_joins:
+                    raise ValueError(f"pretrained weight {key}: its input joins two tensors; the pretrained "
+                                     "network is needed to know how they were split")
+                in_index = _old_channels_in_new(old_joins[module_name], new_joins[module_name])
+            else:
+                in_index = torch.arange(n_in)
+            out_index = torch.arange(n_out)
+            view[:n_out] = 0  # pretrained outputs ignore every new input ...
+            view[out_index[:, None], in_index[None, :]] = weights  # ... and see their old ones as before
     network.load_state_dict(own)

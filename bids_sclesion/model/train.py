@@ -431,7 +431,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
         from .io import load_model
 
         init = load_model(config.init_from, "cpu")
-        network_config = NetworkConfig.from_dict(init.metadata["network"])
+        network_config = _fine_tuned_network(NetworkConfig.from_dict(init.metadata["network"]), network_config,
+                                             config)
     network_config = network_config or NetworkConfig()
     if config.grey_matter_label:
         network_config = dataclasses.replace(network_config, out_channels=max(network_config.out_channels,
@@ -487,7 +488,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     dev = dist.device(device)
     network = build_network(network_config)
     if init is not None:
-        load_pretrained(network, init.network.state_dict())  # a new grey matter output starts from scratch
+        # New channels (a wider network, a grey matter output) start from scratch; the rest is the pretrained model.
+        load_pretrained(network, init.network.state_dict(), pretrained=init.network)
     else:
         init_output_bias(network, (-2.0, -4.0, -2.0)[: network_config.out_channels])
     network = network.to(dev)
@@ -691,6 +693,22 @@ def _tensorboard_writer(model_dir: Path):
 
 
 CHECKPOINT = "checkpoint.pt"
+
+def _fine_tuned_network(pretrained: NetworkConfig, requested: NetworkConfig | None,
+                        config: TrainingConfig) -> NetworkConfig:
+    """The pretrained network, or a wider one built around it when more channels are asked for."""
+    if requested is None or tuple(requested.channels) == tuple(pretrained.channels):
+        return pretrained
+    if len(requested.channels) != len(pretrained.channels) or any(
+            new < old for new, old in zip(requested.channels, pretrained.channels)):
+        raise ValueError(f"--channels {' '.join(map(str, requested.channels))}: {config.init_from} has channels "
+                         f"{' '.join(map(str, pretrained.channels))}; a fine-tuned network may be wider at each "
+                         "level, with as many levels, but not narrower")
+    if config.freeze == "encoder":
+        raise ValueError("--freeze encoder with a wider network (--channels) would leave the new encoder "
+                         "channels at their random start; use --freeze none")
+    return dataclasses.replace(pretrained, channels=tuple(requested.channels))
+
 
 #: Encoder of MONAI's UNet: the down-sampling block of each level and the bottom block.
 _ENCODER = re.compile(r"^model\.(?:1\.submodule\.)*(?:0\.|1\.submodule\.(?:conv|residual)\.)")
