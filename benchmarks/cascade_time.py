@@ -2,11 +2,13 @@
 """Time per image and per step: single stage (0.1.0 baseline) vs the cascade.
 
 Usage: python benchmarks/cascade_time.py [--subjects 2] [--contrasts T2w,T1w] [--seed 99] [--tta]
+                                         [--stage2-model NAME|PATH ...]
 
 Generates a small phantom dataset, runs the participant level with one
 process and one thread per node for each configuration in turn (same
 machine, same run), and prints the seconds each step took per image (from
-Nipype's result files) and the cascade/baseline ratio.
+Nipype's result files) and the cascade/baseline ratio. ``--stage2-model`` adds the cascade with
+another stage 2 (a candidate for bundling) to the same run.
 """
 from __future__ import annotations
 
@@ -26,11 +28,15 @@ def main() -> int:
     p.add_argument("--contrasts", default="T2w,T1w")
     p.add_argument("--seed", type=int, default=99)
     p.add_argument("--tta", action="store_true", help="also time the cascade with --tta")
+    p.add_argument("--stage2-model", action="append", default=[], metavar="NAME|PATH",
+                   help="also time the cascade with this stage 2 (repeatable)")
     args = p.parse_args()
     contrasts = tuple(args.contrasts.split(","))
     configs = {"baseline": ["--model", "default", "--single-stage"], "cascade": []}
     if args.tta:
         configs["cascade+tta"] = ["--tta"]
+    for model in args.stage2_model:
+        configs[f"cascade, stage 2 {Path(model).name}"] = ["--stage2-model", model]
     with tempfile.TemporaryDirectory() as tmp:
         bids = Path(tmp) / "bids"
         generate_dataset(bids, n_subjects=args.subjects, contrasts=contrasts, seed=args.seed)

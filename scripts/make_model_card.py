@@ -27,6 +27,8 @@ def main() -> int:
     p.add_argument("--extra", type=Path, default=None, help="Markdown appended to the card (e.g. real-data table)")
     p.add_argument("--training-data", default=None,
                    help="one paragraph on the training data (default: synthetic phantoms only)")
+    p.add_argument("--init-note", default=None,
+                   help="sentence on the model it was fine-tuned from (default: 'Fine-tuned from `INIT`.')")
     p.add_argument("--test-note", default="", help="how the test run used this model (e.g. as stage 2 of the cascade)")
     p.add_argument("--more-test", type=Path, nargs=2, action="append", default=[], metavar=("BIDS_DIR", "OUT_DIR"),
                    help="another held-out synthetic test set and the app's outputs on it (repeatable)")
@@ -98,6 +100,8 @@ def main() -> int:
         f"Synthetic phantoms only (`bids_sclesion-synth`), {t['images']} images of {len(t['subjects'])} subjects, "
         f"validation on {len(t['validation_subjects'])} other subjects. No real image and no real lesion was used.")
     init = f" Fine-tuned from `{t['init_from']}`." if t.get("init_from") else ""
+    if args.init_note is not None:
+        init = f" {args.init_note}" if args.init_note else ""
     card = f"""# Model card: `{meta['name']}` (bids_sclesion {meta['version']})
 
 ## What it does

@@ -3,7 +3,12 @@
 # less often, on real cords with inserted lesions, in two passes (9000 iterations
 # at learning rate 1e-3, then 5500 at 5e-4); the second pass is bundled as stage2.
 #
-# Usage: scripts/train_stage2_v2.sh WORK_DIR [ITERATIONS] [SECOND_ITERATIONS]
+# Usage: INIT=MODEL_DIR scripts/train_stage2_v2.sh WORK_DIR [ITERATIONS] [SECOND_ITERATIONS]
+#
+# INIT is the stage 2 that v2 started from (phantoms only), no longer bundled; it is in
+# the history of this repository: for f in model.json model.safetensors; do
+#   git show ef91490^:bids_sclesion/data/models/stage2/$f > MODEL_DIR/$f; done
+# v2 itself is bundled as `stage2_v2`.
 #
 # WORK_DIR must hold (commands in docs/training.md):
 #   train_synth/    bids_sclesion-synth train_synth --subjects 18 --contrasts T2w,T1w,PSIR,STIR,T2starw --seed 1000
@@ -22,6 +27,7 @@ WORK=$(cd "$1" && pwd)
 ITERATIONS=${2:-9000}
 SECOND_ITERATIONS=${3:-5500}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+INIT=$(cd "${INIT:?set INIT to the directory of the stage 2 that v2 started from (see the header of this script)}" && pwd)
 cd "$WORK"
 
 [ -f train_synth2/dataset_description.json ] ||
@@ -42,6 +48,6 @@ train() {  # train INIT OUT LEARNING_RATE ITERATIONS VAL_EVERY
         --nthreads 2 -w stage2_cache --resume
 }
 # Pass 1 from the previous stage 2; pass 2 (the bundled model) goes on from pass 1 at half the learning rate.
-[ -f stage2_v2/model.safetensors ] || train stage2 stage2_v2 1e-3 "$ITERATIONS" 1500
+[ -f stage2_v2/model.safetensors ] || train "$INIT" stage2_v2 1e-3 "$ITERATIONS" 1500
 [ -f stage2_v2_pass2/model.safetensors ] || train "$WORK/stage2_v2" stage2_v2_pass2 5e-4 "$SECOND_ITERATIONS" 1100
 echo "[stage2_v2] done: $WORK/stage2_v2_pass2"

@@ -5,7 +5,7 @@
 # to a lesion Dice of only 0.751 (docs/cascade.md, "How well stage 2 fits its own
 # training phantoms"). Training a wider network from scratch to the same number of
 # patches takes more than a working session on a 2-core CPU; this recipe instead
-# widens v2 (`--init-from stage2 --channels ...`: the wider network starts out
+# widens v2 (`--init-from stage2_v2 --channels ...`: the wider network starts out
 # computing exactly what v2 does, its new channels at random) and trains it on
 # v2's data and sampling, every layer at the full learning rate so that the new
 # channels learn. It then scores it beside v2 on the phantom selection set.
@@ -17,7 +17,8 @@
 # real_lesions_train_101 and _102, real_cord). SELECTION_BIDS is the phantom
 # selection set (bids_sclesion-synth sel_synth --subjects 6 --seed 6000
 # --first-subject 401) and SELECTION_WORK the work directory of one app run on it.
-# Environment: LR (1e-3), THREADS (2).
+# Environment: LR (1e-3), THREADS (2), INIT (stage2_v2: the model widened).
+# v3 is this script's output with 7000 iterations (docs/cascade.md, "Stage 2 v3").
 set -euo pipefail
 WORK=$(cd "$1" && pwd)
 SELECTION=$(cd "$2" && pwd)
@@ -27,16 +28,17 @@ shift $(( $# >= 4 ? 4 : 3 ))
 CHANNELS=${*:-32 64 128 256}
 LR=${LR:-1e-3}
 THREADS=${THREADS:-2}
+INIT=${INIT:-stage2_v2}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$WORK"
 held_out=$(awk -F'\t' 'NR > 1 && ($2 == "gm-challenge" || $2 == "spine-mini") {print $1}' real_cord/participants.tsv)
 # shellcheck disable=SC2086
-bids_sclesion-train train_synth stage2_widened --space straight --init-from stage2 --channels $CHANNELS \
+bids_sclesion-train train_synth stage2_widened --space straight --init-from "$INIT" --channels $CHANNELS \
     --add-dataset train_synth2 --add-dataset real_lesions_train_101 --add-dataset real_lesions_train_102 \
     --add-dataset real_cord --dataset-weights 3 3 1 1 1 --allow-missing-lesion-labels \
     --exclude-subjects $held_out --learning-rate "$LR" --encoder-lr-scale 1 \
     --iterations "$ITERATIONS" --val-every $(( ITERATIONS / 2 )) --val-max-images 10 --monitor lesion_f1 \
     --nthreads "$THREADS" -w stage2_cache_r4 --resume
-python "$REPO/scripts/score_stage2_native.py" "$SELECTION" "$SELECTION_WORK" stage2 "$WORK/stage2_widened" \
+python "$REPO/scripts/score_stage2_native.py" "$SELECTION" "$SELECTION_WORK" "$INIT" "$WORK/stage2_widened" \
     --nthreads "$THREADS" | tee stage2_widened_selection.md
 echo "[stage2_widened] done: $WORK/stage2_widened (selection-set tables in $WORK/stage2_widened_selection.md)"

@@ -23,7 +23,7 @@ WEIGHTS = "model.safetensors"
 METADATA = "model.json"
 #: Models shipped in bids_sclesion/data/models: the cascade's two stages and the
 #: phantom-only single-stage model of release 0.1.0 (kept as a baseline).
-BUNDLED = ("stage1", "stage2", "default")
+BUNDLED = ("stage1", "stage2", "default", "stage2_v2")
 
 
 class ModelError(ValueError):
