@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recipe of stage-2 v2: the bundled stage 2 fine-tuned on more phantoms and,
 # less often, on real cords with inserted lesions, in two passes (9000 iterations
-# at learning rate 1e-3, then 5500 at 5e-4); the second pass is bundled as stage2.
+# at learning rate 1e-3, then 5500 at 5e-4); the second pass is bundled as stage2_v2.
 #
 # Usage: INIT=MODEL_DIR scripts/train_stage2_v2.sh WORK_DIR [ITERATIONS] [SECOND_ITERATIONS]
 #

@@ -21,8 +21,9 @@ from .network import NetworkConfig, build_network
 
 WEIGHTS = "model.safetensors"
 METADATA = "model.json"
-#: Models shipped in bids_sclesion/data/models: the cascade's two stages and the
-#: phantom-only single-stage model of release 0.1.0 (kept as a baseline).
+#: Models shipped in bids_sclesion/data/models: the cascade's two stages, the
+#: phantom-only single-stage model of release 0.1.0 (kept as a baseline) and the
+#: previous stage 2 (the starting point of the current one's recipe).
 BUNDLED = ("stage1", "stage2", "default", "stage2_v2")
 
 
