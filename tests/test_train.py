@@ -567,3 +567,21 @@ def test_batch_logs_get_progress_lines_between_validations(synth_two_subjects, t
     lines = [line for line in capsys.readouterr().out.splitlines() if "it/s, about" in line]
     assert [line.split()[2] for line in lines] == ["1/3", "2/3", "3/3"], lines
     assert all(line.startswith("[train] it ") and " min left" in line for line in lines)
+
+
+def test_bfloat16_on_the_cpu_trains_and_is_recorded(synth_two_subjects, tmp_path, capsys, monkeypatch):
+    """--cpu-bf16 trains and says so in the model; a CPU without native bfloat16 is refused before any work."""
+    import torch
+
+    common = ("--iterations", "3", "--val-every", "3", "--val-fraction", "0.5", "--seed", "1")
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert _tiny(synth_two_subjects, tmp_path / "bf16", tmp_path / "c", *common, "--cpu-bf16") == 0
+        model = load_model(tmp_path / "bf16")
+        assert model.metadata["training"]["config"]["cpu_bf16"] is True
+        assert all(p.dtype == torch.float32 for p in model.network.parameters()), "weights stay float32"
+        assert all(torch.isfinite(p).all() for p in model.network.parameters())
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    capsys.readouterr()
+    assert _tiny(synth_two_subjects, tmp_path / "refused", tmp_path / "c", *common, "--cpu-bf16") == 1
+    assert "no native bfloat16" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists(), "refused before any work"

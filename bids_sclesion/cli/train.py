@@ -96,6 +96,10 @@ def get_parser() -> argparse.ArgumentParser:
                         "batch is drawn from a random stream of its own, so the trained model is the same for any N "
                         "(on a GPU, N of a few CPU cores keeps it busy)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--cpu-bf16", action="store_true",
+                   help="on a CPU, run the network in bfloat16 (weights, optimiser and loss stay float32): "
+                        "2-3x faster where the CPU has native bfloat16 (AVX512-BF16 or AMX), refused where "
+                        "it has not; a GPU always trains in mixed precision")
     p.add_argument("-w", "--work-dir", default=None, help="cache of preprocessed images")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="YAML or JSON file of option values (keys as the long options: iterations, "
@@ -231,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         tensorboard=args.tensorboard,
         dataset_weights=tuple(args.dataset_weights) if args.dataset_weights else (),
         workers=args.workers,
+        cpu_bf16=args.cpu_bf16,
     )
     net = (NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
            if args.channels else None)

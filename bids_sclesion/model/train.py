@@ -1,6 +1,7 @@
 """Training of the cord/lesion network on a BIDS dataset with derivatives/labels."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -276,10 +277,26 @@ class TrainingConfig:
     dice_weight: float = 1.0  # weight of the Dice term against cross-entropy (1.0) in the loss
     fine_lesion_label: str | None = None  # <stem>_<label>.nii.gz: fine lesion fractions label the straight grid
     workers: int = 0  # processes preprocessing, then preparing batches (0: the training process); same results
+    cpu_bf16: bool = False  # on a CPU, compute the network in bfloat16 (autocast); weights and loss stay float32
 
 
 #: Validation metrics early stopping and model selection can follow.
 MONITORED = ("lesion_f1", "lesion_dice", "cord_dice")
+
+
+def check_cpu_bf16() -> None:
+    """Refuse bfloat16 on a CPU without native support: emulated, it is slower than float32."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        raise ValueError("--cpu-bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); train in float32")
+
+
+def _autocast(cuda_fp16: bool, cpu_bf16: bool):
+    """The forward pass's precision: float16 on a GPU, bfloat16 on a CPU when asked, else float32."""
+    if cuda_fp16:
+        return torch.autocast("cuda", dtype=torch.float16)
+    if cpu_bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _evaluate(network, cases_data, roi_size, device, cases=None, voxel_mm3: float = 1.0) -> dict[str, float]:
@@ -340,6 +357,8 @@ def train(
         raise ValueError(f"--workers must be >= 0, got {config.workers}")
     if config.fine_lesion_label and config.space != "straight":
         raise ValueError("--fine-lesion-label needs --space straight (the fine maps label the straightened cord)")
+    if config.cpu_bf16 and device == "cpu":
+        check_cpu_bf16()
     bids_dirs = [Path(bids_dir)] if isinstance(bids_dir, (str, Path)) else [Path(b) for b in bids_dir]
     model_dir = Path(model_dir)
     dist = DistributedContext.from_environment(device)
@@ -526,8 +545,10 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(network, device_ids=[dist.local_rank] if dev.type == "cuda" else None)
-    # Mixed precision on a GPU; plain float32 on the CPU.
+    # Mixed precision on a GPU (float16 with loss scaling); on a CPU bfloat16 only when asked, since it
+    # changes the numbers (same exponent range as float32, so no loss scaling).
     use_amp = dev.type == "cuda"
+    cpu_bf16 = dev.type == "cpu" and config.cpu_bf16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     board = _tensorboard_writer(model_dir) if config.tensorboard and dist.is_main else None
     start = time.time()
@@ -545,8 +566,9 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     try:
         for it, batch in zip(range(first_it, config.iterations + 1), loader):
             x, y = batch.image.to(dev, non_blocking=True), batch.label.to(dev, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                loss = _loss(loss_fn, trained(x), y, batch.labelled_gm.to(dev))
+            with _autocast(use_amp, cpu_bf16):
+                logits = trained(x)
+            loss = _loss(loss_fn, logits.float(), y, batch.labelled_gm.to(dev))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
