@@ -17,7 +17,8 @@
 # real_lesions_train_101 and _102, real_cord). SELECTION_BIDS is the phantom
 # selection set (bids_sclesion-synth sel_synth --subjects 6 --seed 6000
 # --first-subject 401) and SELECTION_WORK the work directory of one app run on it.
-# Environment: LR (1e-3), THREADS (2), INIT (stage2_v2: the model widened).
+# Environment: LR (1e-3), THREADS (2), INIT (stage2_v2: the model widened), TRAIN_OPTIONS (more
+# bids_sclesion-train options, e.g. "--cpu-bf16 --workers 2").
 # v3 is this script's output with 7000 iterations (docs/cascade.md, "Stage 2 v3").
 set -euo pipefail
 WORK=$(cd "$1" && pwd)
@@ -29,6 +30,7 @@ CHANNELS=${*:-32 64 128 256}
 LR=${LR:-1e-3}
 THREADS=${THREADS:-2}
 INIT=${INIT:-stage2_v2}
+TRAIN_OPTIONS=${TRAIN_OPTIONS:-}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$WORK"
 held_out=$(awk -F'\t' 'NR > 1 && ($2 == "gm-challenge" || $2 == "spine-mini") {print $1}' real_cord/participants.tsv)
@@ -38,7 +40,7 @@ bids_sclesion-train train_synth stage2_widened --space straight --init-from "$IN
     --add-dataset real_cord --dataset-weights 3 3 1 1 1 --allow-missing-lesion-labels \
     --exclude-subjects $held_out --learning-rate "$LR" --encoder-lr-scale 1 \
     --iterations "$ITERATIONS" --val-every $(( ITERATIONS / 2 )) --val-max-images 10 --monitor lesion_f1 \
-    --nthreads "$THREADS" -w stage2_cache_r4 --resume
+    --nthreads "$THREADS" -w stage2_cache_r4 --resume $TRAIN_OPTIONS
 python "$REPO/scripts/score_stage2_native.py" "$SELECTION" "$SELECTION_WORK" "$INIT" "$WORK/stage2_widened" \
     --nthreads "$THREADS" | tee stage2_widened_selection.md
 echo "[stage2_widened] done: $WORK/stage2_widened (selection-set tables in $WORK/stage2_widened_selection.md)"

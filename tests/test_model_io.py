@@ -105,3 +105,28 @@ def test_errors_other_than_out_of_memory_are_not_hidden():
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         predict_probabilities(Broken(), np.zeros((16, 16, 16), np.float32), roi_size=(16, 16, 16))
+
+
+def test_float16_stored_weights_load_as_float32_and_predict_alike(tmp_path):
+    """Half the file; the network still computes in float32 and its maps barely move."""
+    from safetensors.torch import load_file, save_file
+
+    path, net = _tiny(tmp_path)
+    half = save_model(net, load_model(path).metadata, tmp_path / "half", weights_dtype="float16")
+    assert {t.dtype for t in load_file(str(half / "model.safetensors")).values() if t.is_floating_point()} == {torch.float16}
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (path / "model.safetensors").stat().st_size
+    loaded = load_model(half)
+    assert loaded.metadata["weights_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in loaded.network.parameters())
+    x = np.random.default_rng(1).random((20, 18, 16)).astype(np.float32)
+    net.eval()
+    a = predict_probabilities(net, x, size_divisor=2, roi_size=(16, 16, 16))
+    b = predict_probabilities(loaded.network, x, size_divisor=2, roi_size=(16, 16, 16))
+    assert 0 < np.abs(a - b).max() < 1e-2
+    # Integer or float64 weights are not a format this project writes: refused, the file named.
+    state = {k: v.to(torch.float64) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    save_file(state, str(half / "model.safetensors"))
+    with pytest.raises(ModelError, match="model.safetensors: weights stored as float64"):
+        load_model(half)
+    with pytest.raises(ValueError, match="weights_dtype"):
+        save_model(net, {}, tmp_path / "bad", weights_dtype="int8")

@@ -81,10 +81,21 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
     return Path(name_or_path)
 
 
-def save_model(network: torch.nn.Module, metadata: dict[str, Any], model_dir: str | Path) -> Path:
+#: How the weights may be stored; the network always computes in float32 (float16 halves the file).
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def save_model(network: torch.nn.Module, metadata: dict[str, Any], model_dir: str | Path,
+               weights_dtype: str = "float32") -> Path:
+    """Write ``model.safetensors`` (floating-point weights stored as ``weights_dtype``) and ``model.json``."""
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {weights_dtype!r}")
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    dtype = WEIGHT_DTYPES[weights_dtype]
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in network.state_dict().items()}
+    metadata = dict(metadata, weights_dtype=weights_dtype)
     with atomic_path(model_dir / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     write_json(metadata, model_dir / METADATA)
@@ -122,6 +133,11 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
             f"{weights_path}: weights do not match the architecture in {meta_path.name} "
             f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} with wrong shape)"
         )
+    stored = {str(state[k].dtype).removeprefix("torch.") for k in expected if expected[k].is_floating_point()}
+    if not stored <= set(WEIGHT_DTYPES):
+        raise ModelError(f"{weights_path}: weights stored as {', '.join(sorted(stored - set(WEIGHT_DTYPES)))}; "
+                         f"expected {' or '.join(WEIGHT_DTYPES)}")
+    # float16-stored weights are widened to the network's float32 as they are copied in.
     network.load_state_dict(state)
     network.eval().to(device)
     return LoadedModel(network=network, metadata=metadata, path=model_dir)
