@@ -60,7 +60,21 @@ def test_bundled_model_loads_and_has_a_card():
     assert meta["spacing_mm"] == [1.0, 1.0, 1.0]
     assert "test_metrics" in meta, "the bundled model records its measured test metrics"
     assert (path / "MODEL_CARD.md").is_file()
-    assert (path / "model.safetensors").stat().st_size < 30 * 1024 * 1024
+
+
+def test_every_bundled_model_loads_has_a_card_and_all_fit_the_size_budget():
+    from bids_sclesion.model.io import BUNDLED
+
+    total = 0
+    for name in BUNDLED:
+        model = load_model(name)
+        assert model.metadata["name"] == name, f"{name}: model.json names another model"
+        assert "test_metrics" in model.metadata, f"{name}: no measured test metrics"
+        assert (model.path / "MODEL_CARD.md").read_text().startswith(f"# Model card: `{name}`")
+        total += (model.path / "model.safetensors").stat().st_size
+    on_disk = {d.name for d in bundled_model_dir("default").parent.iterdir() if d.is_dir()}
+    assert on_disk == set(BUNDLED), "every model directory shipped is one the app can name"
+    assert total <= 30e6, f"bundled models take {total / 1e6:.1f} MB (budget 30 MB)"
 
 
 class _OutOfMemoryAtFirst(torch.nn.Module):
