@@ -102,13 +102,16 @@ def main() -> int:
     init = f" Fine-tuned from `{t['init_from']}`." if t.get("init_from") else ""
     if args.init_note is not None:
         init = f" {args.init_note}" if args.init_note else ""
+    precision = " in bfloat16 (`--cpu-bf16`)" if t["config"].get("cpu_bf16") else ""
+    stored = (" Weights stored in float16 (half the file), computed in float32; the figures below are this file's."
+              if meta.get("weights_dtype") == "float16" else "")
     card = f"""# Model card: `{meta['name']}` (bids_sclesion {meta['version']})
 
 ## What it does
 A 3D residual U-Net (MONAI `UNet`, channels {meta['network']['channels']}, instance norm) that outputs {outputs}. Input: {grid}.
 Contrasts seen in training: {', '.join(meta['contrasts'])}. Inference: sliding window
 {meta['inference']['roi_size']} with Gaussian blending, threshold {meta['inference']['threshold']};
-lesion components outside the cord are removed.
+lesion components outside the cord are removed.{stored}
 
 ## Training data
 {data_text}{init} Augmentation profile: `{t['config'].get('augmentation', 'standard')}`.
@@ -116,7 +119,7 @@ lesion components outside the cord are removed.
     {args.data_command}
     {args.train_command}
 
-Iterations: {t['iterations_done']} ({t['minutes']} min on the CPU); best validation: {json.dumps(t['best_validation'])}.
+Iterations: {t['iterations_done']} ({t['minutes']} min on the CPU{precision}); best validation: {json.dumps(t['best_validation'])}.
 
 ## Measured accuracy (held-out synthetic subjects, seed never used in training)
 Dataset: {meta['test_metrics']['dataset']}; {len(scores)} images. Produced by the BIDS App itself{args.test_note}:

@@ -20,6 +20,8 @@
 # Environment: LR (1e-3), THREADS (2), INIT (stage2_v2: the model widened), TRAIN_OPTIONS (more
 # bids_sclesion-train options, e.g. "--cpu-bf16 --workers 2").
 # v3 is this script's output with 7000 iterations (docs/cascade.md, "Stage 2 v3").
+# v4 (measured, not bundled: docs/cascade.md, "Stage 2 v4") is
+#   INIT=stage2 TRAIN_OPTIONS=--cpu-bf16 scripts/train_stage2_widened.sh WORK SEL SEL_WORK 6000 48 96 192 384
 set -euo pipefail
 WORK=$(cd "$1" && pwd)
 SELECTION=$(cd "$2" && pwd)
