@@ -98,8 +98,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--cpu-bf16", action="store_true",
                    help="on a CPU, run the network in bfloat16 (weights, optimiser and loss stay float32): "
-                        "2-3x faster where the CPU has native bfloat16 (AVX512-BF16 or AMX), refused where "
-                        "it has not; a GPU always trains in mixed precision")
+                        "for a CPU with native bfloat16 (AVX512-BF16 or AMX; 1.6x faster on the one measured in "
+                        "docs/performance.md), refused on one without; a GPU always trains in mixed precision")
     p.add_argument("-w", "--work-dir", default=None, help="cache of preprocessed images")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="YAML or JSON file of option values (keys as the long options: iterations, "
