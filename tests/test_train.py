@@ -573,8 +573,10 @@ def test_bfloat16_on_the_cpu_trains_and_is_recorded(synth_two_subjects, tmp_path
     """--cpu-bf16 trains and says so in the model; a CPU without native bfloat16 is refused before any work."""
     import torch
 
+    from bids_sclesion.model.train import cpu_has_native_bf16
+
     common = ("--iterations", "3", "--val-every", "3", "--val-fraction", "0.5", "--seed", "1")
-    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if cpu_has_native_bf16():
         assert _tiny(synth_two_subjects, tmp_path / "bf16", tmp_path / "c", *common, "--cpu-bf16") == 0
         model = load_model(tmp_path / "bf16")
         assert model.metadata["training"]["config"]["cpu_bf16"] is True

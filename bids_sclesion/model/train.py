@@ -1,7 +1,6 @@
 """Training of the cord/lesion network on a BIDS dataset with derivatives/labels."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import datetime
@@ -284,19 +283,15 @@ class TrainingConfig:
 MONITORED = ("lesion_f1", "lesion_dice", "cord_dice")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, through oneDNN)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def check_cpu_bf16() -> None:
     """Refuse bfloat16 on a CPU without native support: emulated, it is slower than float32."""
-    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+    if not cpu_has_native_bf16():
         raise ValueError("--cpu-bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); train in float32")
-
-
-def _autocast(cuda_fp16: bool, cpu_bf16: bool):
-    """The forward pass's precision: float16 on a GPU, bfloat16 on a CPU when asked, else float32."""
-    if cuda_fp16:
-        return torch.autocast("cuda", dtype=torch.float16)
-    if cpu_bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _evaluate(network, cases_data, roi_size, device, cases=None, voxel_mm3: float = 1.0) -> dict[str, float]:
@@ -566,7 +561,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     try:
         for it, batch in zip(range(first_it, config.iterations + 1), loader):
             x, y = batch.image.to(dev, non_blocking=True), batch.label.to(dev, non_blocking=True)
-            with _autocast(use_amp, cpu_bf16):
+            with torch.autocast(dev.type, dtype=torch.float16 if use_amp else torch.bfloat16,
+                                enabled=use_amp or cpu_bf16):
                 logits = trained(x)
             loss = _loss(loss_fn, logits.float(), y, batch.labelled_gm.to(dev))
             optimizer.zero_grad(set_to_none=True)
