@@ -6,8 +6,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
-from .core.metrics import dice, f1_score, lesion_detection
+from .core.metrics import CONNECTIVITY, dice, f1_score, lesion_detection
 from .derivatives import SourceName, source_of_lesion_table
 
 
@@ -127,6 +128,63 @@ def _score_outputs(out_dir: Path, labels_dir: Path, lesion_label: str = "lesion-
         if truth.exists() and (bids_dir is None or (bids_dir / relpath).exists()):
             scores.append(score_image(root / relpath, root, out_dir, labels_dir, lesion_label, cord_label))
     return scores, summarise_by_contrast(scores)
+
+
+@dataclass
+class HealthyScore:
+    """False lesions on a cord without lesions, and the cord's Dice where a manual cord exists."""
+
+    image: str
+    suffix: str
+    cord_dice: float  # nan without a manual cord
+    false_lesions: int
+    false_volume_mm3: float
+    in_grey_matter_mm3: float  # false-lesion volume inside the grey matter; nan without a grey matter mask
+    largest_in_grey_matter_mm3: float  # the largest part of one false lesion inside the grey matter; nan without one
+
+
+def score_healthy_arrays(image: str, suffix: str, pred_cord: np.ndarray, pred_les: np.ndarray,
+                         truth_cord: np.ndarray | None, grey_matter: np.ndarray | None,
+                         voxel_mm3: float) -> HealthyScore:
+    """Every predicted lesion component of a lesion-free image is a false lesion."""
+    labels, n = ndimage.label(np.asarray(pred_les, bool), CONNECTIVITY)
+    in_gm = largest_gm = float("nan")
+    if grey_matter is not None:
+        gm = np.asarray(grey_matter, bool)
+        per_lesion = np.bincount(labels[gm].ravel(), minlength=n + 1)[1:]
+        in_gm = float(per_lesion.sum() * voxel_mm3)
+        largest_gm = float(per_lesion.max() * voxel_mm3) if n else 0.0
+    return HealthyScore(
+        image=image, suffix=suffix,
+        cord_dice=dice(pred_cord, truth_cord) if truth_cord is not None else float("nan"),
+        false_lesions=int(n), false_volume_mm3=float((labels > 0).sum() * voxel_mm3),
+        in_grey_matter_mm3=in_gm, largest_in_grey_matter_mm3=largest_gm,
+    )
+
+
+def summarise_healthy(scores: list[HealthyScore]) -> dict[str, dict]:
+    """Per image suffix and under ``"all"``: false lesions per image, their volume, the grey matter's
+    share of it (images with a grey matter mask), and cord Dice (images with a manual cord)."""
+
+    def one(rows: list[HealthyScore]) -> dict:
+        cord = [r.cord_dice for r in rows if np.isfinite(r.cord_dice)]
+        with_gm = [r for r in rows if np.isfinite(r.in_grey_matter_mm3)]
+        gm_false = sum(r.false_volume_mm3 for r in with_gm)
+        return {
+            "images": len(rows),
+            "false_lesions_per_image": float(np.mean([r.false_lesions for r in rows])) if rows else float("nan"),
+            "false_volume_per_image_mm3": float(np.mean([r.false_volume_mm3 for r in rows])) if rows else float("nan"),
+            "images_with_grey_matter": len(with_gm),
+            "grey_matter_share": (sum(r.in_grey_matter_mm3 for r in with_gm) / gm_false) if gm_false else float("nan"),
+            "largest_in_grey_matter_mm3": max((r.largest_in_grey_matter_mm3 for r in with_gm), default=float("nan")),
+            "images_with_cord": len(cord),
+            "cord_dice": float(np.mean(cord)) if cord else float("nan"),
+            "cord_dice_min": float(np.min(cord)) if cord else float("nan"),
+        }
+
+    summary = {suffix: one([s for s in scores if s.suffix == suffix]) for suffix in sorted({s.suffix for s in scores})}
+    summary["all"] = one(scores)
+    return summary
 
 
 def summarise_by_contrast(scores: list[ImageScore]) -> dict[str, dict]:

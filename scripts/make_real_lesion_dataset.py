@@ -25,6 +25,46 @@ from bids_sclesion.phantoms.insert import LESION_CONTRAST, insert_lesions
 from bids_sclesion.utils.io import write_nifti
 
 
+def build(real_dir: Path, out_dir: Path, seed: int = 11, lesions: tuple[int, int] = (1, 4)) -> list[tuple[str, int, float]]:
+    """Write the dataset; returns (image name, lesions, lesion volume mm3) per image.
+
+    Image ``i`` of the sorted labelled images draws from ``rng([seed, i])``: the
+    same seed gives the same lesions in the same real cords.
+    """
+    from scipy import ndimage
+
+    sources = {}
+    with open(real_dir / "participants.tsv") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            sources[row["participant_id"]] = row["source"]
+    cases = find_training_cases(real_dir, tuple(LESION_CONTRAST), require_lesion=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(real_dir / "participants.tsv", out_dir / "participants.tsv")
+    (out_dir / "dataset_description.json").write_text(
+        '{"Name": "real spinal cords with synthetic lesions", "BIDSVersion": "1.9.0", "DatasetType": "raw"}\n')
+    made = []
+    for i, case in enumerate(cases):
+        if sources.get(case.subject) == "template":
+            continue
+        rng = np.random.default_rng([seed, i])
+        img = nib.load(str(case.image_path))
+        cord_img = nib.load(str(case.cord_path))
+        cord = np.asarray(cord_img.dataobj) > 0.5
+        n = int(rng.integers(lesions[0], lesions[1] + 1))
+        data, lesion_mask = insert_lesions(np.asarray(img.dataobj, np.float32), img.affine, cord, case.suffix, rng, n)
+        rel = case.image_path.parent.relative_to(real_dir)
+        stem = case.image_path.name.split(".")[0]
+        out_img = nib.Nifti1Image(data, img.affine, img.header)
+        out_img.set_data_dtype(np.float32)
+        write_nifti(out_img, out_dir / rel / f"{stem}.nii.gz")
+        labels = out_dir / "derivatives" / "labels" / rel
+        for name, mask in (("seg-manual", cord | lesion_mask), ("lesion-manual", lesion_mask)):
+            write_nifti(nib.Nifti1Image(mask.astype(np.uint8), img.affine), labels / f"{stem}_{name}.nii.gz")
+        vox = float(abs(np.linalg.det(img.affine[:3, :3])))
+        made.append((case.image_path.name, int(ndimage.label(lesion_mask)[1]), float(lesion_mask.sum() * vox)))
+    return made
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("real_dir", type=Path)
@@ -32,40 +72,10 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--lesions", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"))
     args = p.parse_args()
-    sources = {}
-    with open(args.real_dir / "participants.tsv") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            sources[row["participant_id"]] = row["source"]
-    cases = find_training_cases(args.real_dir, tuple(LESION_CONTRAST), require_lesion=False)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.real_dir / "participants.tsv", args.out_dir / "participants.tsv")
-    (args.out_dir / "dataset_description.json").write_text(
-        '{"Name": "real spinal cords with synthetic lesions", "BIDSVersion": "1.9.0", "DatasetType": "raw"}\n')
     print("| image | lesions | lesion volume (mm3) |")
     print("|---|---|---|")
-    for i, case in enumerate(cases):
-        if sources.get(case.subject) == "template":
-            continue
-        rng = np.random.default_rng([args.seed, i])
-        img = nib.load(str(case.image_path))
-        cord_img = nib.load(str(case.cord_path))
-        cord = np.asarray(cord_img.dataobj) > 0.5
-        n = int(rng.integers(args.lesions[0], args.lesions[1] + 1))
-        data, lesions = insert_lesions(np.asarray(img.dataobj, np.float32), img.affine, cord, case.suffix, rng, n)
-        rel = case.image_path.parent.relative_to(args.real_dir)
-        stem = case.image_path.name.split(".")[0]
-        out_img = nib.Nifti1Image(data, img.affine, img.header)
-        out_img.set_data_dtype(np.float32)
-        write_nifti(out_img, args.out_dir / rel / f"{stem}.nii.gz")
-        labels = args.out_dir / "derivatives" / "labels" / rel
-        for name, mask in (("seg-manual", cord | lesions), ("lesion-manual", lesions)):
-            m = nib.Nifti1Image(mask.astype(np.uint8), img.affine)
-            write_nifti(m, labels / f"{stem}_{name}.nii.gz")
-        from scipy import ndimage
-
-        n_found = ndimage.label(lesions)[1]
-        vox = float(abs(np.linalg.det(img.affine[:3, :3])))
-        print(f"| {case.image_path.name} | {n_found} | {lesions.sum() * vox:.0f} |")
+    for name, n_found, volume in build(args.real_dir, args.out_dir, args.seed, tuple(args.lesions)):
+        print(f"| {name} | {n_found} | {volume:.0f} |")
     return 0
 
 
