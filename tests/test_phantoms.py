@@ -121,6 +121,56 @@ def test_grey_matter_labels_leave_the_images_unchanged(tmp_path):
     assert not list((plain / "derivatives/labels").rglob("*gmseg*"))
 
 
+@pytest.mark.parametrize("contrast", ["T2starw", "T1w"])
+def test_grey_matter_contrast_places_grey_matter_between_white_matter_and_lesion(contrast):
+    """t = 0 gives grey matter white matter's intensity, t = 1 a lesion's (the training data that tells them apart)."""
+    from bids_sclesion.phantoms.acquisition import render_tissue_mask
+
+    means = {}
+    for t in (0.0, 1.0):
+        rng = np.random.default_rng(3)
+        anatomy = random_anatomy(rng, brainstem=False)
+        anatomy.lesions = []
+        acq = random_acquisition(rng, contrast, anatomy, 110.0, fov_scale=0.4)
+        acq.snr, acq.bias_amplitude = 1e6, 0.0
+        image, cord, _ = render_image(rng, anatomy, acq, grey_matter_contrast=t)
+        from scipy import ndimage
+
+        data = np.asarray(image.dataobj, np.float64)
+        gm = np.asarray(render_tissue_mask(anatomy, acq, Tissue.GM).dataobj) > 0  # half-covered: partial volume
+        wm = ndimage.binary_erosion(np.asarray(cord.dataobj) > 0) & ~ndimage.binary_dilation(gm)
+        means[t] = data[gm].mean() / data[wm].mean()
+    assert means[0.0] == pytest.approx(1.0, abs=0.1)
+    # A lesion is brighter than white matter on T2*w and darker on T1w; so is grey matter at t = 1.
+    # (partial volume with white matter keeps the thin horns of a 1 mm T1w from the full lesion contrast).
+    assert (means[1.0] > means[0.0] + 0.25) if contrast == "T2starw" else (means[1.0] < means[0.0] - 0.1), means
+
+
+def test_varied_grey_matter_changes_shape_and_adds_lesions_on_it(tmp_path):
+    from bids_sclesion.phantoms.anatomy import GREY_MATTER_HORNS, grey_matter_lesions, vary_grey_matter
+
+    rng = np.random.default_rng(4)
+    anatomy = random_anatomy(rng, brainstem=False)
+    xs = ys = np.arange(-10, 10, 0.2)
+    zs = np.array([0.0])
+    reference = (anatomy.render(xs, ys, zs)[0] == Tissue.GM).sum()
+    anatomy.gm_width = 1.4
+    assert (anatomy.render(xs, ys, zs)[0] == Tissue.GM).sum() > 1.2 * reference
+    vary_grey_matter(rng, anatomy)
+    assert 0.75 <= anatomy.gm_width <= 1.4 and abs(anatomy.gm_shift) <= 0.08
+    lesions = grey_matter_lesions(rng, anatomy, (-60.0, 60.0), 40)
+    horns = np.array(GREY_MATTER_HORNS)
+    for les in lesions:
+        distance = np.min(np.hypot(abs(les.u) - horns[:, 0], les.v - anatomy.gm_shift - horns[:, 1]))
+        assert distance < 0.5, "a grey matter lesion is centred near a horn"
+    # The option changes the images; without it they stay those of earlier versions.
+    kw = dict(n_subjects=1, contrasts=("T2starw",), seed=7, fov_scale=0.4)
+    plain = generate_dataset(tmp_path / "plain", **kw)
+    varied = generate_dataset(tmp_path / "varied", varied_grey_matter=True, **kw)
+    rel = "sub-01/anat/sub-01_T2starw.nii.gz"
+    assert not np.array_equal(np.asarray(nib.load(plain / rel).dataobj), np.asarray(nib.load(varied / rel).dataobj))
+
+
 def test_tissue_labels_cover_anatomy():
     rng = np.random.default_rng(0)
     anatomy = random_anatomy(rng, brainstem=True)

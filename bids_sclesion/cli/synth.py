@@ -24,6 +24,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--fov-scale", type=float, default=1.0, help="scale the field of view along the cord (smaller = faster)")
     p.add_argument("--grey-matter", action="store_true",
                    help="also write each image's grey matter mask (derivatives/labels, *_gmseg-manual); images unchanged")
+    p.add_argument("--varied-grey-matter", action="store_true",
+                   help="grey matter of varied shape and of any intensity from white matter's to a lesion's, with "
+                        "lesions on and across it (training data that tells grey matter from lesion); changes the images")
     p.add_argument("--nprocs", type=int, default=1, metavar="N",
                    help="make subjects in N processes (the files are the same as with one)")
     p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         out = generate_dataset(args.out_dir, args.subjects, args.sessions, contrasts, args.seed,
                                fov_scale=args.fov_scale, first_subject=args.first_subject,
-                               grey_matter=args.grey_matter, jobs=args.nprocs)
+                               grey_matter=args.grey_matter, jobs=args.nprocs,
+                               varied_grey_matter=args.varied_grey_matter)
     except ValueError as exc:
         print(f"bids_sclesion-synth: error: {exc}", file=sys.stderr)
         return 2

@@ -135,9 +135,13 @@ def tissue_intensities(rng: np.random.Generator, contrast: str) -> tuple[np.ndar
 
 
 def render_image(
-    rng: np.random.Generator, anatomy: Anatomy, acq: Acquisition, fine_lesion: bool = False
+    rng: np.random.Generator, anatomy: Anatomy, acq: Acquisition, fine_lesion: bool = False,
+    grey_matter_contrast: float | None = None,
 ) -> tuple[nib.Nifti1Image, ...]:
     """Render one acquisition. Returns (image, cord mask, lesion mask).
+
+    ``grey_matter_contrast`` t places the grey matter at white matter + t x (lesion - white matter):
+    0 is white matter's intensity, 1 a lesion's (default: the contrast's own grey matter intensity).
 
     With ``fine_lesion`` a fourth item follows: the lesions' partial-volume
     fraction on the fine grid they were rendered on (:func:`fine_lesion_image`),
@@ -150,6 +154,8 @@ def render_image(
     fine_image = fine_lesion_image(lesion_frac, fine, axes, acq) if fine_lesion else None
 
     values, lesion_value = tissue_intensities(rng, acq.contrast)
+    if grey_matter_contrast is not None:
+        values[Tissue.GM] = values[Tissue.WM] + grey_matter_contrast * (lesion_value - values[Tissue.WM])
     intensity = values[labels]
     # Subtle texture so that tissues are not perfectly flat.
     texture = ndimage.gaussian_filter(rng.standard_normal(labels.shape).astype(np.float32), 2.0)

@@ -90,6 +90,10 @@ class Anatomy:
     neck_r_ap: float
     neck_offset_ap: float
     lesions: list[Lesion] = field(default_factory=list)
+    #: Grey matter shape: horn widths scaled by ``gm_width``, horns moved by ``gm_shift`` (fraction of the
+    #: cord's AP radius, >0 anterior). 1 and 0 draw the reference butterfly.
+    gm_width: float = 1.0
+    gm_shift: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -233,7 +237,7 @@ class Anatomy:
 
         in_cord = r <= 1.0
         labels[in_cord] = Tissue.WM
-        gm = in_cord & _butterfly(un, vn) & ~above_fm
+        gm = in_cord & _butterfly(un, vn, self.gm_width, self.gm_shift) & ~above_fm
         labels[gm] = Tissue.GM
 
         cord = in_cord & (Z <= self.foramen_z)
@@ -252,15 +256,50 @@ class Anatomy:
         return labels, cord, lesion
 
 
-def _butterfly(un: np.ndarray, vn: np.ndarray) -> np.ndarray:
-    """Grey-matter 'H' shape in normalised cord coordinates (v>0 anterior)."""
+def _butterfly(un: np.ndarray, vn: np.ndarray, width: float = 1.0, shift: float = 0.0) -> np.ndarray:
+    """Grey-matter 'H' shape in normalised cord coordinates (v>0 anterior); ``width`` scales the horns'
+    half-widths, ``shift`` moves the whole shape along v."""
     au = np.abs(un)
-    anterior = ((au - 0.36) / 0.2) ** 2 + ((vn - 0.25) / 0.33) ** 2 <= 1
+    vn = vn - shift
+    anterior = ((au - 0.36) / (0.2 * width)) ** 2 + ((vn - 0.25) / 0.33) ** 2 <= 1
     # Posterior horns are thin and point backwards and outwards.
     pu = au - (0.16 + 0.22 * np.clip(-vn, 0, 1))
-    posterior = (pu / 0.09) ** 2 + ((vn + 0.42) / 0.4) ** 2 <= 1
-    bar = (au < 0.36) & (np.abs(vn + 0.02) < 0.11)
-    return (anterior | posterior | bar) & (np.sqrt(un**2 + vn**2) < 0.9)
+    posterior = (pu / (0.09 * width)) ** 2 + ((vn + 0.42) / 0.4) ** 2 <= 1
+    bar = (au < 0.36) & (np.abs(vn + 0.02) < 0.11 * width)
+    return (anterior | posterior | bar) & (np.sqrt(un**2 + (vn + shift) ** 2) < 0.9)
+
+
+#: Centres of the grey matter's horns in normalised cord coordinates (|u|, v): anterior, posterior.
+GREY_MATTER_HORNS = ((0.36, 0.25), (0.2, -0.42))
+
+
+def vary_grey_matter(rng: np.random.Generator, anatomy: Anatomy) -> None:
+    """Give ``anatomy`` a grey matter of another width and position (real butterflies vary)."""
+    anatomy.gm_width = float(rng.uniform(0.75, 1.4))
+    anatomy.gm_shift = float(rng.uniform(-0.08, 0.08))
+
+
+def grey_matter_lesions(rng: np.random.Generator, anatomy: Anatomy, z_range: tuple[float, float], count: int,
+                        first_id: int = 1) -> list[Lesion]:
+    """Lesions centred on a grey matter horn or on its boundary with the white matter, so that a
+    lesion on or across the grey matter is labelled a lesion while the grey matter around it is not."""
+    lesions = []
+    zlo, zhi = z_range[0], min(z_range[1], anatomy.foramen_z - 12)
+    for i in range(count):
+        half_len = rng.uniform(1.5, 10.0)
+        z0 = rng.uniform(zlo + half_len, max(zlo + half_len + 1, zhi - half_len))
+        hu, hv = GREY_MATTER_HORNS[int(rng.integers(2))]
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        # On the horn (offset 0) or reaching across its edge (offset up to about one horn width).
+        u = side * hu + rng.normal(0, 0.12)
+        v = hv + anatomy.gm_shift + rng.normal(0, 0.12)
+        rx, ry = anatomy.cord_radii(np.array([z0]))
+        r_lr = float(np.clip(rng.uniform(0.8, 2.5), 0.6, 0.45 * rx[0]))
+        r_ap = float(np.clip(r_lr * rng.uniform(0.7, 1.3), 0.6, 0.5 * ry[0]))
+        lesions.append(Lesion(lesion_id=first_id + i, z_mm=float(z0), u=float(u), v=float(v),
+                              half_length_mm=float(max(half_len, r_lr)), radius_lr_mm=r_lr, radius_ap_mm=r_ap,
+                              contrast_gain=float(rng.uniform(0.8, 1.15))))
+    return lesions
 
 
 def random_anatomy(rng: np.random.Generator, brainstem: bool | None = None, fov_top: float = 110.0) -> Anatomy:

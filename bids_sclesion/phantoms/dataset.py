@@ -10,7 +10,7 @@ import numpy as np
 from .. import __version__
 from ..utils.io import write_json, write_nifti, write_text
 from .acquisition import CONTRASTS, random_acquisition, render_image, render_tissue_mask
-from .anatomy import Tissue, evolve_lesions, random_anatomy, random_lesions
+from .anatomy import Tissue, evolve_lesions, grey_matter_lesions, random_anatomy, random_lesions, vary_grey_matter
 
 _SEQUENCE = {
     "T2w": dict(ScanningSequence="SE", SequenceVariant="SK", MRAcquisitionType="2D", RepetitionTime=3.5, EchoTime=0.1),
@@ -21,6 +21,8 @@ _SEQUENCE = {
 }
 
 _NONSTANDARD_SUFFIXES = ("PSIR", "STIR")
+#: Key of the random stream of ``varied_grey_matter`` (beside the subject's seed and index).
+_GREY_MATTER_STREAM = 7919
 
 
 def generate_dataset(
@@ -33,6 +35,7 @@ def generate_dataset(
     first_subject: int = 1,
     grey_matter: bool = False,
     jobs: int = 1,
+    varied_grey_matter: bool = False,
 ) -> Path:
     """Generate ``n_subjects`` synthetic subjects under ``out_dir`` (BIDS).
 
@@ -41,6 +44,9 @@ def generate_dataset(
     subjects or contrasts are generated. ``grey_matter`` also writes each
     image's grey matter mask (``<stem>_gmseg-manual``) without changing the images.
     ``jobs`` > 1 makes subjects in that many processes (the same files as one process).
+    ``varied_grey_matter`` draws each subject's grey matter shape, each image's grey matter intensity
+    anywhere from white matter's to a lesion's, and 0-2 more lesions on or across the grey matter, from a
+    random stream of their own (the images change; without it they are those of earlier versions).
     """
     out = Path(out_dir)
     unknown = [c for c in contrasts if c not in CONTRASTS]
@@ -50,7 +56,7 @@ def generate_dataset(
     _write_dataset_files(out, seed, n_sessions, contrasts)
 
     indices = range(first_subject, first_subject + n_subjects)
-    job = _SubjectJob(out, n_sessions, tuple(contrasts), seed, fov_scale, grey_matter)
+    job = _SubjectJob(out, n_sessions, tuple(contrasts), seed, fov_scale, grey_matter, varied_grey_matter)
     if jobs > 1 and n_subjects > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -81,6 +87,7 @@ class _SubjectJob:
     seed: int
     fov_scale: float
     grey_matter: bool
+    varied_grey_matter: bool = False
 
     def __call__(self, index: int) -> tuple[str, str]:
         sub = f"{index:02d}"
@@ -89,6 +96,12 @@ class _SubjectJob:
         anatomy = random_anatomy(rng, fov_top=fov_top)
         z_range = (fov_top - 200.0 * self.fov_scale + 20, fov_top - 10)
         lesions = random_lesions(rng, anatomy, z_range)
+        # A stream of its own, so that the default images stay those of earlier versions.
+        gm_rng = np.random.default_rng([self.seed, index, _GREY_MATTER_STREAM]) if self.varied_grey_matter else None
+        if gm_rng is not None:
+            vary_grey_matter(gm_rng, anatomy)
+            lesions = lesions + grey_matter_lesions(gm_rng, anatomy, z_range, int(gm_rng.integers(0, 3)),
+                                                    first_id=len(lesions) + 1)
         group = "MS" if lesions else "control"
         for ses_index in range(1, self.n_sessions + 1):
             if ses_index > 1:
@@ -99,7 +112,9 @@ class _SubjectJob:
             for contrast in self.contrasts:
                 img_rng = np.random.default_rng([self.seed, index, ses_index, CONTRASTS.index(contrast)])
                 acq = random_acquisition(img_rng, contrast, anatomy, fov_top, fov_scale=self.fov_scale)
-                image, cord, lesion, fine_lesion = render_image(img_rng, anatomy, acq, fine_lesion=True)
+                gm_contrast = float(gm_rng.uniform(0.0, 1.0)) if gm_rng is not None else None
+                image, cord, lesion, fine_lesion = render_image(img_rng, anatomy, acq, fine_lesion=True,
+                                                                grey_matter_contrast=gm_contrast)
                 _write_subject_image(self.out, sub, ses, contrast, acq, image, cord, lesion, anatomy, self.seed)
                 if fine_lesion is not None:
                     _write_fine_lesion(self.out, sub, ses, contrast, fine_lesion)
