@@ -121,6 +121,9 @@ def seen_subjects(model: str | Path, _chain: tuple[Path, ...] = ()) -> set[str]:
 def models_for(collection: str, args) -> tuple[str, str]:
     stage1 = str(args.stage1_folds / f"fold-{collection}") if args.stage1_folds else args.stage1
     stage2 = str(args.stage2_folds / f"fold-{collection}") if args.stage2_folds else args.stage2
+    for model in (stage1, stage2):
+        if not (resolve_model(model) / "model.json").is_file():
+            raise SystemExit(f"{model}: no model there (model.json missing) for collection {collection}")
     return stage1, stage2
 
 
