@@ -4,6 +4,7 @@
 Usage:
   python benchmarks/real_anatomy.py WORK_DIR [--stage1 MODEL] [--stage2 MODEL]
       [--stage1-folds DIR] [--stage2-folds DIR] [--name NAME] [--seed 11] [--nprocs 2]
+      [--collections NAME ...] [--allow-seen]
 
 Two datasets are made in WORK_DIR/data from ../shared/data (links; nothing is copied into the
 repository): ``real`` holds every real image of a clinical kind (manual cord and grey-matter masks
@@ -245,6 +246,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=11, help="seed of the inserted lesions")
     p.add_argument("--nprocs", type=int, default=2)
     p.add_argument("--shared", type=Path, default=SHARED, help="the real data (default ../shared/data)")
+    p.add_argument("--collections", nargs="+", default=None, metavar="NAME",
+                   help="measure only these collections (default: every one); the others are listed as not run")
     p.add_argument("--allow-seen", action="store_true",
                    help="also measure collections a model trained on (marked 'seen'; not a valid figure)")
     args = p.parse_args()
@@ -265,6 +268,10 @@ def main() -> int:
     models, measured = {}, []
     started = time.time()
     for collection, subjects in sorted(collections.items()):
+        if args.collections and collection not in args.collections:
+            models[collection] = {"stage1": "-", "stage2": "-", "status": "not run (--collections)",
+                                  "subjects": sorted(subjects)}
+            continue
         stage1, stage2 = models_for(collection, args)
         seen = sorted((seen_subjects(stage1) | seen_subjects(stage2)) & set(subjects))
         status = "yes" if not seen else ("seen (--allow-seen)" if args.allow_seen else "no: a model trained on "

@@ -159,6 +159,22 @@ def test_single_stage_option(synth_two_subjects, tmp_path):
     assert json.loads(mask.read_text())["Model"]["Name"] == DEFAULT_STAGE1
 
 
+def test_a_model_directory_relative_to_the_current_directory_works(synth_two_subjects, tmp_path, monkeypatch):
+    """The workflow's nodes run inside the work directory: a relative --model must still name the user's model."""
+    import shutil
+
+    from bids_sclesion.model.io import bundled_model_dir
+
+    shutil.copytree(bundled_model_dir(DEFAULT_STAGE1), tmp_path / "my_model")
+    monkeypatch.chdir(tmp_path)
+    code = main([str(synth_two_subjects), "out", "participant", "-w", "work", "--participant-label", "01",
+                 "--contrast", "T2w", "--single-stage", "--model", "my_model", "--skip-bids-validation",
+                 "--nprocs", "1"])
+    assert code == 0
+    mask = tmp_path / "out" / "sub-01" / "anat" / "sub-01_space-orig_label-SC_desc-T2w_mask.nii.gz"
+    assert (np.asarray(nib.load(str(mask)).dataobj) > 0).any()
+
+
 def test_stage2_model_must_be_a_straight_space_model(synth_two_subjects, tmp_path, capsys):
     code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
                  "--stage2-model", DEFAULT_STAGE1, "--skip-bids-validation"])

@@ -154,11 +154,22 @@ def _model_hash(model: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def absolute_model(model: str | None) -> str | None:
+    """A model directory given relative to where the command runs, made absolute: the workflow's
+    nodes run inside the work directory, where a relative path would name nothing."""
+    from ..model.io import BUNDLED
+
+    if model is None or str(model) in BUNDLED:
+        return model
+    return str(Path(model).absolute())
+
+
 def run_participant(args) -> int:
     from ..bids import collect_images
     from ..derivatives import write_dataset_description
 
     started = time.time() - 1.0
+    args.model, args.stage2_model = absolute_model(args.model), absolute_model(args.stage2_model)
     bids_dir, out_dir, work_dir = _check_paths(args)
     _prepare_work_dir(work_dir)
     if not args.skip_bids_validation:
