@@ -21,7 +21,8 @@ the table says so, unless ``--allow-seen`` (its rows are then marked ``seen``).
 Printed per image and per contrast: real cord Dice; false lesions on the healthy cords (count,
 volume, share inside the manual grey matter, largest part of one false lesion inside it); Dice and
 lesion-wise F1 of the inserted lesions; then the targets. Everything is also saved as
-WORK_DIR/runs/NAME/summary.json. Reruns reuse the work directories.
+WORK_DIR/runs/NAME/summary.json. One work directory per dataset (WORK_DIR/work) serves every model set: a
+run with another stage 2 recomputes stage 2 and what follows it only.
 """
 from __future__ import annotations
 
@@ -283,7 +284,7 @@ def main() -> int:
         for kind, bids in (("healthy", real), ("lesions", lesion_dir)):
             present = [s for s in subjects if (bids / s).is_dir()]
             if present:
-                run_app(bids, run_dir / kind, run_dir / f"work_{kind}", present, stage1, stage2, args.nprocs)
+                run_app(bids, run_dir / kind, args.work_dir / "work" / kind, present, stage1, stage2, args.nprocs)
     keep = {s for s in measured}
     healthy = [s for s in score_healthy(real, run_dir / "healthy") if s.image.split("_")[0] in keep]
     lesions, _ = evaluate_outputs(lesion_dir, run_dir / "lesions") if (run_dir / "lesions").is_dir() else ([], {})
