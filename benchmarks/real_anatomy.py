@@ -182,23 +182,13 @@ def report(name: str, models: dict, healthy: list[HealthyScore], lesions: list, 
         print(f"| {collection_of[s.image]} | {s.image} | {_fmt(s.cord_dice)} | {s.false_lesions} | "
               f"{s.false_volume_mm3:.0f} | {_fmt(s.in_grey_matter_mm3)} | {_fmt(s.largest_in_grey_matter_mm3)} |")
     healthy_summary = summarise_healthy(healthy)
-    print("\n| contrast | images | false lesions / image | false mm3 / image | GM share of false mm3 | "
-          "largest in GM mm3 | cord Dice (mean, min, images) |\n|---|---|---|---|---|---|---|")
-    for contrast, row in healthy_summary.items():
-        print(f"| {contrast} | {row['images']} | {_fmt(row['false_lesions_per_image'])} | "
-              f"{row['false_volume_per_image_mm3']:.0f} | {_fmt(row['grey_matter_share'])} | "
-              f"{_fmt(row['largest_in_grey_matter_mm3'])} | {_fmt(row['cord_dice'])}, {_fmt(row['cord_dice_min'])}, "
-              f"{row['images_with_cord']} |")
-    print("\n### Synthetic lesions inserted into the same real cords\n")
+    print("\n### Synthetic lesions inserted into the same real cords, per image\n")
     print("| image | lesions | detected | false positives | lesion Dice |\n|---|---|---|---|---|")
     for s in lesions:
         print(f"| {s.image} | {s.true_lesions} | {s.detected} | {s.false_positives} | {_fmt(s.lesion_dice)} |")
     lesion_summary = summarise_by_contrast(lesions)
-    print("\n| contrast | images | lesion Dice | lesion TPR | lesion PPV | lesion F1 | false positives |"
-          "\n|---|---|---|---|---|---|---|")
-    for contrast, row in lesion_summary.items():
-        print(f"| {contrast} | {row['images']} | {_fmt(row['lesion_dice'])} | {_fmt(row['lesion_tpr'])} | "
-              f"{_fmt(row['lesion_ppv'])} | {_fmt(row['lesion_f1'])} | {row['false_positives']} |")
+    print("\n### Per contrast\n")
+    print(compare_tables([{"name": name, "healthy_summary": healthy_summary, "lesion_summary": lesion_summary}]))
     targets = check_targets(healthy, healthy_summary, lesion_summary)
     print("\n### Targets\n")
     for line in targets:
@@ -209,6 +199,31 @@ def report(name: str, models: dict, healthy: list[HealthyScore], lesions: list, 
     return {"name": name, "models": models, "healthy": [vars(s) for s in healthy],
             "healthy_summary": healthy_summary, "lesions": [vars(s) for s in lesions],
             "lesion_summary": lesion_summary, "targets": targets}
+
+
+def compare_tables(results: list[dict]) -> str:
+    """One Markdown table, a row per model set and contrast: healthy cords, then inserted lesions."""
+    lines = ["| models | contrast | healthy images | false lesions / image | false mm3 / image | GM share of false mm3 "
+             "| largest in GM mm3 | cord Dice mean (min) | lesion images | lesion Dice | lesion TPR | lesion PPV "
+             "| lesion F1 | lesion FP |", "|" + "---|" * 14]
+    for result in results:
+        healthy, lesions = result["healthy_summary"], result["lesion_summary"]
+        for contrast in sorted(set(healthy) | set(lesions), key=lambda c: (c == "all", c)):
+            h, les = healthy.get(contrast), lesions.get(contrast)
+            cells = [result["name"], contrast]
+            if h:
+                cells += [h["images"], _fmt(h["false_lesions_per_image"]), f"{h['false_volume_per_image_mm3']:.0f}",
+                          _fmt(h["grey_matter_share"]), _fmt(h["largest_in_grey_matter_mm3"]),
+                          f"{_fmt(h['cord_dice'])} ({_fmt(h['cord_dice_min'])})"]
+            else:
+                cells += [0] + ["-"] * 5
+            if les and les["images"]:
+                cells += [les["images"], _fmt(les["lesion_dice"]), _fmt(les["lesion_tpr"]), _fmt(les["lesion_ppv"]),
+                          _fmt(les["lesion_f1"]), les["false_positives"]]
+            else:
+                cells += [0] + ["-"] * 5
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def check_targets(healthy: list[HealthyScore], healthy_summary: dict, lesion_summary: dict) -> list[str]:
@@ -249,9 +264,15 @@ def main() -> int:
     p.add_argument("--shared", type=Path, default=SHARED, help="the real data (default ../shared/data)")
     p.add_argument("--collections", nargs="+", default=None, metavar="NAME",
                    help="measure only these collections (default: every one); the others are listed as not run")
+    p.add_argument("--compare", nargs="+", default=None, metavar="NAME",
+                   help="run nothing: print the saved results of these runs (WORK_DIR/runs/NAME) side by side")
     p.add_argument("--allow-seen", action="store_true",
                    help="also measure collections a model trained on (marked 'seen'; not a valid figure)")
     args = p.parse_args()
+    if args.compare:
+        saved = [json.loads((args.work_dir / "runs" / name / "summary.json").read_text()) for name in args.compare]
+        print(compare_tables(saved))
+        return 0
     if not args.shared.is_dir():
         raise SystemExit(f"{args.shared}: no real data folder (../shared/data); nothing to measure")
     name = args.name or "_".join(Path(str(m)).name for m in (args.stage1_folds or args.stage1,

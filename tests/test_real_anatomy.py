@@ -100,3 +100,17 @@ def test_benchmark_dataset_links_every_clinical_real_image(tmp_path):
     assert len(grey) == 3
     for image in (tmp_path / "real").glob("sub-*/anat/*.nii.gz"):
         assert image.resolve().is_relative_to(shared.resolve())  # linked, never copied or written
+
+
+def test_compare_tables_put_model_sets_side_by_side():
+    cord, grey_matter, lesion = _healthy_case()
+    a = summarise_healthy([score_healthy_arrays("sub-x_T2w.nii.gz", "T2w", cord, lesion, cord, grey_matter, 1.0)])
+    b = summarise_healthy([score_healthy_arrays("sub-x_T2w.nii.gz", "T2w", cord, 0 * lesion, cord, grey_matter, 1.0)])
+    lesions = {"T2w": {"images": 1, "lesion_dice": 0.5, "lesion_tpr": 1.0, "lesion_ppv": 0.5, "lesion_f1": 0.667,
+                       "false_positives": 1}}
+    table = real_anatomy.compare_tables([{"name": "before", "healthy_summary": a, "lesion_summary": lesions},
+                                         {"name": "after", "healthy_summary": b, "lesion_summary": {}}])
+    rows = table.splitlines()[2:]
+    assert rows[0].startswith("| before | T2w | 1 | 2.000 | 13 |") and rows[0].endswith("| 1 | 0.500 | 1.000 | 0.500 | 0.667 | 1 |")
+    assert rows[2].startswith("| after | T2w | 1 | 0.000 | 0 |") and rows[2].endswith("| 0 | - | - | - | - | - |")
+    assert [r.split(" | ")[1] for r in rows] == ["T2w", "all", "T2w", "all"]
