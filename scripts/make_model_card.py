@@ -44,6 +44,7 @@ def main() -> int:
     scores, summary = evaluate_outputs(args.test_bids, args.test_out)
     meta_path = args.model_dir / "model.json"
     meta = json.loads(meta_path.read_text())
+    real_anatomy = meta.get("test_metrics", {}).get("real_anatomy")  # scripts/card_real_anatomy.py: kept
     meta["test_metrics"] = {
         "dataset": _generated_by(args.test_bids),
         "command": args.test_command,
@@ -79,6 +80,8 @@ def main() -> int:
 {format_summary(real_summary)}
 
 """
+    if real_anatomy:
+        meta["test_metrics"]["real_anatomy"] = real_anatomy
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     real_where = ("real cords with inserted lesions are scored above" if real_section
                   else "real-image results, where measured, are below")
@@ -138,6 +141,10 @@ covers at least 10 % of it); a predicted component touching no true lesion is a 
 """
     if args.extra and args.extra.exists():
         card += "\n" + args.extra.read_text()
+    if real_anatomy:
+        from card_real_anatomy import section, splice
+
+        card = splice(card, section(real_anatomy))
     (args.model_dir / "MODEL_CARD.md").write_text(card)
     print(format_summary(summary))
     return 0

@@ -114,3 +114,15 @@ def test_compare_tables_put_model_sets_side_by_side():
     assert rows[0].startswith("| before | T2w | 1 | 2.000 | 13 |") and rows[0].endswith("| 1 | 0.500 | 1.000 | 0.500 | 0.667 | 1 |")
     assert rows[2].startswith("| after | T2w | 1 | 0.000 | 0 |") and rows[2].endswith("| 0 | - | - | - | - | - |")
     assert [r.split(" | ")[1] for r in rows] == ["T2w", "all", "T2w", "all"]
+
+
+def test_model_card_leads_with_the_real_anatomy_section_and_replaces_an_old_one():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from card_real_anatomy import HEADING, splice
+
+    card = "# Model card: `x`\n\n## What it does\nA U-Net.\n"
+    once = splice(card, f"{HEADING}\nold figures\n\n")
+    assert once.index(HEADING) < once.index("## What it does")
+    twice = splice(once, f"{HEADING}\nnew figures\n\n")
+    assert "old figures" not in twice and twice.count(HEADING) == 1
+    assert twice.startswith("# Model card: `x`\n\n" + HEADING + "\nnew figures") and twice.endswith("A U-Net.\n")
