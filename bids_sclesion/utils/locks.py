@@ -1,8 +1,10 @@
 """Per-participant locks in the output directory: two runs never write the same participant at once."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
@@ -15,6 +17,11 @@ from .io import partial_file_pattern
 #: Lock files live in OUT_DIR/.locks (listed in the output's .bidsignore).
 LOCK_DIR = ".locks"
 
+#: The only errors of a non-blocking flock that mean "another process holds it".
+_BUSY = {errno.EWOULDBLOCK, errno.EAGAIN}
+
+LOGGER = logging.getLogger("bids_sclesion")
+
 
 class ParticipantLocks:
     """Exclusive, non-blocking ``flock`` locks, one per participant, held until :meth:`release`.
@@ -25,6 +32,7 @@ class ParticipantLocks:
     def __init__(self, out_dir: str | os.PathLike):
         self.dir = Path(out_dir) / LOCK_DIR
         self._held: dict[str, int] = {}
+        self.unsupported: str | None = None  # why this file system cannot lock, once found out
 
     def acquire(self, labels: Iterable[str]) -> dict[str, str]:
         """Lock every label that no other run holds; returns {label: who holds it} for the others."""
@@ -35,10 +43,18 @@ class ParticipantLocks:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                busy[label] = _describe_holder(fd)
-                os.close(fd)
-                continue
+            except OSError as exc:
+                if exc.errno in _BUSY:
+                    busy[label] = _describe_holder(fd)
+                    os.close(fd)
+                    continue
+                # A file system without flock (Lustre mounted without it, some NFS): locking is impossible,
+                # not held. Go on unlocked rather than skip every participant; say so once.
+                if self.unsupported is None:
+                    self.unsupported = f"{exc.strerror or exc}"
+                    LOGGER.warning("%s: the file system does not support locks (%s); participants are processed "
+                                   "without them: do not run two commands on one participant at once",
+                                   self.dir, self.unsupported)
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                      "started": time.strftime("%Y-%m-%d %H:%M:%S"),
