@@ -89,3 +89,22 @@ def test_straightened_work_folders_name_subject_and_suffix(tmp_path):
     (kept / "segment_straightened_cord" / "straight_image.nii.gz").write_bytes(b"")
     (subject_wf / image_workflow_name("sub-01_T1w.nii.gz")).mkdir()  # single stage: no straightened image
     assert list(straightened_work_folders(tmp_path)) == [("sub-01", "T2w", kept)]
+
+
+def test_default_contrasts_are_those_every_model_of_the_run_knows(tmp_path):
+    """Stage 1 was trained on MT images, stage 2 never was: the cascade does not process them unless asked."""
+    import json as _json
+    import shutil
+
+    from bids_sclesion.cli.run import default_suffixes
+    from bids_sclesion.model.io import bundled_model_dir
+
+    assert "MTS" in default_suffixes("stage1", None)
+    cascade = default_suffixes("stage1", "stage2")
+    assert "MTS" not in cascade and {"T2w", "T1w", "PSIR", "STIR", "T2starw", "T2star"} <= set(cascade)
+    narrow = tmp_path / "narrow"
+    shutil.copytree(bundled_model_dir("stage2"), narrow)
+    meta = _json.loads((narrow / "model.json").read_text())
+    meta["contrasts"] = ["T2w"]
+    (narrow / "model.json").write_text(_json.dumps(meta))
+    assert default_suffixes("stage1", str(narrow)) == ["T2w"]

@@ -136,6 +136,16 @@ def _model_suffixes(model: str) -> list[str]:
     return out
 
 
+def default_suffixes(stage1: str, stage2: str | None) -> list[str]:
+    """The suffixes processed without ``--contrast``: those every model of the run was trained on
+    (a cascade's stage 2 has never seen, e.g., the MT images stage 1 was trained on)."""
+    suffixes = _model_suffixes(stage1)
+    if stage2:
+        known = set(_model_suffixes(stage2))
+        suffixes = [s for s in suffixes if s in known]
+    return suffixes
+
+
 def _model_hash(model: str) -> str:
     """Check that the model loads (safetensors only: nothing in it is executed) and hash its weights."""
     from ..model.io import WEIGHTS, ModelError, load_model, resolve_model
@@ -175,7 +185,10 @@ def run_participant(args) -> int:
     if not args.skip_bids_validation:
         _validate_bids(bids_dir)
     filters = _load_filters(args.bids_filter_file)
-    suffixes = args.contrast or _model_suffixes(args.model)
+    cascade_stage2 = None if args.single_stage or not args.stage2_model else str(args.stage2_model)
+    suffixes = args.contrast or default_suffixes(args.model, cascade_stage2)
+    LOGGER.info("contrasts processed: %s%s", ", ".join(suffixes), "" if args.contrast else
+                " (those every model of the run was trained on; --contrast chooses others)")
     try:
         subjects = collect_images(
             bids_dir, work_dir / "bids_db", participant_label=args.participant_label, session_label=args.session_label,
@@ -192,7 +205,7 @@ def run_participant(args) -> int:
             f"sessions {args.session_label or 'all'}, suffixes {suffixes}, filters {filters or 'none'})",
             ExitCode.NO_DATA)
     model_hash = _model_hash(args.model)
-    stage2 = None if args.single_stage or not args.stage2_model else str(args.stage2_model)
+    stage2 = cascade_stage2
     stage2_hash = _model_hash(stage2) if stage2 else ""
     if args.tta and not stage2:
         raise AppError("--tta works on the cascade's stage 2: it cannot be combined with --single-stage",
