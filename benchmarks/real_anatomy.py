@@ -120,13 +120,25 @@ def seen_subjects(model: str | Path, _chain: tuple[Path, ...] = ()) -> set[str]:
     return seen
 
 
-def models_for(collection: str, args) -> tuple[str, str]:
+def models_for(collection: str, args) -> tuple[str, str, list[str]]:
+    """Stage 1 and stage 2 for ``collection``, and those of them that do not exist."""
     stage1 = str(args.stage1_folds / f"fold-{collection}") if args.stage1_folds else args.stage1
     stage2 = str(args.stage2_folds / f"fold-{collection}") if args.stage2_folds else args.stage2
-    for model in (stage1, stage2):
-        if not (resolve_model(model) / "model.json").is_file():
-            raise SystemExit(f"{model}: no model there (model.json missing) for collection {collection}")
-    return stage1, stage2
+    missing = [m for m in (stage1, stage2) if not (resolve_model(m) / "model.json").is_file()]
+    return stage1, stage2, missing
+
+
+def collection_status(subjects: list[str], stage1: str, stage2: str, missing: list[str], selected: bool,
+                      allow_seen: bool) -> str:
+    """'yes' when the collection is measured, else why not (a model saw it, a model is missing, not asked for)."""
+    seen = sorted((seen_subjects(stage1) | seen_subjects(stage2)) & set(subjects))
+    if seen and not allow_seen:
+        return "no: a model trained on " + ", ".join(seen)
+    if missing:
+        return "no: no model at " + ", ".join(missing)
+    if not selected:
+        return "not run (--collections)"
+    return "seen (--allow-seen)" if seen else "yes"
 
 
 def run_app(bids: Path, out: Path, work: Path, subjects: list[str], stage1: str, stage2: str, nprocs: int) -> None:
@@ -290,16 +302,13 @@ def main() -> int:
     models, measured = {}, []
     started = time.time()
     for collection, subjects in sorted(collections.items()):
-        if args.collections and collection not in args.collections:
-            models[collection] = {"stage1": "-", "stage2": "-", "status": "not run (--collections)",
-                                  "subjects": sorted(subjects)}
-            continue
-        stage1, stage2 = models_for(collection, args)
-        seen = sorted((seen_subjects(stage1) | seen_subjects(stage2)) & set(subjects))
-        status = "yes" if not seen else ("seen (--allow-seen)" if args.allow_seen else "no: a model trained on "
-                                         + ", ".join(seen))
+        stage1, stage2, missing = models_for(collection, args)
+        selected = not args.collections or collection in args.collections
+        status = collection_status(subjects, stage1, stage2, missing, selected, args.allow_seen)
         models[collection] = {"stage1": stage1, "stage2": stage2, "status": status, "subjects": sorted(subjects)}
-        if seen and not args.allow_seen:
+        if selected and status.startswith("no: no model"):
+            raise SystemExit(f"{collection}: {status}")
+        if status not in ("yes", "seen (--allow-seen)"):
             continue
         measured.extend(subjects)
         for kind, bids in (("healthy", real), ("lesions", lesion_dir)):

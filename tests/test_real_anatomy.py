@@ -126,3 +126,13 @@ def test_model_card_leads_with_the_real_anatomy_section_and_replaces_an_old_one(
     twice = splice(once, f"{HEADING}\nnew figures\n\n")
     assert "old figures" not in twice and twice.count(HEADING) == 1
     assert twice.startswith("# Model card: `x`\n\n" + HEADING + "\nnew figures") and twice.endswith("A U-Net.\n")
+
+
+def test_a_collection_is_measured_only_by_models_that_never_saw_it():
+    status = real_anatomy.collection_status
+    subjects = ["sub-9418", "sub-9584"]
+    assert status(subjects, "stage1", "stage2", [], True, False).startswith("no: a model trained on sub-9418")
+    assert status(["sub-unf01"], "default", "stage2", [], True, False) == "yes"
+    assert status(["sub-unf01"], "default", "stage2", [], False, False) == "not run (--collections)"
+    assert status(["sub-unf01"], "default", "nowhere", ["nowhere"], True, False) == "no: no model at nowhere"
+    assert status(subjects, "stage1", "stage2", [], True, True) == "seen (--allow-seen)"
