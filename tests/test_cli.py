@@ -108,3 +108,22 @@ def test_default_contrasts_are_those_every_model_of_the_run_knows(tmp_path):
     meta["contrasts"] = ["T2w"]
     (narrow / "model.json").write_text(_json.dumps(meta))
     assert default_suffixes("stage1", str(narrow)) == ["T2w"]
+
+
+@pytest.mark.parametrize("make_parser", ["app", "train"])
+def test_every_option_has_help_and_says_its_default_once(make_parser):
+    import argparse
+
+    from bids_sclesion.cli import parser as app_parser
+    from bids_sclesion.cli import train as train_cli
+
+    p = app_parser.get_parser() if make_parser == "app" else train_cli.get_parser()
+    formatter = p._get_formatter()
+    for action in p._actions:
+        if not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        text = formatter._get_help_string(action)
+        assert action.help, f"{action.option_strings[0]} has no help"
+        assert text.lower().count("default") <= 1, f"{action.option_strings[0]}: {text}"
+        if action.default not in (None, False, []) and action.nargs != 0:
+            assert "default" in text.lower(), f"{action.option_strings[0]} does not say its default: {text}"

@@ -27,6 +27,20 @@ class ExitCode:
     NO_DATA = 18  # the filters select no file
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help, once: not when the help already says its default, nor for
+    switches and options without one (None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or default is None or default is False or default == argparse.SUPPRESS
+                or default == [] or not action.option_strings or action.nargs == 0):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
 def _label(value: str) -> str:
     label = value[4:] if value.startswith("sub-") else value
     return label
@@ -41,7 +55,7 @@ def get_parser() -> argparse.ArgumentParser:
         prog="bids_sclesion",
         description="Spinal cord and multiple-sclerosis lesion segmentation of a BIDS dataset "
         "(sagittal T2w, STIR, PSIR, T1w MPRAGE, axial T2*w).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("bids_dir", type=Path, help="the root of the input BIDS dataset")
     p.add_argument("output_dir", type=Path, help="where the derivatives are written")
@@ -56,8 +70,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
                    help="JSON of pybids filters, e.g. {\"acquisition\": \"sag\"}, applied to every query")
     g.add_argument("--contrast", nargs="+", default=None, metavar="SUFFIX",
-                   help="image suffixes to process (default: those the model was trained on, with aliases such as "
-                        "T2star for T2starw)")
+                   help="image suffixes to process (default: those every model of the run was trained on, with "
+                        "aliases such as T2star for T2starw)")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not run the BIDS validator on the input")
 

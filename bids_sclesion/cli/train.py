@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..model.network import NetworkConfig
+from .parser import DefaultsHelpFormatter
 from ..model.train import TrainingConfig, train
 from ..utils.io import write_text
 
@@ -19,6 +20,7 @@ def get_parser() -> argparse.ArgumentParser:
         prog="bids_sclesion-train",
         description="Train the spinal cord and lesion segmentation network on a BIDS dataset "
         "whose labels are in derivatives/labels (*_seg-manual, *_lesion-manual).",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("bids_dir", help="BIDS dataset with derivatives/labels")
     p.add_argument("model_dir", help="output model directory (model.safetensors + model.json)")
@@ -35,11 +37,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--bids-filter-file", type=Path, default=None, metavar="FILE",
                    help="JSON of pybids filters selecting the images, as for the app, e.g. "
                         "{\"acquisition\": \"sag\"} or {\"t2w\": {\"acquisition\": \"ax\"}}")
-    p.add_argument("--iterations", type=int, default=d.iterations)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size))
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--iterations", type=int, default=d.iterations, help="training steps (one batch each)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="patches per step")
+    p.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size), metavar="N",
+                   help="patch size in voxels of the model grid")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="AdamW learning rate at the start")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of the subjects that validate instead of training")
     p.add_argument("--folds", type=int, default=None, metavar="K",
                    help="k-fold cross-validation by subject: K groups, --fold I validates (replaces --val-fraction)")
     p.add_argument("--fold", type=int, default=0, metavar="I", help="which of the K folds validates (0-based)")
@@ -56,7 +60,7 @@ def get_parser() -> argparse.ArgumentParser:
                         "own (the phantoms' res-fine_lesion-manual) label the straightened cord where they exist, "
                         "so that a lesion is labelled as wide as it is rather than as a whole number of thick "
                         "slices; the model then averages its map over each thick voxel on the way back")
-    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations")
     p.add_argument("--val-max-images", type=int, default=d.val_max_images, help="validation images scored each time")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
     p.add_argument("--channels", type=int, nargs="+", default=None,
@@ -88,14 +92,14 @@ def get_parser() -> argparse.ArgumentParser:
                    help="continue from MODEL_DIR/checkpoint.pt (written at every validation)")
     p.add_argument("--tta-flips", action="store_true",
                    help="the model predicts by averaging flips along each axis (4x inference time)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nthreads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initial weights and every batch")
+    p.add_argument("--nthreads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--workers", type=int, default=d.workers, metavar="N",
                    help="processes that preprocess the images not yet cached, then prepare training batches "
                         "(patches, augmentation) while the network trains; 0: the training process itself. Every "
                         "batch is drawn from a random stream of its own, so the trained model is the same for any N "
                         "(on a GPU, N of a few CPU cores keeps it busy)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the network trains")
     p.add_argument("--cpu-bf16", action="store_true",
                    help="on a CPU, run the network in bfloat16 (weights, optimiser and loss stay float32): "
                         "for a CPU with native bfloat16 (AVX512-BF16 or AMX; 1.6x faster on the one measured in "
