@@ -179,9 +179,11 @@ def run_participant(args) -> int:
     from ..derivatives import write_dataset_description
 
     started = time.time() - 1.0
-    args.model, args.stage2_model = absolute_model(args.model), absolute_model(args.stage2_model)
     bids_dir, out_dir, work_dir = _check_paths(args)
     _prepare_work_dir(work_dir)
+    # Only now: naming the bundled models imports the network (MONAI, matplotlib), which needs the scratch
+    # directories that _prepare_work_dir moves into the work directory when HOME is read-only.
+    args.model, args.stage2_model = absolute_model(args.model), absolute_model(args.stage2_model)
     if not args.skip_bids_validation:
         _validate_bids(bids_dir)
     filters = _load_filters(args.bids_filter_file)
