@@ -141,10 +141,11 @@ def collection_status(subjects: list[str], stage1: str, stage2: str, missing: li
     return "seen (--allow-seen)" if seen else "yes"
 
 
-def run_app(bids: Path, out: Path, work: Path, subjects: list[str], stage1: str, stage2: str, nprocs: int) -> None:
+def run_app(bids: Path, out: Path, work: Path, subjects: list[str], stage1: str, stage2: str, nprocs: int,
+            options: tuple[str, ...] = ()) -> None:
     argv = [str(bids), str(out), "participant", "-w", str(work), "--skip-bids-validation", "--no-reports",
             "--nprocs", str(nprocs), "--omp-nthreads", "1", "--model", stage1, "--stage2-model", stage2,
-            "--contrast", *CONTRASTS, "--participant-label", *[s.removeprefix("sub-") for s in subjects]]
+            "--contrast", *CONTRASTS, "--participant-label", *[s.removeprefix("sub-") for s in subjects], *options]
     code = app(argv)
     if code not in (0, 1):
         raise SystemExit(f"participant level failed with exit code {code}: {' '.join(argv)}")
@@ -278,6 +279,7 @@ def main() -> int:
                    help="measure only these collections (default: every one); the others are listed as not run")
     p.add_argument("--compare", nargs="+", default=None, metavar="NAME",
                    help="run nothing: print the saved results of these runs (WORK_DIR/runs/NAME) side by side")
+    p.add_argument("--tta", action="store_true", help="run the app with --tta (stage 2 averaged over flips)")
     p.add_argument("--allow-seen", action="store_true",
                    help="also measure collections a model trained on (marked 'seen'; not a valid figure)")
     args = p.parse_args()
@@ -314,7 +316,8 @@ def main() -> int:
         for kind, bids in (("healthy", real), ("lesions", lesion_dir)):
             present = [s for s in subjects if (bids / s).is_dir()]
             if present:
-                run_app(bids, run_dir / kind, args.work_dir / "work" / kind, present, stage1, stage2, args.nprocs)
+                run_app(bids, run_dir / kind, args.work_dir / "work" / kind, present, stage1, stage2, args.nprocs,
+                        ("--tta",) if args.tta else ())
     keep = {s for s in measured}
     healthy = [s for s in score_healthy(real, run_dir / "healthy") if s.image.split("_")[0] in keep]
     lesions, _ = evaluate_outputs(lesion_dir, run_dir / "lesions") if (run_dir / "lesions").is_dir() else ([], {})
