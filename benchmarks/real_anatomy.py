@@ -42,6 +42,7 @@ from make_real_cord_dataset import CASES  # noqa: E402
 from make_real_lesion_dataset import build as build_lesion_dataset  # noqa: E402
 
 from bids_sclesion.cli.run import main as app  # noqa: E402
+from bids_sclesion.core.image import voxel_volume  # noqa: E402
 from bids_sclesion.derivatives import source_of_lesion_table  # noqa: E402
 from bids_sclesion.evaluate import (HealthyScore, evaluate_outputs, score_healthy_arrays,  # noqa: E402
                                     summarise_by_contrast, summarise_healthy)
@@ -114,9 +115,8 @@ def seen_subjects(model: str | Path, _chain: tuple[Path, ...] = ()) -> set[str]:
         return set()
     training = json.loads(meta_path.read_text()).get("training", {})
     seen = set(training.get("subjects", [])) | set(training.get("validation_subjects", []))
-    init = training.get("init_from")
-    if init and init != training.get("name") and (resolve_model(init) / "model.json").exists():
-        seen |= seen_subjects(init, _chain + (model_dir,))
+    if training.get("init_from"):  # a missing model adds nothing; one that names itself stops at _chain
+        seen |= seen_subjects(training["init_from"], _chain + (model_dir,))
     return seen
 
 
@@ -165,7 +165,7 @@ def score_healthy(bids: Path, out: Path) -> list[HealthyScore]:
         for key, label in (("cord", "seg-manual"), ("gm", "gmseg-manual")):
             path = labels_dir / rel.parent / f"{stem}_{label}.nii.gz"
             masks[key] = np.asarray(nib.load(str(path)).dataobj) > 0.5 if path.exists() else None
-        voxel_mm3 = float(abs(np.linalg.det(pred_img.affine[:3, :3])))
+        voxel_mm3 = voxel_volume(pred_img.affine)
         scores.append(score_healthy_arrays(
             rel.name, name.suffix, np.asarray(nib.load(str(outputs["cord_mask"])).dataobj) > 0,
             np.asarray(pred_img.dataobj) > 0, masks["cord"], masks["gm"], voxel_mm3))
@@ -318,7 +318,7 @@ def main() -> int:
             if present:
                 run_app(bids, run_dir / kind, args.work_dir / "work" / kind, present, stage1, stage2, args.nprocs,
                         ("--tta",) if args.tta else ())
-    keep = {s for s in measured}
+    keep = set(measured)
     healthy = [s for s in score_healthy(real, run_dir / "healthy") if s.image.split("_")[0] in keep]
     lesions, _ = evaluate_outputs(lesion_dir, run_dir / "lesions") if (run_dir / "lesions").is_dir() else ([], {})
     lesions = [s for s in lesions if s.image.split("_")[0] in keep]

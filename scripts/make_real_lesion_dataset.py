@@ -20,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_sclesion.core.image import voxel_volume
 from bids_sclesion.model.train import find_training_cases
 from bids_sclesion.phantoms.insert import LESION_CONTRAST, insert_lesions
 from bids_sclesion.utils.io import write_nifti
@@ -60,8 +61,7 @@ def build(real_dir: Path, out_dir: Path, seed: int = 11, lesions: tuple[int, int
         labels = out_dir / "derivatives" / "labels" / rel
         for name, mask in (("seg-manual", cord | lesion_mask), ("lesion-manual", lesion_mask)):
             write_nifti(nib.Nifti1Image(mask.astype(np.uint8), img.affine), labels / f"{stem}_{name}.nii.gz")
-        vox = float(abs(np.linalg.det(img.affine[:3, :3])))
-        made.append((case.image_path.name, int(ndimage.label(lesion_mask)[1]), float(lesion_mask.sum() * vox)))
+        made.append((case.image_path.name, int(ndimage.label(lesion_mask)[1]), float(lesion_mask.sum() * voxel_volume(img.affine))))
     return made
 
 
