@@ -2,13 +2,16 @@
 """Per-stage time and peak memory of the participant level on typical clinical inputs.
 
 Usage: python benchmarks/participant_stages.py [--inputs sag2d,3d] [--threads 1,2] [--devices cpu[,cuda]]
+                                              [--no-baseline] [--json FILE]
 
 Inputs (phantoms rendered on the grids of real protocols):
   sag2d  sagittal 2D T2w TSE, 320 x 320 x 15 voxels of 0.7 x 0.7 x 3 mm
   3d     3D T2w, 384 x 220 x 52 voxels of 1 mm
 Each configuration runs the whole participant level in a fresh process (one image, one process, --omp-nthreads
 threads, fresh work directory): wall time, the seconds of each step (from Nipype's results) and the peak resident
-memory of the process. The 0.1.0 single-stage pipeline is run in the same session as the baseline (ratio column).
+memory of the process; on a GPU also the peak GPU memory PyTorch allocated, and the agreement (Dice) of the cord and
+lesion masks with those of the first CPU run of the same input, which show whether the GPU path gives the CPU's
+result. The 0.1.0 single-stage pipeline is run in the same session as the baseline (ratio column).
 Targets on a 2-core CPU: whole pipeline <= 30 s per image, segmentation <= 5 s, peak memory <= 3 GB.
 """
 from __future__ import annotations
@@ -65,7 +68,22 @@ def run_app(bids: Path, root: Path, threads: int, device: str, extra: list[str])
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stdout.decode()[-3000:]}")
     steps = node_run_seconds(work)
-    return {"wall": wall, "steps": steps, "peak_mb": int((root / "peak_kb").read_text()) / 1024}
+    peak_kb, gpu_bytes = (int(v) for v in (root / "peak_kb").read_text().split())
+    return {"wall": wall, "steps": steps, "peak_mb": peak_kb / 1024, "gpu_peak_mb": gpu_bytes / 2**20,
+            "out": str(out)}
+
+
+def mask_agreement(out_a: Path, out_b: Path) -> dict[str, float]:
+    """Dice of the cord and lesion masks of two runs on the same input (1.0 where both are empty)."""
+    result = {}
+    for label in ("SC", "lesion"):
+        a, b = (sorted(Path(o).rglob(f"*_label-{label}_*mask.nii.gz")) for o in (out_a, out_b))
+        if len(a) != 1 or len(b) != 1:
+            raise SystemExit(f"expected one {label} mask in each of {out_a} and {out_b}, found {len(a)} and {len(b)}")
+        x, y = (np.asanyarray(nib.load(str(f[0])).dataobj) > 0 for f in (a, b))
+        total = int(x.sum() + y.sum())
+        result[label] = 1.0 if total == 0 else 2.0 * int((x & y).sum()) / total
+    return result
 
 
 #: Runs the app in this process (one image, --nprocs 1: every step runs here) and writes the process's peak
@@ -76,7 +94,10 @@ import re, sys
 from bids_sclesion.cli.run import main
 code = main(sys.argv[2:])
 status = open("/proc/self/status").read()
-open(sys.argv[1], "w").write(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+gpu = 0
+if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+    gpu = sys.modules["torch"].cuda.max_memory_allocated()
+open(sys.argv[1], "w").write(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1) + f" {gpu}")
 sys.exit(code)
 """
 
@@ -86,6 +107,8 @@ def main() -> int:
     p.add_argument("--inputs", default="sag2d,3d")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--devices", default="cpu" + (",cuda" if _cuda() else ""))
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the 0.1.0 single-stage run (no ratio column): for a quick check of a device")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     args = p.parse_args()
     rows = []
@@ -95,26 +118,38 @@ def main() -> int:
             make_input(kind, bids)
             configs = [("cascade", dev, int(t), []) for dev in args.devices.split(",")
                        for t in (args.threads.split(",") if dev == "cpu" else ["1"])]
-            configs.append(("0.1.0 single stage", "cpu", 1, ["--model", "default", "--single-stage"]))
+            if not args.no_baseline:
+                configs.append(("0.1.0 single stage", "cpu", 1, ["--model", "default", "--single-stage"]))
             for i, (name, device, threads, extra) in enumerate(configs):
                 result = run_app(bids, Path(tmp) / kind / f"run{i}", threads, device, extra)
-                rows.append({"input": kind, "pipeline": name, "device": device, "threads": threads, **result})
+                row = {"input": kind, "pipeline": name, "device": device, "threads": threads, **result}
+                reference = next((r for r in rows if r["input"] == kind and r["pipeline"] == "cascade"), None)
+                if name == "cascade" and reference is not None:
+                    row["agreement"] = mask_agreement(Path(reference["out"]), Path(result["out"]))
+                rows.append(row)
                 print(f"{kind} {name} {device} x{threads}: {result['wall']:.1f} s, peak {result['peak_mb']:.0f} MB",
                       file=sys.stderr, flush=True)
     steps = sorted({s for r in rows for s in r["steps"]})
     print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, torch {_torch_version()}\n")
     print("| input | pipeline | device | threads | " + " | ".join(steps)
-          + " | segmentation | all steps | wall | peak memory | wall / baseline |")
-    print("|---" * (len(steps) + 9) + "|")
+          + " | segmentation | all steps | wall | peak memory | peak GPU memory | wall / baseline |")
+    print("|---" * (len(steps) + 10) + "|")
     for r in rows:
         seg = sum(r["steps"].get(s, 0.0) for s in SEGMENTATION_STEPS)
-        base = next(b for b in rows if b["input"] == r["input"] and b["pipeline"].startswith("0.1.0"))
+        base = next((b for b in rows if b["input"] == r["input"] and b["pipeline"].startswith("0.1.0")), None)
         print(f"| {r['input']} | {r['pipeline']} | {r['device']} | {r['threads']} | "
               + " | ".join(f"{r['steps'].get(s, 0.0):.2f}" for s in steps)
               + f" | {seg:.2f} | {sum(r['steps'].values()):.2f} | {r['wall']:.1f} | {r['peak_mb']:.0f} MB | "
-              f"{r['wall'] / base['wall']:.2f} |")
+              + (f"{r['gpu_peak_mb']:.0f} MB" if r["device"] != "cpu" else "-") + (f" | {r['wall'] / base['wall']:.2f} |" if base else " | - |"))
     print("\nSeconds; 'wall' is the whole command (Python start-up, dataset indexing, workflow set-up included).")
+    compared = [r for r in rows if "agreement" in r]
+    if compared:
+        print("\nAgreement with the first CPU run of the same input (Dice of the masks in the image's own grid):\n")
+        print("| input | device | threads | cord Dice | lesion Dice |\n|---|---|---|---|---|")
+        for r in compared:
+            print(f"| {r['input']} | {r['device']} | {r['threads']} | {r['agreement']['SC']:.4f} | "
+                  f"{r['agreement']['lesion']:.4f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

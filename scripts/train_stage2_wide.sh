@@ -15,7 +15,8 @@
 #   defaults: 20000 iterations, channels 32 64 128 256
 # Environment: DEVICE (cuda), JOBS (CPU cores: nproc), BATCH (8), LR (2e-3),
 #   MINUTES (stop training after this wall time; unset: none), SUBJECTS_SCALE (1:
-#   the full datasets; a smaller integer divisor makes a quick trial of the recipe).
+#   the full datasets; a larger integer divides every phantom set's subject count by it), SELECTION (1; 0 skips
+#   the selection-set scoring, e.g. on a lent GPU machine where the model is scored on real anatomy afterwards).
 set -euo pipefail
 WORK=$(mkdir -p "$1" && cd "$1" && pwd)
 ITERATIONS=${2:-20000}
@@ -38,7 +39,6 @@ synth() {  # synth DIR SUBJECTS SEED FIRST
 synth train_synth 18 1000 1
 synth train_synth2 24 4000 101
 synth train_synth3 20 5000 201
-synth sel_synth 6 6000 401
 [ -f real_cord/dataset_description.json ] || python "$REPO/scripts/make_real_cord_dataset.py" real_cord
 for seed in 101 102 103; do
     [ -f "real_lesions_train_$seed/dataset_description.json" ] ||
@@ -57,7 +57,9 @@ bids_sclesion-train train_synth stage2_wide --space straight \
     --val-every $(( ITERATIONS / 5 > 0 ? ITERATIONS / 5 : 1 )) --val-max-images 15 --monitor lesion_f1 \
     --workers "$JOBS" --device "$DEVICE" -w stage2_cache --resume "${limit[@]}"
 
+[ "${SELECTION:-1}" = 0 ] && { echo "[stage2_wide] done: $WORK/stage2_wide (selection set skipped)"; exit 0; }
 # The selection set: one cascade run gives the straightened images and warps both models are scored through.
+synth sel_synth 6 6000 401
 [ -f sel_out/dataset_description.json ] ||
     bids_sclesion sel_synth sel_out participant -w sel_work --nprocs "$JOBS" --omp-nthreads 1
 python "$REPO/scripts/score_stage2_native.py" sel_synth sel_work stage2 "$WORK/stage2_wide" --nthreads "$JOBS" |
