@@ -47,6 +47,7 @@ from bids_sclesion.derivatives import source_of_lesion_table  # noqa: E402
 from bids_sclesion.evaluate import (HealthyScore, evaluate_outputs, score_healthy_arrays,  # noqa: E402
                                     summarise_by_contrast, summarise_healthy)
 from bids_sclesion.model.io import resolve_model  # noqa: E402
+from bids_sclesion.phantoms.insert import INSERTION_VERSION  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -221,6 +222,10 @@ def compare_tables(results: list[dict]) -> str:
              "| lesion F1 | lesion FP |", "|" + "---|" * 14]
     for result in results:
         healthy, lesions = result["healthy_summary"], result["lesion_summary"]
+        dataset = result.get("lesion_dataset", "real_lesions_seed11")  # runs saved before it was recorded
+        if lesions and dataset != results[0].get("lesion_dataset", "real_lesions_seed11"):
+            # Inserted-lesion figures of two lesion datasets are not comparable: name them apart.
+            result = {**result, "name": f"{result['name']} [{dataset}]"}
         for contrast in sorted(set(healthy) | set(lesions), key=lambda c: (c == "all", c)):
             h, les = healthy.get(contrast), lesions.get(contrast)
             cells = [result["name"], contrast]
@@ -294,7 +299,8 @@ def main() -> int:
     data = args.work_dir / "data"
     real = data / "real"
     sources = build_real_dataset(real, args.shared)
-    lesion_dir = data / f"real_lesions_seed{args.seed}"
+    # Named after the insertion rules too: lesions drawn by other rules are another test set.
+    lesion_dir = data / f"real_lesions_v{INSERTION_VERSION}_seed{args.seed}"
     if not (lesion_dir / "participants.tsv").exists():
         build_lesion_dataset(real, lesion_dir, args.seed)
     run_dir = args.work_dir / "runs" / name
@@ -313,16 +319,17 @@ def main() -> int:
         if status not in ("yes", "seen (--allow-seen)"):
             continue
         measured.extend(subjects)
-        for kind, bids in (("healthy", real), ("lesions", lesion_dir)):
+        for kind, bids, work in (("healthy", real, "healthy"), ("lesions", lesion_dir, lesion_dir.name)):
             present = [s for s in subjects if (bids / s).is_dir()]
             if present:
-                run_app(bids, run_dir / kind, args.work_dir / "work" / kind, present, stage1, stage2, args.nprocs,
+                run_app(bids, run_dir / kind, args.work_dir / "work" / work, present, stage1, stage2, args.nprocs,
                         ("--tta",) if args.tta else ())
     keep = set(measured)
     healthy = [s for s in score_healthy(real, run_dir / "healthy") if s.image.split("_")[0] in keep]
     lesions, _ = evaluate_outputs(lesion_dir, run_dir / "lesions") if (run_dir / "lesions").is_dir() else ([], {})
     lesions = [s for s in lesions if s.image.split("_")[0] in keep]
     result = report(name, models, healthy, lesions, sources)
+    result["lesion_dataset"] = lesion_dir.name
     result["minutes"] = (time.time() - started) / 60
     (run_dir / "summary.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     print(f"\n{result['minutes']:.1f} min; saved {run_dir / 'summary.json'}")

@@ -32,8 +32,9 @@ def section(record: dict) -> str:
     return f"""{HEADING}
 Real images of `../shared/data`, processed by the app as users run it, each collection by models that never
 trained or validated on it: {', '.join(measured)}. Not measured: {'; '.join(other) or 'none'}. Healthy cords:
-every lesion found is false; inserted lesions: synthetic lesions in the same real cords (seed 11). How the
-benchmark works and how far it can be trusted: `docs/real_anatomy.md`.
+every lesion found is false; inserted lesions: synthetic lesions in the same real cords
+({_lesion_set(record.get('lesion_dataset', 'real_lesions_seed11'))}). How the benchmark works and how far it
+can be trusted: `docs/real_anatomy.md`.
 
     {record['command']}
 
@@ -42,6 +43,14 @@ benchmark works and how far it can be trusted: `docs/real_anatomy.md`.
 {targets}
 
 """
+
+
+def _lesion_set(name: str) -> str:
+    """Words for the benchmark's lesion folder name (real_lesions[_v<rules>]_seed<seed>)."""
+    version = name.split("_v")[1].split("_")[0] if "_v" in name else "1"
+    seed = name.rsplit("seed", 1)[-1]
+    rules = "drawn after the literature, insertion rules v2" if version == "2" else "ellipsoids, insertion rules v1"
+    return f"{rules}, seed {seed}"
 
 
 def splice(card: str, text: str) -> str:
@@ -64,6 +73,7 @@ def main() -> int:
     args = p.parse_args()
     result = json.loads(args.summary.read_text())
     record = {key: result[key] for key in ("name", "models", "healthy_summary", "lesion_summary", "targets")}
+    record["lesion_dataset"] = result.get("lesion_dataset", "real_lesions_seed11")
     record["command"] = args.command
     meta_path = args.model_dir / "model.json"
     meta = json.loads(meta_path.read_text())

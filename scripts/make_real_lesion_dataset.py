@@ -4,8 +4,9 @@
 Usage: python scripts/make_real_lesion_dataset.py REAL_DIR OUT_DIR [--seed S] [--lesions MIN MAX]
 
 Every real image with a cord mask (the ``template`` subject excepted) is
-written to OUT_DIR with 1-4 lesions inside its manual cord mask (scanner
-texture kept: intensities are scaled), plus ``*_seg-manual`` (the manual cord,
+written to OUT_DIR with 1-4 lesions inside its manual cord mask (drawn as
+``bids_sclesion.phantoms.insert`` says: column, size, shape, intensity against the
+local white matter; the scanner's texture kept), plus ``*_seg-manual`` (the manual cord,
 lesions included) and ``*_lesion-manual`` in derivatives/labels.
 participants.tsv is copied, so each image can be scored with the
 cross-validation fold that did not train on its collection.
@@ -38,7 +39,8 @@ def build(real_dir: Path, out_dir: Path, seed: int = 11, lesions: tuple[int, int
     with open(real_dir / "participants.tsv") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
             sources[row["participant_id"]] = row["source"]
-    cases = find_training_cases(real_dir, tuple(LESION_CONTRAST), require_lesion=False)
+    cases = find_training_cases(real_dir, tuple(LESION_CONTRAST), require_lesion=False,
+                                grey_matter_label="gmseg-manual")
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(real_dir / "participants.tsv", out_dir / "participants.tsv")
     (out_dir / "dataset_description.json").write_text(
@@ -52,7 +54,11 @@ def build(real_dir: Path, out_dir: Path, seed: int = 11, lesions: tuple[int, int
         cord_img = nib.load(str(case.cord_path))
         cord = np.asarray(cord_img.dataobj) > 0.5
         n = int(rng.integers(lesions[0], lesions[1] + 1))
-        data, lesion_mask = insert_lesions(np.asarray(img.dataobj, np.float32), img.affine, cord, case.suffix, rng, n)
+        # The manual grey matter, where there is one, is kept out of the white matter a lesion's intensity is
+        # set against.
+        grey_matter = np.asarray(nib.load(str(case.grey_matter_path)).dataobj) > 0.5 if case.grey_matter_path else None
+        data, lesion_mask = insert_lesions(np.asarray(img.dataobj, np.float32), img.affine, cord, case.suffix, rng, n,
+                                           grey_matter=grey_matter)
         rel = case.image_path.parent.relative_to(real_dir)
         stem = case.image_path.name.split(".")[0]
         out_img = nib.Nifti1Image(data, img.affine, img.header)
