@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bids_sclesion.phantoms.insert import (COLUMN_WEIGHTS, LENGTH_RANGE_MM, LESION_CONTRAST, insert_lesions,
-                                           draw_lesion_geometry, lesion_level)
+from bids_sclesion.phantoms.insert import insert_lesions
+from bids_sclesion.phantoms.lesion_shape import (COLUMN_WEIGHTS, LENGTH_RANGE_MM, LESION_CONTRAST,
+                                                 draw_lesion_geometry, lesion_level)
 
 
 def test_drawn_lesions_follow_the_published_pattern():

@@ -219,3 +219,43 @@ def test_subjects_made_in_processes_are_the_files_of_one_process(tmp_path):
             assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)) and np.allclose(a.affine, b.affine)
         else:
             assert (serial / rel).read_text() == (pooled / rel).read_text(), rel
+
+
+def test_realistic_lesions_follow_the_shape_rules_inside_the_cord():
+    from bids_sclesion.phantoms.anatomy import realistic_lesions
+
+    rng = np.random.default_rng(5)
+    anatomy = random_anatomy(rng, brainstem=False)
+    anatomy.lesions = realistic_lesions(rng, anatomy, (-60.0, 80.0), 12)
+    assert {les.shape for les in anatomy.lesions} <= {"oval", "wedge"}
+    xs = np.arange(-15, 15, 0.5)
+    ys = np.arange(-15, 25, 0.5)
+    zs = np.arange(-70, 95, 0.5)
+    _, cord, lesion = anatomy.render(xs, ys, zs)
+    assert lesion.max() > 0.5 and not np.any((lesion > 0) & ~cord), "lesions only inside the cord"
+    for les in anatomy.lesions:
+        assert 3.0 <= 2 * les.half_length_mm <= 30.0
+        # A lesion's own extent along the cord stays within its drawn length (plus the soft edge).
+        alone = [les]
+        anatomy.lesions, saved = alone, anatomy.lesions
+        _, _, own = anatomy.render(xs, ys, zs)
+        anatomy.lesions = saved
+        heights = zs[np.any(own > 0.5, axis=(0, 1))]
+        if heights.size:
+            assert heights.max() - heights.min() <= 2 * les.half_length_mm + 1.5
+            # Less than half of the cord's cross-section in any slice.
+            share = (own > 0.5).sum(axis=(0, 1)) / np.maximum(cord.sum(axis=(0, 1)), 1)
+            assert share.max() <= 0.55
+
+
+def test_realistic_lesions_option_changes_lesions_only(tmp_path):
+    kw = dict(n_subjects=1, contrasts=("T2w",), seed=7, fov_scale=0.4)
+    plain = generate_dataset(tmp_path / "plain", **kw)
+    shaped = generate_dataset(tmp_path / "shaped", realistic_lesions=True, **kw)
+    labels = "derivatives/labels/sub-01/anat/sub-01_T2w"
+    cord = [np.asarray(nib.load(f"{root}/{labels}_seg-manual.nii.gz").dataobj) for root in (plain, shaped)]
+    assert np.array_equal(*cord), "the same anatomy"
+    lesions = [json.loads((root / f"{labels}_lesion-manual.json").read_text())["Lesions"] for root in (plain, shaped)]
+    assert lesions[0] is not None and len(lesions[0]) == len(lesions[1])
+    assert all("shape" not in les for les in lesions[0]), "the default sidecar is that of earlier versions"
+    assert all(les["shape"] in ("oval", "wedge") for les in lesions[1])

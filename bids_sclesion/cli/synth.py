@@ -27,6 +27,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--varied-grey-matter", action="store_true",
                    help="grey matter of varied shape and of any intensity from white matter's to a lesion's, with "
                         "lesions on and across it (training data that tells grey matter from lesion); changes the images")
+    p.add_argument("--realistic-lesions", action="store_true",
+                   help="lesions by the published pattern (lateral/dorsal columns, mostly reaching the surface, "
+                        "3-30 mm, oval or wedge, irregular edges; docs/phantoms.md) instead of ellipsoids; the "
+                        "anatomy and acquisitions stay those of the same seed")
     p.add_argument("--nprocs", type=int, default=1, metavar="N",
                    help="make subjects in N processes (the files are the same as with one)")
     p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         out = generate_dataset(args.out_dir, args.subjects, args.sessions, contrasts, args.seed,
                                fov_scale=args.fov_scale, first_subject=args.first_subject,
                                grey_matter=args.grey_matter, jobs=args.nprocs,
-                               varied_grey_matter=args.varied_grey_matter)
+                               varied_grey_matter=args.varied_grey_matter,
+                               realistic_lesions=args.realistic_lesions)
     except ValueError as exc:
         print(f"bids_sclesion-synth: error: {exc}", file=sys.stderr)
         return 2

@@ -8,10 +8,12 @@ local tangent (first-order correction), so curved cords keep their true size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, asdict, replace
 from enum import IntEnum
 
 import numpy as np
+
+from .lesion_shape import LesionGeometry, draw_lesion_geometry, lesion_level, wavy_field
 
 
 class Tissue(IntEnum):
@@ -49,19 +51,31 @@ class Lesion:
     radius_ap_mm: float
     contrast_gain: float = 1.0
     status: str = "baseline"
+    #: "ellipsoid" (the default phantoms), or "oval" / "wedge" drawn by :mod:`.lesion_shape`'s rules
+    #: (``--realistic-lesions``): then ``radius_lr_mm`` / ``radius_ap_mm`` are the half width and half depth
+    #: of :class:`~.lesion_shape.LesionGeometry`, ``angle`` and ``centre_mm`` place it in the cross-section,
+    #: and ``edge_seed`` makes its edge irregular.
+    shape: str = "ellipsoid"
+    angle: float = 0.0
+    centre_mm: float = 0.0
+    edge_seed: int = 0
 
     def scaled(self, factor: float, status: str) -> "Lesion":
-        return Lesion(
-            self.lesion_id,
-            self.z_mm,
-            self.u,
-            self.v,
-            self.half_length_mm * factor,
-            self.radius_lr_mm * factor,
-            self.radius_ap_mm * factor,
-            self.contrast_gain,
-            status,
-        )
+        return replace(self, half_length_mm=self.half_length_mm * factor, radius_lr_mm=self.radius_lr_mm * factor,
+                       radius_ap_mm=self.radius_ap_mm * factor, status=status)
+
+    def record(self) -> dict:
+        """The lesion as the ground-truth sidecar lists it (the shape fields only for shaped lesions)."""
+        fields = asdict(self)
+        if self.shape == "ellipsoid":
+            for key in ("shape", "angle", "centre_mm", "edge_seed"):
+                fields.pop(key)
+        return fields
+
+    def geometry(self) -> LesionGeometry:
+        """The shape of an "oval" or "wedge" lesion, for :func:`~.lesion_shape.lesion_level`."""
+        return LesionGeometry("", self.shape, self.angle, self.centre_mm, self.radius_lr_mm, self.radius_ap_mm,
+                              self.half_length_mm, True, 0.0)
 
 
 @dataclass
@@ -246,6 +260,10 @@ class Anatomy:
             zlo, zhi = les.z_mm - les.half_length_mm - 2, les.z_mm + les.half_length_mm + 2
             if zhi < zs[0] or zlo > zs[-1]:
                 continue
+            if les.shape != "ellipsoid":
+                frac = _shaped_lesion(les, u, v, Z) * cord
+                np.maximum(lesion, frac.astype(np.float32), out=lesion)
+                continue
             du = u - les.u * rx
             dv = v - les.v * ry
             q = np.sqrt((du / les.radius_lr_mm) ** 2 + (dv / les.radius_ap_mm) ** 2 + ((Z - les.z_mm) / les.half_length_mm) ** 2)
@@ -254,6 +272,18 @@ class Anatomy:
             frac = np.clip((1.0 - q) / width + 0.5, 0.0, 1.0) * cord
             np.maximum(lesion, frac.astype(np.float32), out=lesion)
         return labels, cord, lesion
+
+
+def _shaped_lesion(les: Lesion, u: np.ndarray, v: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """Partial-volume fraction of an "oval" or "wedge" lesion at cross-section coordinates ``u`` (towards +x)
+    and ``v`` (anterior), mm from the centreline, and heights ``Z``."""
+    along = np.broadcast_to(Z - les.z_mm, np.broadcast(u, v, Z).shape)
+    radial = u * np.cos(les.angle) + v * np.sin(les.angle)
+    across = -u * np.sin(les.angle) + v * np.cos(les.angle)
+    level = lesion_level(along, across, radial, les.geometry())
+    level = level * (1.0 + 0.12 * wavy_field(les.edge_seed, along, across, radial))
+    # Soft edge over about 0.15 of the lesion's size, for partial volume inside the fine grid.
+    return np.clip((1.0 - level) / 0.15 + 0.5, 0.0, 1.0)
 
 
 def _butterfly(un: np.ndarray, vn: np.ndarray, width: float = 1.0, shift: float = 0.0) -> np.ndarray:
@@ -374,6 +404,27 @@ def random_lesions(
     return lesions
 
 
+def realistic_lesions(rng: np.random.Generator, anatomy: Anatomy, z_range: tuple[float, float], count: int,
+                      first_id: int = 1) -> list[Lesion]:
+    """Draw ``count`` lesions by the published pattern of :mod:`.lesion_shape` (columns, surface, size, oval or
+    wedge, irregular edges) between ``z_range``."""
+    lesions = []
+    zlo, zhi = z_range[0], min(z_range[1], anatomy.foramen_z - 12)
+    for i in range(count):
+        z_guess = rng.uniform(zlo, max(zlo + 1, zhi))
+        rx, ry = (float(r[0]) for r in anatomy.cord_radii(np.array([z_guess])))
+        geom = draw_lesion_geometry(rng, rx, ry, "T2w")  # the contrast is the image's, not drawn here
+        half_len = geom.half_length_mm
+        z0 = float(np.clip(z_guess, zlo + half_len, max(zlo + half_len + 1, zhi - half_len)))
+        lesions.append(Lesion(
+            lesion_id=first_id + i, z_mm=z0, u=float(geom.centre_mm * np.cos(geom.angle) / rx),
+            v=float(geom.centre_mm * np.sin(geom.angle) / ry), half_length_mm=float(half_len),
+            radius_lr_mm=float(geom.half_width_mm), radius_ap_mm=float(geom.half_depth_mm),
+            contrast_gain=float(rng.uniform(0.8, 1.15)), shape=geom.shape, angle=float(geom.angle),
+            centre_mm=float(geom.centre_mm), edge_seed=int(rng.integers(2**31))))
+    return lesions
+
+
 def evolve_lesions(rng: np.random.Generator, anatomy: Anatomy, lesions: list[Lesion], z_range) -> list[Lesion]:
     """Lesions of a later session: some enlarge, some shrink or vanish, some are new."""
     out = []
@@ -389,7 +440,9 @@ def evolve_lesions(rng: np.random.Generator, anatomy: Anatomy, lesions: list[Les
             out.append(les.scaled(1.0, "stable"))
     n_new = int(rng.poisson(0.9))
     next_id = max([les.lesion_id for les in lesions], default=0) + 1
-    for les in random_lesions(rng, anatomy, z_range, n_new, first_id=next_id):
+    # New lesions take the shape rules of the old ones.
+    draw = realistic_lesions if any(les.shape != "ellipsoid" for les in lesions) else random_lesions
+    for les in draw(rng, anatomy, z_range, n_new, first_id=next_id):
         les.status = "new"
         out.append(les)
     return out

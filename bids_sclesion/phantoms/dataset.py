@@ -10,7 +10,8 @@ import numpy as np
 from .. import __version__
 from ..utils.io import write_json, write_nifti, write_text
 from .acquisition import CONTRASTS, random_acquisition, render_image, render_tissue_mask
-from .anatomy import Tissue, evolve_lesions, grey_matter_lesions, random_anatomy, random_lesions, vary_grey_matter
+from .anatomy import (Tissue, evolve_lesions, grey_matter_lesions, random_anatomy, random_lesions, realistic_lesions,
+                      vary_grey_matter)
 
 _SEQUENCE = {
     "T2w": dict(ScanningSequence="SE", SequenceVariant="SK", MRAcquisitionType="2D", RepetitionTime=3.5, EchoTime=0.1),
@@ -23,6 +24,8 @@ _SEQUENCE = {
 _NONSTANDARD_SUFFIXES = ("PSIR", "STIR")
 #: Key of the random stream of ``varied_grey_matter`` (beside the subject's seed and index).
 _GREY_MATTER_STREAM = 7919
+#: Key of the random stream of ``realistic_lesions``.
+_LESION_STREAM = 7927
 
 
 def generate_dataset(
@@ -36,6 +39,7 @@ def generate_dataset(
     grey_matter: bool = False,
     jobs: int = 1,
     varied_grey_matter: bool = False,
+    realistic_lesions: bool = False,
 ) -> Path:
     """Generate ``n_subjects`` synthetic subjects under ``out_dir`` (BIDS).
 
@@ -47,6 +51,9 @@ def generate_dataset(
     ``varied_grey_matter`` draws each subject's grey matter shape, each image's grey matter intensity
     anywhere from white matter's to a lesion's, and 0-2 more lesions on or across the grey matter, from a
     random stream of their own (the images change; without it they are those of earlier versions).
+    ``realistic_lesions`` draws the lesions by the published pattern of :mod:`.lesion_shape` (columns,
+    surface, 3-30 mm, oval or wedge, irregular edges) instead of ellipsoids, as many per subject and from a
+    stream of their own: the anatomy and the acquisitions stay those of the same seed without it.
     """
     out = Path(out_dir)
     unknown = [c for c in contrasts if c not in CONTRASTS]
@@ -56,7 +63,8 @@ def generate_dataset(
     _write_dataset_files(out, seed, n_sessions, contrasts)
 
     indices = range(first_subject, first_subject + n_subjects)
-    job = _SubjectJob(out, n_sessions, tuple(contrasts), seed, fov_scale, grey_matter, varied_grey_matter)
+    job = _SubjectJob(out, n_sessions, tuple(contrasts), seed, fov_scale, grey_matter, varied_grey_matter,
+                      realistic_lesions)
     if jobs > 1 and n_subjects > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -88,6 +96,7 @@ class _SubjectJob:
     fov_scale: float
     grey_matter: bool
     varied_grey_matter: bool = False
+    realistic_lesions: bool = False
 
     def __call__(self, index: int) -> tuple[str, str]:
         sub = f"{index:02d}"
@@ -96,6 +105,9 @@ class _SubjectJob:
         anatomy = random_anatomy(rng, fov_top=fov_top)
         z_range = (fov_top - 200.0 * self.fov_scale + 20, fov_top - 10)
         lesions = random_lesions(rng, anatomy, z_range)
+        if self.realistic_lesions:  # as many lesions, drawn by the published pattern from a stream of their own
+            lesions = realistic_lesions(np.random.default_rng([self.seed, index, _LESION_STREAM]), anatomy, z_range,
+                                        len(lesions))
         # A stream of its own, so that the default images stay those of earlier versions.
         gm_rng = np.random.default_rng([self.seed, index, _GREY_MATTER_STREAM]) if self.varied_grey_matter else None
         if gm_rng is not None:
@@ -181,7 +193,7 @@ def _write_subject_image(out, sub, ses, contrast, acq, image, cord, lesion, anat
     write_nifti(lesion, labels_dir / f"{stem}_lesion-manual.nii.gz")
     write_json({"Type": "lesion", "Description": "voxels at least half covered by a lesion",
                 "Sources": [source], "SpatialReference": source,
-                "Lesions": [asdict(les) for les in anatomy.lesions], "Seed": seed},
+                "Lesions": [les.record() for les in anatomy.lesions], "Seed": seed},
                labels_dir / f"{stem}_lesion-manual.json")
 
 
