@@ -1,5 +1,7 @@
-"""Command-line behaviour: argument checks and exit codes (no processing)."""
+"""Command-line behaviour: argument checks and exit codes (little processing)."""
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +30,39 @@ def test_output_inside_input_is_refused(synth_two_subjects, tmp_path, capsys):
     assert "inside the input dataset" in capsys.readouterr().err
     code = main([str(synth_two_subjects), str(synth_two_subjects), "participant", "--skip-bids-validation"])
     assert code == ExitCode.INVALID_ARGUMENTS
+    # derivatives/ itself, a folder deeper than derivatives/<name>, and a work directory inside are refused too.
+    for out in ("derivatives", "derivatives/a/b", "sub-01/derivatives/x"):
+        code = main([str(synth_two_subjects), str(synth_two_subjects / out), "participant", "--skip-bids-validation",
+                     "-w", str(tmp_path / "work")])
+        assert code == ExitCode.INVALID_ARGUMENTS, out
+    code = main([str(synth_two_subjects), str(synth_two_subjects / "derivatives" / "bids_sclesion"), "participant",
+                 "--skip-bids-validation", "-w", str(synth_two_subjects / "derivatives" / "work")])
+    assert code == ExitCode.INVALID_ARGUMENTS
+    written = [d for d in ("derivatives/bids_sclesion", "derivatives/work", "derivatives/a", "sub-01/derivatives")
+               if (synth_two_subjects / d).exists()]
+    assert not written, "nothing written into the input dataset"
+
+
+def _snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
+    return {str(f.relative_to(root)): (f.stat().st_size, f.stat().st_mtime_ns)
+            for f in root.rglob("*") if f.is_file() and skip not in f.parents}
+
+
+@pytest.mark.slow
+def test_output_in_the_datasets_derivatives_folder(synth_two_subjects, tmp_path, monkeypatch):
+    """BIDS_DIR/derivatives/<name> is accepted, the work directory then defaults to ./work, and nothing else
+    in the input dataset changes."""
+    bids = tmp_path / "bids"
+    shutil.copytree(synth_two_subjects, bids)
+    out = bids / "derivatives" / "bids_sclesion"
+    before = _snapshot(bids, out)
+    monkeypatch.chdir(tmp_path)
+    code = main([str(bids), str(out), "participant", "--participant-label", "01", "--skip-bids-validation",
+                 "--nprocs", "2", "--omp-nthreads", "1", "--no-reports"])
+    assert code == ExitCode.SUCCESS
+    assert (out / "dataset_description.json").is_file() and list(out.glob("sub-01/anat/*_lesions.tsv"))
+    assert (tmp_path / "work").is_dir(), "the work directory defaults to ./work"
+    assert _snapshot(bids, out) == before, "the input dataset is unchanged outside derivatives/bids_sclesion"
 
 
 @pytest.mark.parametrize("label,message", [("99", "not found"), ("../01", "invalid participant label"),
@@ -94,8 +129,6 @@ def test_straightened_work_folders_name_subject_and_suffix(tmp_path):
 def test_default_contrasts_are_those_every_model_of_the_run_knows(tmp_path):
     """Stage 1 was trained on MT images, stage 2 never was: the cascade does not process them unless asked."""
     import json as _json
-    import shutil
-
     from bids_sclesion.cli.run import default_suffixes
     from bids_sclesion.model.io import bundled_model_dir
 

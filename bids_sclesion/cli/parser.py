@@ -58,7 +58,8 @@ def get_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("bids_dir", type=Path, help="the root of the input BIDS dataset")
-    p.add_argument("output_dir", type=Path, help="where the derivatives are written")
+    p.add_argument("output_dir", type=Path,
+                   help="where the derivatives are written: outside BIDS_DIR, or BIDS_DIR/derivatives/<name>")
     p.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
     p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
 
@@ -77,7 +78,8 @@ def get_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("resources")
     g.add_argument("-w", "--work-dir", type=Path, default=None,
-                   help="work directory (intermediate files, cache; rerunning reuses it). Default: OUTPUT_DIR/../work")
+                   help="work directory (intermediate files, cache; rerunning reuses it). Default: OUTPUT_DIR/../work, "
+                        "or ./work when OUTPUT_DIR is BIDS_DIR/derivatives/<name>")
     g.add_argument("--nprocs", "--nthreads", type=int, default=None, help="maximum number of parallel processes")
     g.add_argument("--omp-nthreads", type=int, default=None, help="threads per process (torch, ITK)")
     g.add_argument("--mem-gb", "--mem_gb", type=float, default=None, help="memory limit for the scheduler (GB)")

@@ -82,13 +82,21 @@ def _check_paths(args) -> tuple[Path, Path, Path]:
         raise AppError(f"{bids_dir}: BIDS directory does not exist", ExitCode.INVALID_DATASET)
     if not (bids_dir / "dataset_description.json").is_file():
         raise AppError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json)", ExitCode.INVALID_DATASET)
-    if out_dir == bids_dir or bids_dir in out_dir.parents:
-        # Even BIDS_DIR/derivatives is refused: the input dataset is never written to.
-        raise AppError(f"output directory {out_dir} is inside the input dataset {bids_dir}; "
-                       "choose a directory outside it", ExitCode.INVALID_ARGUMENTS)
-    work_dir = (args.work_dir or out_dir.parent / "work").resolve()
+    in_derivatives = out_dir.parent == bids_dir / "derivatives"
+    if (out_dir == bids_dir or bids_dir in out_dir.parents) and not in_derivatives:
+        # The layout the BIDS specification recommends, BIDS_DIR/derivatives/<pipeline>/, is the one place of the
+        # input dataset the app writes to (the dataset's index ignores derivatives/).
+        raise AppError(f"output directory {out_dir} is inside the input dataset {bids_dir}; choose a directory "
+                       f"outside it, or {bids_dir / 'derivatives' / 'bids_sclesion'}", ExitCode.INVALID_ARGUMENTS)
+    if args.work_dir is not None:
+        work_dir = args.work_dir.resolve()
+    else:
+        # Beside the outputs; for outputs in BIDS_DIR/derivatives/ that would be inside the dataset, so the
+        # current directory takes it (as fMRIPrep does).
+        work_dir = (Path.cwd() / "work" if in_derivatives else out_dir.parent / "work").resolve()
     if work_dir == bids_dir or bids_dir in work_dir.parents:
-        raise AppError(f"work directory {work_dir} is inside the input dataset {bids_dir}", ExitCode.INVALID_ARGUMENTS)
+        raise AppError(f"work directory {work_dir} is inside the input dataset {bids_dir}; give one outside it "
+                       "with -w", ExitCode.INVALID_ARGUMENTS)
     return bids_dir, out_dir, work_dir
 
 
