@@ -160,3 +160,32 @@ def test_every_option_has_help_and_says_its_default_once(make_parser):
         assert text.lower().count("default") <= 1, f"{action.option_strings[0]}: {text}"
         if action.default not in (None, False, []) and action.nargs != 0:
             assert "default" in text.lower(), f"{action.option_strings[0]} does not say its default: {text}"
+
+
+def test_exit_codes_of_the_bids_execution_conventions(synth_two_subjects, tmp_path, capsys):
+    from bids_sclesion.utils.locks import ParticipantLocks
+
+    # 64: a command line that cannot be parsed.
+    with pytest.raises(SystemExit) as exc:
+        main([str(synth_two_subjects)])
+    assert exc.value.code == ExitCode.USAGE == 64
+    # 73: an output or work directory that cannot be created (a file stands where a folder should be).
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main([str(synth_two_subjects), str(blocker / "out"), "participant", "--skip-bids-validation",
+                 "-w", str(tmp_path / "work")])
+    assert code == ExitCode.CANNOT_CREATE == 73
+    assert str(blocker / "out") in capsys.readouterr().err
+    code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                 "-w", str(blocker / "work")])
+    assert code == ExitCode.CANNOT_CREATE
+    # 75: the only participant selected is being written by another run: nothing is done, try again later.
+    out = tmp_path / "out_locked"
+    out.mkdir()
+    with ParticipantLocks(out) as other_run:
+        assert other_run.acquire(["01"]) == {}
+        code = main([str(synth_two_subjects), str(out), "participant", "--skip-bids-validation",
+                     "-w", str(tmp_path / "work"), "--participant-label", "01"])
+    assert code == ExitCode.TEMPORARY_FAILURE == 75
+    assert "sub-01 skipped" in capsys.readouterr().err
+    assert not list(out.glob("sub-01/anat/*"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .. import __version__
@@ -21,10 +22,21 @@ class ExitCode:
 
     SUCCESS = 0
     FAILURE = 1  # at least one image failed to process
-    USAGE = 2  # argparse errors
     INVALID_DATASET = 16  # not a BIDS dataset, or validation failed
     INVALID_ARGUMENTS = 17  # arguments that contradict each other or the dataset
     NO_DATA = 18  # the filters select no file
+    # Where the BIDS execution conventions borrow them from sysexits.h:
+    USAGE = 64  # the command line cannot be parsed (EX_USAGE)
+    CANNOT_CREATE = 73  # the output or work directory cannot be created or written (EX_CANTCREAT)
+    TEMPORARY_FAILURE = 75  # a participant is being written by another run: try again later (EX_TEMPFAIL)
+
+
+class AppArgumentParser(argparse.ArgumentParser):
+    """Exits with :attr:`ExitCode.USAGE` on a command line it cannot parse (argparse's own is 2)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -51,7 +63,7 @@ def _session(value: str) -> str:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = AppArgumentParser(
         prog="bids_sclesion",
         description="Spinal cord and multiple-sclerosis lesion segmentation of a BIDS dataset "
         "(sagittal T2w, STIR, PSIR, T1w MPRAGE, axial T2*w).",

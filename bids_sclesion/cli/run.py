@@ -110,7 +110,7 @@ def _prepare_work_dir(work_dir: Path, required: bool = True) -> None:
         if not required:
             return
         raise AppError(f"work directory {work_dir} cannot be created ({exc}); choose another with -w",
-                       ExitCode.INVALID_ARGUMENTS) from exc
+                       ExitCode.CANNOT_CREATE) from exc
     for line in confine_scratch(work_dir):
         LOGGER.info("%s", line)
 
@@ -249,7 +249,7 @@ def run_participant(args) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_dataset_description(out_dir, bids_dir)
     except OSError as exc:
-        raise AppError(f"output directory {out_dir} cannot be written ({exc})", ExitCode.INVALID_ARGUMENTS) from exc
+        raise AppError(f"output directory {out_dir} cannot be written ({exc})", ExitCode.CANNOT_CREATE) from exc
     from ..utils.locks import ParticipantLocks, remove_partial_files
 
     with ParticipantLocks(out_dir) as locks:
@@ -260,7 +260,7 @@ def run_participant(args) -> int:
                   "Wait for that run to end, or write to another output directory.", file=sys.stderr, flush=True)
         subjects = {s: v for s, v in subjects.items() if s not in busy}
         if not subjects:
-            return ExitCode.FAILURE
+            return ExitCode.TEMPORARY_FAILURE
         for label in subjects:
             for path in remove_partial_files(out_dir, label):
                 LOGGER.info("removed %s, left by an interrupted run", path)
@@ -289,7 +289,8 @@ def run_participant(args) -> int:
             LOGGER.error("%s", exc)
             failed_run = True
         code = _summarise(subjects, bids_dir, out_dir, work_dir, failed_run, started, reports=not args.no_reports)
-    return ExitCode.FAILURE if busy else code
+    # Images that failed outrank participants left to another run: a retry would not mend them.
+    return ExitCode.TEMPORARY_FAILURE if busy and code == ExitCode.SUCCESS else code
 
 
 def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_run: bool, started: float,
