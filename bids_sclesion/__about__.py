@@ -1,4 +1,4 @@
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 #: Bumped when this version computes different results than before (revision 2: images resampled
 #: up to the outer edge of their end voxels; revision 3: centreline fits no rougher than a 20 mm bend,
 #: and the straight grid's end margins continue the centreline straight, with its end frame; revision 4:
