@@ -63,6 +63,31 @@ def test_output_in_the_datasets_derivatives_folder(synth_two_subjects, tmp_path,
     assert (out / "dataset_description.json").is_file() and list(out.glob("sub-01/anat/*_lesions.tsv"))
     assert (tmp_path / "work").is_dir(), "the work directory defaults to ./work"
     assert _snapshot(bids, out) == before, "the input dataset is unchanged outside derivatives/bids_sclesion"
+    # --reports-only rebuilds the report from these outputs, indexing the dataset into --bids-database-dir.
+    report = out / "sub-01.html"
+    assert not report.exists(), "--no-reports"
+    code = main([str(bids), str(out), "participant", "--participant-label", "01", "--skip-bids-validation",
+                 "--reports-only", "--bids-database-dir", str(tmp_path / "db")])
+    assert code == ExitCode.SUCCESS and report.is_file()
+    assert list((tmp_path / "db").rglob("layout_index.sqlite")), "the index is kept where asked"
+    code = main([str(bids), str(out), "participant", "--participant-label", "02", "--skip-bids-validation",
+                 "--reports-only"])
+    assert code == ExitCode.FAILURE, "no outputs to report on"
+
+
+def test_scheduler_and_crash_options(tmp_path):
+    from bids_sclesion.cli.parser import get_parser
+    from bids_sclesion.cli.run import _plugin, nipype_settings
+
+    args = get_parser().parse_args(["in", "out", "participant", "--mem", "3072", "--stop-on-first-crash"])
+    assert _plugin(args, 4)[1]["memory_gb"] == 3.0
+    assert nipype_settings(args, tmp_path)["execution"]["stop_on_first_crash"] == "true"
+    args = get_parser().parse_args(["in", "out", "participant"])
+    assert nipype_settings(args, tmp_path)["execution"]["stop_on_first_crash"] == "false"
+    assert "memory_gb" not in _plugin(args, 4)[1]
+    with pytest.raises(SystemExit) as exc:  # one memory limit, in one unit
+        get_parser().parse_args(["in", "out", "participant", "--mem", "3072", "--mem-gb", "3"])
+    assert exc.value.code == ExitCode.USAGE
 
 
 @pytest.mark.parametrize("label,message", [("99", "not found"), ("../01", "invalid participant label"),

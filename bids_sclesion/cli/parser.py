@@ -94,7 +94,15 @@ def get_parser() -> argparse.ArgumentParser:
                         "or ./work when OUTPUT_DIR is BIDS_DIR/derivatives/<name>")
     g.add_argument("--nprocs", "--nthreads", type=int, default=None, help="maximum number of parallel processes")
     g.add_argument("--omp-nthreads", type=int, default=None, help="threads per process (torch, ITK)")
-    g.add_argument("--mem-gb", "--mem_gb", type=float, default=None, help="memory limit for the scheduler (GB)")
+    mem = g.add_mutually_exclusive_group()
+    mem.add_argument("--mem-gb", "--mem_gb", type=float, default=None, help="memory limit for the scheduler (GB)")
+    mem.add_argument("--mem", "--mem-mb", "--mem_mb", type=float, default=None, metavar="MB",
+                     help="memory limit for the scheduler in MB (as fMRIPrep's --mem)")
+    g.add_argument("--bids-database-dir", type=Path, default=None, metavar="DIR",
+                   help="where the pybids index of BIDS_DIR is kept and reused until the dataset changes; share one "
+                        "between the tasks of a SLURM array so that the dataset is indexed once. Default: WORK_DIR/bids_db")
+    g.add_argument("--stop-on-first-crash", action="store_true",
+                   help="stop the whole run at the first step that fails (default: a failed image never stops the others)")
     g.add_argument("--use-plugin", type=Path, default=None, metavar="FILE",
                    help="Nipype plugin YAML, e.g. 'plugin: SLURM' with plugin_args")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -110,6 +118,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--tta", action="store_true",
                    help="test-time augmentation of stage 2 (flips): writes a lesion uncertainty map and a "
                         "confidence per lesion in the lesion table (about 4x stage 2's time)")
+    g.add_argument("--reports-only", action="store_true",
+                   help="only rebuild the subject reports from the outputs already in OUTPUT_DIR (nothing is processed)")
     g.add_argument("--no-reports", action="store_true",
                    help="do not write the per-subject HTML reports (OUT_DIR/sub-XX.html)")
     g.add_argument("--single-stage", action="store_true",

@@ -201,7 +201,8 @@ def run_participant(args) -> int:
                 " (those every model of the run was trained on; --contrast chooses others)")
     try:
         subjects = collect_images(
-            bids_dir, work_dir / "bids_db", participant_label=args.participant_label, session_label=args.session_label,
+            bids_dir, args.bids_database_dir or work_dir / "bids_db", participant_label=args.participant_label,
+            session_label=args.session_label,
             suffixes=suffixes, filters=filters,
         )
     except LookupError as exc:
@@ -214,6 +215,8 @@ def run_participant(args) -> int:
             f"{bids_dir}: no image matches the selection (participants {args.participant_label or 'all'}, "
             f"sessions {args.session_label or 'all'}, suffixes {suffixes}, filters {filters or 'none'})",
             ExitCode.NO_DATA)
+    if args.reports_only:
+        return _rebuild_reports(subjects, bids_dir, out_dir)
     model_hash = _model_hash(args.model)
     stage2 = cascade_stage2
     stage2_hash = _model_hash(stage2) if stage2 else ""
@@ -234,12 +237,7 @@ def run_participant(args) -> int:
 
     from nipype import config as ncfg
 
-    # Nipype's node-by-node log is shown from -v on; the progress lines are always shown.
-    nipype_level = "INFO" if args.verbose else "WARNING"
-    ncfg.update_config({"logging": {"log_directory": str(work_dir), "log_to_file": False,
-                                    "workflow_level": nipype_level, "interface_level": nipype_level,
-                                    "utils_level": nipype_level},
-                        "execution": {"hash_method": "content"}})
+    ncfg.update_config(nipype_settings(args, work_dir))
     from nipype import logging as nlogging
 
     nlogging.update_logging(ncfg)
@@ -322,6 +320,39 @@ def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_r
     return ExitCode.FAILURE if (failed or failed_run) else ExitCode.SUCCESS
 
 
+def nipype_settings(args, work_dir: Path) -> dict:
+    """Nipype's configuration for a run (logging, and what a failed step does to the others)."""
+    # Nipype's node-by-node log is shown from -v on; the progress lines are always shown.
+    level = "INFO" if args.verbose else "WARNING"
+    return {"logging": {"log_directory": str(work_dir), "log_to_file": False, "workflow_level": level,
+                        "interface_level": level, "utils_level": level},
+            "execution": {"hash_method": "content",
+                          "stop_on_first_crash": "true" if args.stop_on_first_crash else "false"}}
+
+
+def _rebuild_reports(subjects, bids_dir: Path, out_dir: Path) -> int:
+    """``--reports-only``: the subject reports written again from the outputs in ``out_dir``."""
+    from ..derivatives import SourceName
+    from ..reports.subject import write_subject_report
+
+    code = ExitCode.SUCCESS
+    for sub, imgs in subjects.items():
+        missing = [Path(p).name for p in imgs
+                   if not all(f.exists() for f in SourceName(p, bids_dir).outputs(out_dir).values())]
+        if missing:
+            print(f"bids_sclesion: sub-{sub}: no outputs in {out_dir} for {', '.join(missing)}; run the participant "
+                  "level first", file=sys.stderr)
+            code = ExitCode.FAILURE
+            continue
+        try:
+            page = write_subject_report(sub, [Path(p) for p in imgs], bids_dir, out_dir, {})
+            print(f"[sub-{sub}] report: {page}", flush=True)
+        except Exception as exc:
+            print(f"bids_sclesion: sub-{sub}: the report could not be written ({exc})", file=sys.stderr)
+            code = ExitCode.FAILURE
+    return code
+
+
 def failure_reasons(crash_dir: Path, images: list[Path], since: float) -> dict[str, str]:
     """The last error line of each failed image's newest crash file (Nipype text crash files)."""
     from ..workflows.base import image_workflow_name
@@ -370,8 +401,9 @@ def _plugin(args, nprocs: int):
         return "Linear", {}
     plugin_args = {"n_procs": nprocs, "raise_insufficient": False, "mp_context": MULTIPROC_START_METHOD,
                    "poll_sleep_duration": MULTIPROC_POLL_SECONDS}
-    if args.mem_gb:
-        plugin_args["memory_gb"] = args.mem_gb
+    memory_gb = args.mem_gb if args.mem_gb else (args.mem / 1024 if args.mem else None)
+    if memory_gb:
+        plugin_args["memory_gb"] = memory_gb
     return "MultiProc", plugin_args
 
 
