@@ -103,7 +103,10 @@ def container_info() -> dict | None:
     return None
 
 
-def write_dataset_description(out_dir: str | os.PathLike, bids_dir: str | os.PathLike) -> Path:
+def write_dataset_description(out_dir: str | os.PathLike, bids_dir: str | os.PathLike,
+                              provenance: dict | None = None) -> Path:
+    """``dataset_description.json`` of the derivatives; ``provenance`` (models, settings, revision) of the last run
+    is recorded with it (each file's own sidecar says what made that file)."""
     generated = {"Name": "bids_sclesion", "Version": __version__, "CodeURL": __url__}
     container = container_info()
     if container:
@@ -116,6 +119,8 @@ def write_dataset_description(out_dir: str | os.PathLike, bids_dir: str | os.Pat
         "SourceDatasets": [{"URL": "bids:raw:"}],
         "DatasetLinks": {"raw": Path(bids_dir).resolve().as_uri()},
     }
+    if provenance:
+        desc["Provenance"] = provenance
     out = Path(out_dir)
     write_json(desc, out / "dataset_description.json")
     write_text("\n".join(BIDSIGNORE) + "\n", out / ".bidsignore")
@@ -130,13 +135,15 @@ def write_dataset_description(out_dir: str | os.PathLike, bids_dir: str | os.Pat
     return out / "dataset_description.json"
 
 
-def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float) -> dict:
+def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float, provenance: dict | None = None) -> dict:
     common = {
         "Sources": [source.uri],
         "SpatialReference": source.uri,
         "Model": model,
         "GeneratedBy": [{"Name": "bids_sclesion", "Version": __version__, "CodeURL": __url__}],
     }
+    if provenance:  # what made this file: each model's version and weights hash, the settings, the revision
+        common["Provenance"] = provenance
     if kind == "lesion_mask":
         return {"Description": "Multiple-sclerosis lesions in the spinal cord (components outside the cord removed)",
                 "Type": "Lesion", "Threshold": threshold, **common}
@@ -172,5 +179,6 @@ def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float) -
                            "along each axis) that find the lesion; n/a when the run used no test-time "
                            "augmentation (--tta)"},
             "Model": model,
+            **({"Provenance": provenance} if provenance else {}),
         }
     raise KeyError(kind)

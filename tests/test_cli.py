@@ -63,6 +63,22 @@ def test_output_in_the_datasets_derivatives_folder(synth_two_subjects, tmp_path,
     assert (out / "dataset_description.json").is_file() and list(out.glob("sub-01/anat/*_lesions.tsv"))
     assert (tmp_path / "work").is_dir(), "the work directory defaults to ./work"
     assert _snapshot(bids, out) == before, "the input dataset is unchanged outside derivatives/bids_sclesion"
+    # Provenance: every sidecar and dataset_description.json say which models (version, weights SHA-256), which
+    # settings and which results revision made them; the run's settings and a methods text are in logs/.
+    import hashlib
+    import tomllib
+
+    from bids_sclesion.model.io import resolve_model
+
+    sidecar = json.loads(next(out.glob("sub-01/anat/*label-lesion*_mask.json")).read_text())
+    stage2 = sidecar["Provenance"]["Models"]["Stage2"]
+    assert stage2["SHA256"] == hashlib.sha256((resolve_model("stage2") / "model.safetensors").read_bytes()).hexdigest()
+    assert sidecar["Provenance"]["Settings"]["Threshold"] == sidecar["Threshold"]
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["Provenance"]["Models"] == sidecar["Provenance"]["Models"]
+    config = tomllib.loads(next((out / "logs").glob("config-*.toml")).read_text())
+    assert config["execution"]["participant_label"] == ["01"] and config["models"]["Stage2"]["Version"]
+    assert "References" in (out / "logs" / "CITATION.md").read_text()
     # --reports-only rebuilds the report from these outputs, indexing the dataset into --bids-database-dir.
     report = out / "sub-01.html"
     assert not report.exists(), "--no-reports"

@@ -243,9 +243,23 @@ def run_participant(args) -> int:
     nlogging.update_logging(ncfg)
     from ..workflows.base import init_bids_sclesion_wf
 
+    from ..model.io import resolve_model
+    from ..provenance import run_provenance, write_run_logs
+
+    settings = {"Threshold": args.threshold, "MinLesionVolumeMM3": args.min_lesion_volume,
+                "Cascade": bool(stage2), "CascadeCord": args.cascade_cord if stage2 else None, "TTA": bool(args.tta),
+                "Contrasts": list(suffixes), "Device": args.device}
+    provenance = run_provenance(resolve_model(args.model), resolve_model(stage2) if stage2 else None,
+                                {k: v for k, v in settings.items() if v is not None})
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_dataset_description(out_dir, bids_dir)
+        write_dataset_description(out_dir, bids_dir, provenance)
+        execution = {"bids_dir": str(bids_dir), "output_dir": str(out_dir), "work_dir": str(work_dir),
+                     "participant_label": sorted(subjects), "session_label": args.session_label or [],
+                     "nprocs": nprocs, "omp_nthreads": omp, "plugin": str(args.use_plugin or ""),
+                     "bids_database_dir": str(args.bids_database_dir or work_dir / "bids_db")}
+        for path in write_run_logs(out_dir, provenance, execution):
+            LOGGER.info("wrote %s", path)
     except OSError as exc:
         raise AppError(f"output directory {out_dir} cannot be written ({exc})", ExitCode.CANNOT_CREATE) from exc
     from ..utils.locks import ParticipantLocks, remove_partial_files
@@ -267,7 +281,10 @@ def run_participant(args) -> int:
             output_dir=str(out_dir), work_dir=str(work_dir), model=str(args.model), model_hash=model_hash,
             device=args.device, omp_nthreads=omp, threshold=args.threshold, min_lesion_mm3=args.min_lesion_volume,
             stage2_model=stage2, stage2_model_hash=stage2_hash, cord_fusion=args.cascade_cord, tta=args.tta,
+            provenance=json.dumps(provenance),
         )
+        # The workflow keeps its own copy of Nipype's execution settings, which wins over the global one.
+        wf.config["execution"]["stop_on_first_crash"] = nipype_settings(args, work_dir)["execution"]["stop_on_first_crash"]
         plugin, plugin_args = _plugin(args, nprocs)
         if plugin not in ("Linear", "MultiProc"):
             # Nipype's batch plugins name jobs after LOGNAME, which containers and cron jobs often lack.

@@ -1,6 +1,8 @@
 """Writing derivatives into the output dataset, atomically."""
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, traits
@@ -27,6 +29,7 @@ class _SinkInputSpec(_SourceSinkInputSpec):
     stage2_model_name = traits.Str(desc="cascade: the model that segmented the straightened cord")
     lesion_uncertainty = File(exists=True, desc="optional voxel-wise uncertainty of the lesion probability")
     threshold = traits.Float(0.5, usedefault=True)
+    provenance = traits.Str("", usedefault=True, desc="JSON: models (name, version, SHA-256), settings, revision")
 
 
 class _SinkOutputSpec(TraitedSpec):
@@ -52,6 +55,7 @@ class DerivativesSink(SimpleInterface):
             model = {"Name": f"{self.inputs.model_name}+{self.inputs.stage2_model_name}",
                      "Version": self.inputs.model_version, "Stage1": self.inputs.model_name,
                      "Stage2": self.inputs.stage2_model_name}
+        provenance = json.loads(self.inputs.provenance) if self.inputs.provenance else None
         maps = [(key, getattr(self.inputs, key), targets[key]) for key in ("lesion_mask", "cord_mask", "lesion_prob")]
         if isdefined(self.inputs.lesion_uncertainty):
             maps.append(("lesion_uncertainty", self.inputs.lesion_uncertainty, source.uncertainty(self.inputs.out_dir)))
@@ -64,11 +68,12 @@ class DerivativesSink(SimpleInterface):
             out.set_sform(img.affine, code=1)
             out.header.set_xyzt_units("mm", "sec")
             write_nifti(out, target)
-            write_json(mask_sidecar(source, key, model, self.inputs.threshold),
+            write_json(mask_sidecar(source, key, model, self.inputs.threshold, provenance),
                        target.with_name(target.name.replace(".nii.gz", ".json")))
             written.append(str(target))
         table = copy_file(self.inputs.lesion_table, targets["lesion_table"])
-        write_json(mask_sidecar(source, "lesion_table", model, self.inputs.threshold), table.with_suffix(".json"))
+        write_json(mask_sidecar(source, "lesion_table", model, self.inputs.threshold, provenance),
+                   table.with_suffix(".json"))
         written.append(str(table))
         self._results["out_files"] = written
         return runtime

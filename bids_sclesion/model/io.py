@@ -43,7 +43,8 @@ class LoadedModel:
 
     @property
     def version(self) -> str:
-        return str(self.metadata.get("version", "unknown"))
+        """The model's own version (``model_version``), else the version of the software that trained it."""
+        return str(self.metadata.get("model_version", self.metadata.get("version", "unknown")))
 
     @property
     def spacing(self) -> tuple[float, float, float]:

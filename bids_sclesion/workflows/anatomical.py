@@ -31,6 +31,7 @@ def init_anat_lesion_wf(
     stage2_model_hash: str = "",
     cord_fusion: str = "mean",
     tta: bool = False,
+    provenance: str = "",
     name: str = "anat_lesion_wf",
 ) -> pe.Workflow:
     """Segment the cord and MS lesions of one anatomical image.
@@ -67,7 +68,7 @@ def init_anat_lesion_wf(
     post = pe.Node(PostprocessLesions(threshold=threshold, min_lesion_mm3=min_lesion_mm3), name="postprocess_lesions",
                    mem_gb=0.5)
     sink = pe.Node(
-        DerivativesSink(bids_dir=bids_dir, out_dir=output_dir, threshold=threshold),
+        DerivativesSink(bids_dir=bids_dir, out_dir=output_dir, threshold=threshold, provenance=provenance),
         name="ds_lesions",
         run_without_submitting=True,
     )

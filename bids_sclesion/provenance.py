@@ -1,0 +1,130 @@
+"""What made a run's outputs: models (version, SHA-256 of the weights), settings, results revision; the run's
+settings file (``logs/config-<time>.toml``) and a methods text with references (``logs/CITATION.md``)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .__about__ import __results_revision__, __url__, __version__
+from .utils.io import write_text
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_record(model_dir: str | Path) -> dict:
+    """Name, own version and weights' SHA-256 of a model folder (``model.json`` + ``model.safetensors``)."""
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / "model.json").read_text())
+    return {"Name": str(meta.get("name", model_dir.name)),
+            "Version": str(meta.get("model_version", meta.get("version", "unknown"))),
+            "SHA256": sha256_of(model_dir / "model.safetensors"),
+            "TrainedWith": f"bids_sclesion {meta.get('version', 'unknown')}"}
+
+
+def run_provenance(stage1_dir: str | Path, stage2_dir: str | Path | None, settings: dict) -> dict:
+    """The record every sidecar of a run carries."""
+    models = {"Stage1" if stage2_dir else "Model": model_record(stage1_dir)}
+    if stage2_dir:
+        models["Stage2"] = model_record(stage2_dir)
+    return {"Software": f"bids_sclesion {__version__}", "ResultsRevision": __results_revision__, "Models": models,
+            "Settings": settings}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
+def to_toml(sections: dict[str, dict]) -> str:
+    """TOML of ``{section: {key: value}}`` (values: str, bool, numbers, lists, nested dicts; None left out)."""
+    lines = []
+
+    def table(name: str, values: dict) -> None:
+        scalars = {k: v for k, v in values.items() if v is not None and not isinstance(v, dict)}
+        lines.append(f"[{name}]")
+        lines.extend(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in scalars.items())
+        lines.append("")
+        for key, sub in values.items():
+            if isinstance(sub, dict):
+                table(f"{name}.{json.dumps(str(key))}", sub)
+
+    for name, values in sections.items():
+        table(name, values)
+    return "\n".join(lines)
+
+
+def citation_text(provenance: dict) -> str:
+    """Methods paragraph and references for a run, to paste into a paper."""
+    models = provenance["Models"]
+    settings = provenance["Settings"]
+    described = "; ".join(f"{role.lower()} `{m['Name']}` version {m['Version']} (weights SHA-256 {m['SHA256'][:16]}...)"
+                          for role, m in models.items())
+    cascade = "Stage2" in models
+    steps = ("the cord was found on the whole image by a 3D U-Net, the image straightened along the cord's "
+             "centreline, and the cord and lesions segmented on the straightened cord by a second 3D U-Net, "
+             "whose maps were brought back to the image's own grid" if cascade else
+             "the cord and lesions were segmented by a 3D U-Net on the whole image")
+    return f"""# Methods and citation
+
+Spinal cord and multiple-sclerosis lesion segmentation was performed with bids_sclesion {__version__}
+({__url__}; results revision {provenance['ResultsRevision']}), a BIDS App [1, 2] built on Nipype [3] and
+PyBIDS [4]. Each anatomical image was reoriented to RAS and corrected for intensity non-uniformity with N4 [5]
+(ANTs, through antspyx); then {steps}. The networks are MONAI [6] U-Nets run with PyTorch [7]; images were
+read and written with NiBabel [8]. Lesion voxels were those of probability at least {settings.get('Threshold')}
+inside the cord; lesions smaller than {settings.get('MinLesionVolumeMM3')} mm3 were removed. Models: {described}.
+
+This text was written by the software for this run; adapt it to your paper, and cite the references below.
+
+## References
+
+1. Gorgolewski KJ, Auer T, Calhoun VD, et al. The brain imaging data structure, a format for organizing and
+   describing outputs of neuroimaging experiments. Sci Data 2016;3:160044.
+2. Gorgolewski KJ, Alfaro-Almagro F, Auer T, et al. BIDS apps: improving ease of use, accessibility, and
+   reproducibility of neuroimaging data analysis methods. PLoS Comput Biol 2017;13:e1005209.
+3. Gorgolewski K, Burns CD, Madison C, et al. Nipype: a flexible, lightweight and extensible neuroimaging data
+   processing framework in Python. Front Neuroinform 2011;5:13.
+4. Yarkoni T, Markiewicz CJ, de la Vega A, et al. PyBIDS: Python tools for BIDS datasets. J Open Source Softw
+   2019;4:1294.
+5. Tustison NJ, Avants BB, Cook PA, et al. N4ITK: improved N3 bias correction. IEEE Trans Med Imaging
+   2010;29:1310-1320.
+6. Cardoso MJ, Li W, Brown R, et al. MONAI: an open-source framework for deep learning in healthcare.
+   arXiv:2211.02701, 2022.
+7. Paszke A, Gross S, Massa F, et al. PyTorch: an imperative style, high-performance deep learning library.
+   NeurIPS 2019.
+8. Brett M, Markiewicz CJ, Hanke M, et al. NiBabel (software). https://nipy.org/nibabel
+"""
+
+
+def write_run_logs(out_dir: str | Path, provenance: dict, execution: dict) -> tuple[Path, Path]:
+    """``logs/config-<time>.toml`` (this run's settings, one file per run) and ``logs/CITATION.md``."""
+    import torch
+
+    logs = Path(out_dir) / "logs"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    config = logs / f"config-{stamp}.toml"
+    n = 1
+    while config.exists():  # two runs in the same second keep both files
+        n += 1
+        config = logs / f"config-{stamp}-{n}.toml"
+    environment = {"version": __version__, "results_revision": __results_revision__,
+                   "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+                   "command_line": " ".join(sys.argv)}
+    write_text(to_toml({"environment": environment, "execution": execution, "settings": provenance["Settings"],
+                        "models": provenance["Models"]}), config)
+    citation = write_text(citation_text(provenance), logs / "CITATION.md")
+    return config, citation

@@ -1,0 +1,30 @@
+"""Provenance of a run: model records, the settings file, the methods text."""
+import hashlib
+import tomllib
+
+from bids_sclesion.model.io import resolve_model
+from bids_sclesion.provenance import citation_text, model_record, run_provenance, to_toml
+
+
+def test_model_record_names_version_and_weights_hash():
+    record = model_record(resolve_model("stage2"))
+    weights = (resolve_model("stage2") / "model.safetensors").read_bytes()
+    assert record["SHA256"] == hashlib.sha256(weights).hexdigest()
+    assert record["Version"] == "3.0.0", "the model's own version, not the software's"
+    assert model_record(resolve_model("stage1"))["Version"] != record["Version"]
+
+
+def test_run_provenance_is_written_as_toml_that_reads_back():
+    provenance = run_provenance(resolve_model("stage1"), resolve_model("stage2"),
+                                {"Threshold": 0.5, "MinLesionVolumeMM3": 5.0, "TTA": False, "Contrasts": ["T2w"]})
+    assert set(provenance["Models"]) == {"Stage1", "Stage2"} and provenance["ResultsRevision"] >= 1
+    text = to_toml({"settings": provenance["Settings"], "models": provenance["Models"],
+                    "execution": {"nprocs": 2, "missing": None, "path": 'C:\\\\a "quoted" path'}})
+    back = tomllib.loads(text)
+    assert back["settings"] == provenance["Settings"]
+    assert back["models"]["Stage2"]["SHA256"] == provenance["Models"]["Stage2"]["SHA256"]
+    assert back["execution"] == {"nprocs": 2, "path": 'C:\\\\a "quoted" path'}
+    text = citation_text(provenance)
+    assert "N4" in text and "stage2 `stage2` version 3.0.0" in text and "References" in text
+    single = run_provenance(resolve_model("default"), None, {"Threshold": 0.5, "MinLesionVolumeMM3": 5.0})
+    assert set(single["Models"]) == {"Model"}
