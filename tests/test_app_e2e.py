@@ -259,6 +259,9 @@ def test_subject_reports_render_in_a_browser(app_run, synth_two_subjects):
             assert page.exists()
             html_text = page.read_text()
             assert "http://" not in html_text and "https://" not in html_text, "the page needs no network"
+            # About (what made it) and Errors (none here) sections
+            assert "id='about'" in html_text and "weights SHA-256" in html_text and "command line" in html_text
+            assert "id='errors'" in html_text and "No errors" in html_text
             browser.get(page.as_uri())
             assert browser.title.startswith(f"sub-{subject}")
             images = browser.execute_script(

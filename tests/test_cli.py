@@ -145,7 +145,7 @@ def test_parallel_workers_do_not_inherit_this_process_thread_pools(tmp_path):
 
     from bids_sclesion.cli.run import _plugin
 
-    args = argparse.Namespace(use_plugin=None, mem_gb=None)
+    args = argparse.Namespace(use_plugin=None, mem_gb=None, mem=None)
     plugin, plugin_args = _plugin(args, nprocs=2)
     assert (plugin, plugin_args["mp_context"]) == ("MultiProc", "forkserver")
     assert plugin_args["poll_sleep_duration"] <= 0.5, "finished steps are noticed quickly (Nipype's default: 2 s)"

@@ -9,6 +9,7 @@ import csv
 import html
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,8 +136,30 @@ def write_subject_report(subject: str, sources: list[Path], bids_dir: Path, out_
             section.failed = failures[Path(path).name]
         sections.append(section)
     target = out_dir / f"sub-{subject}.html"
-    write_text(render_html(subject, sections), target)
+    write_text(render_html(subject, sections, run_about(out_dir)), target)
     return target
+
+
+def run_about(out_dir: Path) -> dict:
+    """What the report's "About" says: the last run's command line, date, versions, models and settings
+    (``logs/config-*.toml`` and the provenance of ``dataset_description.json``)."""
+    import tomllib
+
+    about: dict = {}
+    try:
+        about["provenance"] = json.loads((out_dir / "dataset_description.json").read_text()).get("Provenance", {})
+    except (OSError, ValueError):
+        about["provenance"] = {}
+    configs = sorted((out_dir / "logs").glob("config-*.toml"), key=lambda f: f.stat().st_mtime)
+    if configs:
+        try:
+            environment = tomllib.loads(configs[-1].read_text()).get("environment", {})
+            about.update(command_line=environment.get("command_line", ""), python=environment.get("python", ""),
+                         torch=environment.get("torch", ""), settings_file=_rel(configs[-1], out_dir))
+            about["date"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(configs[-1].stat().st_mtime))
+        except (OSError, ValueError):
+            pass
+    return about
 
 
 _CSS = """
@@ -154,7 +177,26 @@ _COLUMNS = [("lesion_id", "lesion"), ("volume_mm3", "volume (mm³)"), ("extent_a
             ("cord_area_mm2", "cord area (mm²)"), ("mean_probability", "mean p"), ("confidence", "confidence")]
 
 
-def render_html(subject: str, sections: list[ImageSection]) -> str:
+def _about_html(about: dict) -> list[str]:
+    esc = html.escape
+    rows = [("date", about.get("date", "")), ("command line", about.get("command_line", "")),
+            ("software", about.get("provenance", {}).get("Software", f"bids_sclesion {__version__}")),
+            ("results revision", about.get("provenance", {}).get("ResultsRevision", "")),
+            ("Python / PyTorch", " / ".join(v for v in (about.get("python"), about.get("torch")) if v))]
+    for role, model in about.get("provenance", {}).get("Models", {}).items():
+        rows.append((f"model ({role.lower()})", f"{model.get('Name')} {model.get('Version')}, weights SHA-256 "
+                     f"{str(model.get('SHA256', ''))[:16]}..."))
+    for key, value in about.get("provenance", {}).get("Settings", {}).items():
+        rows.append((key, value))
+    if about.get("settings_file"):
+        rows.append(("all settings", about["settings_file"]))
+    cells = "".join(f"<tr><th>{esc(str(k))}</th><td style='text-align:left'>{esc(str(v))}</td></tr>"
+                    for k, v in rows if v not in ("", None))
+    return ["<section id='about'><h2>About</h2>", f"<table class='about'>{cells}</table>",
+            "<p class='meta'>Methods text with references: <code>logs/CITATION.md</code>.</p></section>"]
+
+
+def render_html(subject: str, sections: list[ImageSection], about: dict | None = None) -> str:
     esc = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>sub-{esc(subject)}: "
              f"bids_sclesion report</title><style>{_CSS}</style></head><body>",
@@ -163,6 +205,14 @@ def render_html(subject: str, sections: list[ImageSection]) -> str:
              f"<code>sub-{esc(subject)}/</code> beside this page.</p>"]
     total = sum(len(s.lesions) for s in sections if not s.failed)
     parts.append(f"<p>Lesions in all images: <span id='total-lesions'>{total}</span></p>")
+    failed = [s for s in sections if s.failed]
+    parts.append("<section id='errors'><h2>Errors</h2>")
+    if failed:
+        parts.append("<ul>" + "".join(f"<li class='failed'>{esc(s.source)}: {esc(s.failed)}</li>" for s in failed)
+                     + "</ul>")
+    else:
+        parts.append("<p>No errors: every image of this subject was processed.</p>")
+    parts.append("</section>")
     for k, s in enumerate(sections):
         parts.append(f"<section class='image' id='image-{k}' data-source='{esc(s.source)}'>")
         parts.append(f"<h2>{esc(s.source)}</h2>")
@@ -187,5 +237,6 @@ def render_html(subject: str, sections: list[ImageSection]) -> str:
                              + "</tr>")
             parts.append("</table>")
         parts.append("</section>")
+    parts.extend(_about_html(about or {}))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
