@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -9,14 +10,34 @@ import nibabel as nib
 import numpy as np
 
 from .derivatives import source_of_lesion_table
+from .failures import all_failures
 from .utils.io import write_json, write_text
 
-GROUP_COLUMNS = ("participant_id", "session_id", "source", "suffix", "n_lesions", "total_lesion_volume_mm3",
-                 "cord_volume_mm3")
+GROUP_COLUMNS = ("participant_id", "session_id", "source", "suffix", "status", "n_lesions",
+                 "total_lesion_volume_mm3", "cord_volume_mm3", "failure_reason")
+
+
+def _failed_rows(out_dir: Path, participant_label, session_label) -> dict[str, dict]:
+    """Rows of the images whose latest participant run failed, by source name (no extension)."""
+    rows = {}
+    for rec in all_failures(out_dir):
+        source = re.sub(r"\.nii(\.gz)?$", "", rec["image"])
+        ses = re.search(r"(?:^|_)ses-([a-zA-Z0-9]+)", source)
+        if participant_label and rec["participant_id"][len("sub-"):] not in participant_label:
+            continue
+        if session_label and (not ses or ses.group(1) not in session_label):
+            continue
+        rows[source] = {"participant_id": rec["participant_id"], "session_id": f"ses-{ses.group(1)}" if ses else "n/a",
+                        "source": source, "suffix": source.rsplit("_", 1)[-1], "status": "failed",
+                        "n_lesions": "n/a", "total_lesion_volume_mm3": "n/a", "cord_volume_mm3": "n/a",
+                        "failure_reason": rec["reason"].replace("\t", " ").replace("\n", " ")}
+    return rows
 
 
 def collect_rows(out_dir: Path, participant_label: Sequence[str] | None = None,
                  session_label: Sequence[str] | None = None) -> list[dict]:
+    """One row per image: its lesion summary, or, where its latest run failed, ``status = failed`` and why."""
+    failed = _failed_rows(Path(out_dir), participant_label, session_label)
     rows = []
     for table in sorted(Path(out_dir).glob("sub-*/**/anat/*_lesions.tsv")):
         source = source_of_lesion_table(table, out_dir)
@@ -25,6 +46,8 @@ def collect_rows(out_dir: Path, participant_label: Sequence[str] | None = None,
             continue
         if session_label and ses not in session_label:
             continue
+        if f"{source.entities}_{source.suffix}" in failed:
+            continue  # outputs of an earlier run; the latest one failed
         with open(table, newline="") as fh:
             lesions = list(csv.DictReader(fh, delimiter="\t"))
         cord_file = source.outputs(out_dir)["cord_mask"]
@@ -37,11 +60,14 @@ def collect_rows(out_dir: Path, participant_label: Sequence[str] | None = None,
             "session_id": f"ses-{ses}" if ses else "n/a",
             "source": f"{source.entities}_{source.suffix}",
             "suffix": source.suffix,
+            "status": "ok",
             "n_lesions": len(lesions),
             "total_lesion_volume_mm3": round(sum(float(r["volume_mm3"]) for r in lesions), 2),
             "cord_volume_mm3": round(cord_volume, 2),
+            "failure_reason": "n/a",
         })
-    return rows
+    rows.extend(failed.values())
+    return sorted(rows, key=lambda r: (r["participant_id"], r["session_id"], r["source"]))
 
 
 def write_group_table(out_dir: Path, participant_label=None, session_label=None) -> tuple[Path, int]:
@@ -54,9 +80,13 @@ def write_group_table(out_dir: Path, participant_label=None, session_label=None)
         "session_id": {"Description": "Session label, n/a without sessions"},
         "source": {"Description": "Source image name without extension"},
         "suffix": {"Description": "Contrast of the source image"},
+        "status": {"Description": "Outcome of the latest participant run on this image",
+                   "Levels": {"ok": "processed; the lesion columns hold its results",
+                              "failed": "no result; failure_reason says why (the lesion columns are n/a)"}},
         "n_lesions": {"Description": "Number of lesions (26-connected components) in the cord"},
         "total_lesion_volume_mm3": {"Description": "Sum of lesion volumes", "Units": "mm^3"},
         "cord_volume_mm3": {"Description": "Volume of the cord mask analysed", "Units": "mm^3"},
+        "failure_reason": {"Description": "Why the latest participant run on this image failed (n/a if it did not)"},
     }, target.with_suffix(".json"))
     return target, len(rows)
 

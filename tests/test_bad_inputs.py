@@ -1,6 +1,7 @@
 """Bad and hostile inputs: a named error, a non-zero exit for that subject only, no partial output, input unchanged."""
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import os
@@ -129,6 +130,16 @@ def test_every_bad_image_fails_alone_with_a_named_reason(synth_two_subjects, tmp
         assert re.search(reason, errors), "the failure is listed under Errors with its reason"
     assert (out / "sub-01" / "anat" / "sub-01_space-orig_label-lesion_desc-T2w_mask.nii.gz").is_file()
     assert not list(out.rglob(".*.tmp*")), "no temporary file left"
+    # the group level lists every failed image with its reason, beside the processed one
+    assert main([str(bids), str(out), "group", "--skip-bids-validation"]) == 0
+    rows = {r["source"]: r for r in csv.DictReader((out / "group_lesions.tsv").open(), delimiter="\t")}
+    assert rows["sub-01_T2w"]["status"] == "ok" and rows["sub-01_T2w"]["failure_reason"] == "n/a"
+    for label, reason in cases.items():
+        row = rows[f"sub-{label}_T2w"]
+        assert row["status"] == "failed" and row["n_lesions"] == "n/a", row
+        assert re.search(reason, row["failure_reason"]), row
+    page = (out / "group.html").read_text()
+    assert f"<span id='n-failed'>{len(cases)}</span>" in page
     assert _digest(bids) == before, "the input dataset is unchanged"
 
 

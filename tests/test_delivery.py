@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import bids_sclesion
+
 ROOT = Path(__file__).resolve().parents[1]
 CIRCLECI = ROOT / ".circleci" / "config.yml"
 
@@ -118,6 +120,35 @@ def test_documentation_builds_without_warnings(tmp_path):
         assert (site / page / "index.html").is_file(), page
     assert "Lesion Dice" in (site / "models" / "stage2" / "index.html").read_text() or \
         "lesion Dice" in (site / "models" / "stage2" / "index.html").read_text()
+
+
+def _documented_block(page: Path, heading: str) -> str:
+    """The first ```bash block under ``heading`` in a Markdown page."""
+    text = page.read_text()
+    section = text[text.index(heading):]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_the_documented_pip_install_from_a_checkout_works(tmp_path):
+    """docs/installation.md's CPU commands, run as written, in a new virtual environment and a copy of the checkout."""
+    block = _documented_block(ROOT / "docs" / "installation.md", "## With pip, from a checkout (CPU only)")
+    assert "pip install \".[validator]\"" in block and "~/venvs/sclesion" in block
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(".venv", ".git", "build", "site", "*.egg-info",
+                                                                   "__pycache__", ".pytest_cache"))
+    script = "set -euo pipefail\n" + block.replace("~/venvs/sclesion", str(tmp_path / "venv"))
+    proc = subprocess.run(["bash", "-c", script], cwd=checkout, capture_output=True, text=True, timeout=900,
+                          env={k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")})
+    if proc.returncode != 0 and re.search(r"NewConnectionError|Temporary failure in name resolution|Network is "
+                                          r"unreachable", proc.stderr):
+        pytest.skip(f"the package indexes cannot be reached from here: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == f"bids_sclesion {bids_sclesion.__version__}"
+    validator = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c",
+                                "import bids_validator_deno, torch; print(torch.__version__)"],
+                               capture_output=True, text=True, timeout=120)
+    assert validator.returncode == 0 and "+cpu" in validator.stdout, validator.stderr
 
 
 @pytest.mark.container

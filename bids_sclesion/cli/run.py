@@ -319,6 +319,15 @@ def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_r
             fresh = all(p.exists() and p.stat().st_mtime >= started for p in outputs.values())
             (done if fresh else failed).append(Path(img))
     reasons = failure_reasons(work_dir / "crashes", [p for p in failed], started)
+    from ..failures import record_failures
+
+    for sub, imgs in subjects.items():
+        names = [Path(p).name for p in imgs]
+        try:  # kept in OUT_DIR/logs/failed so the group level lists failed images with their reason
+            record_failures(out_dir, sub, names, {p.name: reasons.get(p.name, "no result written")
+                                                  for p in failed if p.name in names})
+        except OSError as exc:
+            LOGGER.error("sub-%s: the failure record could not be written (%s)", sub, exc)
     if reports:
         from ..reports.subject import write_subject_report
 
@@ -352,17 +361,20 @@ def _rebuild_reports(subjects, bids_dir: Path, out_dir: Path) -> int:
     from ..derivatives import SourceName
     from ..reports.subject import write_subject_report
 
+    from ..failures import read_failures
+
     code = ExitCode.SUCCESS
     for sub, imgs in subjects.items():
-        missing = [Path(p).name for p in imgs
-                   if not all(f.exists() for f in SourceName(p, bids_dir).outputs(out_dir).values())]
+        failures = {name: rec.get("reason", "unknown") for name, rec in read_failures(out_dir, sub).items()}
+        missing = [Path(p).name for p in imgs if Path(p).name not in failures
+                   and not all(f.exists() for f in SourceName(p, bids_dir).outputs(out_dir).values())]
         if missing:
             print(f"bids_sclesion: sub-{sub}: no outputs in {out_dir} for {', '.join(missing)}; run the participant "
                   "level first", file=sys.stderr)
             code = ExitCode.FAILURE
             continue
         try:
-            page = write_subject_report(sub, [Path(p) for p in imgs], bids_dir, out_dir, {})
+            page = write_subject_report(sub, [Path(p) for p in imgs], bids_dir, out_dir, failures)
             print(f"[sub-{sub}] report: {page}", flush=True)
         except Exception as exc:
             print(f"bids_sclesion: sub-{sub}: the report could not be written ({exc})", file=sys.stderr)
@@ -459,6 +471,10 @@ def run_group(args) -> int:
     if n_rows == 0:
         raise AppError(f"{out_dir}: no lesion table matches the selection", ExitCode.NO_DATA)
     print(f"group table: {table} ({n_rows} image(s))")
+    for row in collect_rows(out_dir, args.participant_label, args.session_label):
+        if row["status"] == "failed":
+            LOGGER.warning("%s: failed at the participant level (%s); listed in the group table without results",
+                           row["source"], row["failure_reason"])
     longitudinal, problems = write_longitudinal_tables(out_dir, args.bids_dir.resolve(), args.participant_label)
     for problem in problems:
         LOGGER.warning("%s", problem)

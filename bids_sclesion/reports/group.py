@@ -45,6 +45,8 @@ def _figure(target: Path, draw) -> Path:
 def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict], problems: list[str]) -> Path:
     out_dir = Path(out_dir)
     figures = out_dir / "figures"
+    failed = [r for r in rows if r.get("status") == "failed"]
+    rows = [r for r in rows if r.get("status", "ok") == "ok"]
     subjects = sorted({r["participant_id"] for r in rows})
     counts = {s: sum(int(r["n_lesions"]) for r in rows if r["participant_id"] == s) for s in subjects}
     volumes = {s: sum(float(r["total_lesion_volume_mm3"]) for r in rows if r["participant_id"] == s) for s in subjects}
@@ -86,6 +88,17 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
              "</p>"]
     for problem in problems:
         parts.append(f"<p class='warning'>{esc(problem)}</p>")
+    parts.append(f"<section id='failed'><h2>Failed images (<span id='n-failed'>{len(failed)}</span>)</h2>")
+    if failed:
+        parts.append("<p class='warning'>These images have no result from their latest participant run; they are "
+                     "left out of the figures and sums below.</p><table class='failed'><tr><th>subject</th>"
+                     "<th>session</th><th>image</th><th>reason</th></tr>")
+        parts.extend(f"<tr><td>{esc(r['participant_id'])}</td><td>{esc(r['session_id'])}</td>"
+                     f"<td>{esc(r['source'])}</td><td>{esc(r['failure_reason'])}</td></tr>" for r in failed)
+        parts.append("</table>")
+    else:
+        parts.append("<p>None: every image selected has a result.</p>")
+    parts.append("</section>")
     for caption, path in made:
         parts.append(f"<figure><img src='{esc(path.relative_to(out_dir).as_posix())}' alt='{esc(caption)}'>"
                      f"<figcaption>{esc(caption)}</figcaption></figure>")
