@@ -134,3 +134,33 @@ def validate_dataset(bids_dir: Path) -> list[str]:
             continue
         problems.append(f"{issue.get('code')}: {location}")
     return problems
+
+
+#: How a disc-label file of an image is named in a derivatives folder: the image's name, then an entity or
+#: suffix naming discs (SCT and spine-generic write ``<image>_labels-disc.nii.gz`` or ``_labels-disc-manual``).
+_DISC_LABEL_NAME = re.compile(r"_(labels?-disc[A-Za-z0-9-]*|desc-disc[A-Za-z0-9-]*_dseg)\.nii(\.gz)?$")
+
+
+def find_disc_labels(image: str | os.PathLike, bids_dir: str | os.PathLike,
+                     derivative_dirs: Sequence[str | os.PathLike]) -> Path | None:
+    """The user's disc-label file for ``image`` in the first derivatives folder holding one, or None.
+
+    The file sits at the image's place in the folder (``sub-X[/ses-Y]/anat/``) and is named after it.
+    Two candidates in one folder are refused (which one was meant cannot be told).
+    """
+    image = Path(image)
+    stem = re.sub(r"\.nii(\.gz)?$", "", image.name)
+    rel = Path(os.path.relpath(image.parent, bids_dir))
+    for root in derivative_dirs:
+        folder = Path(root) / rel
+        if not folder.is_dir():
+            continue
+        found = sorted(p for p in folder.iterdir()
+                       if p.name.startswith(stem + "_") and _DISC_LABEL_NAME.search(p.name[len(stem):]))
+        found = [p for p in found if "posterior" not in p.name.lower()]
+        if len(found) > 1:
+            raise ValueError(f"{folder}: several disc-label files for {image.name} ({', '.join(p.name for p in found)});"
+                             " keep one")
+        if found:
+            return found[0]
+    return None

@@ -9,7 +9,8 @@ from . import __version__, __url__
 from .utils.io import write_json, write_text
 
 #: Files the BIDS specification does not define yet, kept out of validation.
-BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "*_xfm.*", "*_uncertainty.*", "group_*", "figures", "sub-*/figures",
+BIDSIGNORE = ["*.html", "*_lesions.tsv", "*_lesions.json", "*_xfm.*", "*_uncertainty.*", "*_discs.*", "*_csa.*",
+              "*_levels.*", "group_*", "figures", "sub-*/figures",
               "logs/", ".locks"]
 
 _SOURCE = re.compile(r"^(?P<entities>sub-[A-Za-z0-9]+(?:_[a-z]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)\.nii(\.gz)?$")
@@ -61,6 +62,10 @@ class SourceName:
             "cord_mask": self.derivative(root, space="orig", label="SC", suffix="mask", ext=".nii.gz"),
             "lesion_prob": self.derivative(root, space="orig", label="lesion", suffix="probseg", ext=".nii.gz"),
             "lesion_table": self.derivative(root, suffix="lesions", ext=".tsv"),
+            "level_map": self.derivative(root, space="orig", label="vertebral", suffix="dseg", ext=".nii.gz"),
+            "disc_table": self.derivative(root, suffix="discs", ext=".tsv"),
+            "csa_table": self.derivative(root, suffix="csa", ext=".tsv"),
+            "level_table": self.derivative(root, suffix="levels", ext=".tsv"),
         }
 
     def uncertainty(self, root) -> Path:
@@ -171,8 +176,11 @@ def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float, p
                                      "n/a when no centreline could be fitted", "Units": "mm"},
             "cord_area_mm2": {"Description": "Cross-sectional area of the cord mask (lesions included) in the "
                               "plane through the lesion centroid perpendicular to the centreline", "Units": "mm^2"},
-            "vertebral_level": {"Description": "Vertebral level at the lesion centroid, from a level map when "
-                                "one was given; n/a otherwise"},
+            "vertebral_level": {"Description": "Vertebral level at the lesion centroid (C1 ... C7, T1 ...), from "
+                                "the image's level map (*_label-vertebral_dseg); n/a where no level could be "
+                                "given (see the level map's sidecar)"},
+            "vertebral_levels_spanned": {"Description": "Every vertebral level the lesion's voxels touch, superior "
+                                         "first, separated by ';'; n/a where none"},
             "mean_probability": {"Description": "Mean network probability over the lesion's voxels"},
             "max_probability": {"Description": "Maximum network probability over the lesion's voxels"},
             "confidence": {"Description": "Share of the test-time augmented predictions (plain and flipped "
@@ -181,4 +189,39 @@ def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float, p
             "Model": model,
             **({"Provenance": provenance} if provenance else {}),
         }
+    if kind == "level_map":
+        return {"Description": "Vertebral level of each cord voxel (0: none), SCT numbering: 1 = C1 ... 7 = C7, "
+                "8 = T1 ... (labels in the .tsv beside it); level n lies between disc n (above) and disc n + 1",
+                "Sources": [source.uri], "SpatialReference": source.uri,
+                "GeneratedBy": common["GeneratedBy"], **({"Provenance": provenance} if provenance else {})}
+    if kind == "disc_table":
+        return {"Description": "Intervertebral discs on the cord centreline (SCT labels: 3 = C2/C3)",
+                "Sources": [source.uri],
+                "label": {"Description": "SCT disc label: the disc above vertebra n has label n"},
+                "name": {"Description": "The two vertebrae the disc separates"},
+                "x_mm": {"Description": "Scanner x (RAS) of the disc's point on the centreline", "Units": "mm"},
+                "y_mm": {"Description": "Scanner y (RAS)", "Units": "mm"},
+                "z_mm": {"Description": "Scanner z (RAS)", "Units": "mm"},
+                "distance_from_top_mm": {"Description": "Arc length of the centreline from the highest cord point",
+                                         "Units": "mm"},
+                "method": {"Description": "template: matched with the PAM50 template; user: from the user's "
+                           "disc labels"}}
+    if kind == "csa_table":
+        return {"Description": "Cord cross-sectional area (CSA) of every slice across the cord's main axis, "
+                "corrected for the cord's angle to the slice (the centreline's tangent)", "Sources": [source.uri],
+                "slice_index": {"Description": "Voxel index along the axis the cord is sliced across"},
+                "csa_mm2": {"Description": "Slice area x cos(angle)", "Units": "mm^2"},
+                "slice_area_mm2": {"Description": "Cord area in the slice, uncorrected", "Units": "mm^2"},
+                "angle_deg": {"Description": "Angle between the cord's tangent and the slice normal",
+                              "Units": "degree"},
+                "distance_from_top_mm": {"Description": "Arc length from the highest cord point", "Units": "mm"},
+                "vertebral_level": {"Description": "Level of the slice's cord voxels (majority); n/a without"}}
+    if kind == "level_table":
+        return {"Description": "Per vertebral level: mean CSA, length, cord volume, and the lesions whose "
+                "centroid lies there (no row when no level could be given)", "Sources": [source.uri],
+                "csa_mean_mm2": {"Description": "Mean of the slices' angle-corrected CSA", "Units": "mm^2"},
+                "csa_sd_mm2": {"Description": "Standard deviation across the slices", "Units": "mm^2"},
+                "length_mm": {"Description": "Length of the level along the cord", "Units": "mm"},
+                "cord_volume_mm3": {"Description": "Cord volume in the level", "Units": "mm^3"},
+                "lesion_volume_mm3": {"Description": "Volume of the level's lesions", "Units": "mm^3"}}
     raise KeyError(kind)

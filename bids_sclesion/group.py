@@ -14,7 +14,22 @@ from .failures import all_failures
 from .utils.io import write_json, write_text
 
 GROUP_COLUMNS = ("participant_id", "session_id", "source", "suffix", "status", "n_lesions",
-                 "total_lesion_volume_mm3", "cord_volume_mm3", "failure_reason")
+                 "total_lesion_volume_mm3", "cord_volume_mm3", "csa_c2c3_mm2", "levels", "failure_reason")
+LEVEL_GROUP_COLUMNS = ("participant_id", "session_id", "source", "suffix", "vertebral_level", "n_lesions",
+                       "lesion_volume_mm3", "csa_mean_mm2", "length_mm", "cord_volume_mm3")
+
+
+def _read_tsv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def c2c3_csa(csa_table: Path) -> float | str:
+    """Mean angle-corrected CSA over the slices at C2 and C3 (the usual atrophy measure); n/a without them."""
+    values = [float(r["csa_mm2"]) for r in _read_tsv(csa_table) if r.get("vertebral_level") in ("C2", "C3")]
+    return round(float(np.mean(values)), 2) if values else "n/a"
 
 
 def _failed_rows(out_dir: Path, participant_label, session_label) -> dict[str, dict]:
@@ -30,7 +45,7 @@ def _failed_rows(out_dir: Path, participant_label, session_label) -> dict[str, d
         rows[source] = {"participant_id": rec["participant_id"], "session_id": f"ses-{ses.group(1)}" if ses else "n/a",
                         "source": source, "suffix": source.rsplit("_", 1)[-1], "status": "failed",
                         "n_lesions": "n/a", "total_lesion_volume_mm3": "n/a", "cord_volume_mm3": "n/a",
-                        "failure_reason": rec["reason"].replace("\t", " ").replace("\n", " ")}
+                        "csa_c2c3_mm2": "n/a", "levels": "n/a", "failure_reason": rec["reason"].replace("\t", " ").replace("\n", " ")}
     return rows
 
 
@@ -64,10 +79,30 @@ def collect_rows(out_dir: Path, participant_label: Sequence[str] | None = None,
             "n_lesions": len(lesions),
             "total_lesion_volume_mm3": round(sum(float(r["volume_mm3"]) for r in lesions), 2),
             "cord_volume_mm3": round(cord_volume, 2),
+            "csa_c2c3_mm2": c2c3_csa(source.outputs(out_dir)["csa_table"]),
+            "levels": _level_span(source.outputs(out_dir)["level_table"]),
             "failure_reason": "n/a",
+            "_level_table": source.outputs(out_dir)["level_table"],  # not a column: for the per-level table
         })
     rows.extend(failed.values())
     return sorted(rows, key=lambda r: (r["participant_id"], r["session_id"], r["source"]))
+
+
+def _level_span(level_table: Path) -> str:
+    rows = _read_tsv(level_table)
+    return f"{rows[0]['vertebral_level']}-{rows[-1]['vertebral_level']}" if rows else "n/a"
+
+
+def collect_level_rows(out_dir: Path, rows: list[dict]) -> list[dict]:
+    """Per image and vertebral level: lesions (by centroid), mean CSA, length and cord volume."""
+    out = []
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        for level in _read_tsv(row["_level_table"]):
+            out.append({**{k: row[k] for k in ("participant_id", "session_id", "source", "suffix")},
+                        **{k: level[k] for k in LEVEL_GROUP_COLUMNS[4:]}})
+    return out
 
 
 def write_group_table(out_dir: Path, participant_label=None, session_label=None) -> tuple[Path, int]:
@@ -86,15 +121,32 @@ def write_group_table(out_dir: Path, participant_label=None, session_label=None)
         "n_lesions": {"Description": "Number of lesions (26-connected components) in the cord"},
         "total_lesion_volume_mm3": {"Description": "Sum of lesion volumes", "Units": "mm^3"},
         "cord_volume_mm3": {"Description": "Volume of the cord mask analysed", "Units": "mm^3"},
+        "csa_c2c3_mm2": {"Description": "Mean cord cross-sectional area over the slices at the C2 and C3 "
+                                        "vertebral levels, angle-corrected; n/a when the image has no level there",
+                         "Units": "mm^2"},
+        "levels": {"Description": "Vertebral levels the image's cord covers (n/a: none could be given)"},
         "failure_reason": {"Description": "Why the latest participant run on this image failed (n/a if it did not)"},
     }, target.with_suffix(".json"))
+    level_rows = collect_level_rows(Path(out_dir), rows)
+    levels_target = Path(out_dir) / "group_levels.tsv"
+    write_text(_tsv(level_rows, LEVEL_GROUP_COLUMNS), levels_target)
+    write_json({
+        "Description": "One row per image and vertebral level (images without levels have no row)",
+        "vertebral_level": {"Description": "C1 ... C7, T1 ... (SCT numbering)"},
+        "n_lesions": {"Description": "Lesions whose centroid lies in the level"},
+        "lesion_volume_mm3": {"Description": "Their total volume", "Units": "mm^3"},
+        "csa_mean_mm2": {"Description": "Mean angle-corrected cord cross-sectional area", "Units": "mm^2"},
+        "length_mm": {"Description": "Length of the level along the cord in the image", "Units": "mm"},
+        "cord_volume_mm3": {"Description": "Cord volume in the level", "Units": "mm^3"},
+    }, levels_target.with_suffix(".json"))
     return target, len(rows)
 
 
 CHANGE_COLUMNS = ("participant_id", "image", "session_earlier", "session_later", "status", "earlier_volume_mm3",
                   "later_volume_mm3", "position_mm", "earlier_components", "later_components")
 LONGITUDINAL_COLUMNS = ("participant_id", "image", "session_earlier", "session_later", "shift_mm", "n_new",
-                        "n_enlarging", "n_stable", "n_shrinking", "n_disappeared")
+                        "n_enlarging", "n_stable", "n_shrinking", "n_disappeared", "csa_c2c3_earlier_mm2",
+                        "csa_c2c3_later_mm2", "csa_c2c3_change_percent")
 
 
 def session_pairs(out_dir: Path, participant_label=None) -> list[tuple[str, str, Path, Path]]:
@@ -148,9 +200,13 @@ def longitudinal_changes(out_dir: Path, bids_dir: Path, participant_label=None) 
             changes.append({"participant_id": f"sub-{subject}", "image": key, "session_earlier": ses_a,
                             "session_later": ses_b, **change.as_row()})
         counts = count_changes(found)
+        csa_a = c2c3_csa(source_of_lesion_table(earlier, out_dir).outputs(out_dir)["csa_table"])
+        csa_b = c2c3_csa(source_of_lesion_table(later, out_dir).outputs(out_dir)["csa_table"])
+        change = round(100.0 * (csa_b - csa_a) / csa_a, 2) if "n/a" not in (csa_a, csa_b) else "n/a"
         summary.append({"participant_id": f"sub-{subject}", "image": key, "session_earlier": ses_a,
                         "session_later": ses_b, "shift_mm": round(float(shift_mm), 1),
-                        **{f"n_{k}": v for k, v in counts.items()}})
+                        **{f"n_{k}": v for k, v in counts.items()}, "csa_c2c3_earlier_mm2": csa_a,
+                        "csa_c2c3_later_mm2": csa_b, "csa_c2c3_change_percent": change})
     return changes, summary, problems
 
 
@@ -183,5 +239,9 @@ def write_longitudinal_tables(out_dir: Path, bids_dir: Path, participant_label=N
         "Description": "Per subject and pair of consecutive sessions: lesion changes (see group_lesion_changes.json)",
         "shift_mm": {"Description": "Displacement along the cord between the sessions' straightened cords found "
                                     "by the registration", "Units": "mm"},
+        "csa_c2c3_earlier_mm2": {"Description": "Mean C2-C3 cord CSA, earlier session", "Units": "mm^2"},
+        "csa_c2c3_later_mm2": {"Description": "Mean C2-C3 cord CSA, later session", "Units": "mm^2"},
+        "csa_c2c3_change_percent": {"Description": "(later - earlier) / earlier x 100; n/a when either session "
+                                                   "has no C2-C3 level", "Units": "%"},
     }, out_dir / "group_longitudinal.json")
     return summary, problems

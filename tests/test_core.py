@@ -139,8 +139,16 @@ def test_threshold_masks_drops_lesions_outside_the_cord():
     assert rows[0].distance_from_top_mm == pytest.approx(58.0 - 13.0, abs=1.5)
     assert rows[0].vertebral_level == "n/a"
     levels = np.zeros(cord.shape, np.int16)
-    levels[:, :, :10] = 5
-    assert lesion_table(lesion, les_p, cord, np.diag([0.5, 0.5, 2.0, 1.0]), levels=levels)[0].vertebral_level == 5
+    levels[:, :, :7] = 5  # C5 below z = 14 mm, C4 above: the lesion (z 10-16 mm) spans both
+    levels[:, :, 7:20] = 4
+    row = lesion_table(lesion, les_p, cord, np.diag([0.5, 0.5, 2.0, 1.0]), levels=levels)[0]
+    assert row.vertebral_level == "C5" and row.vertebral_levels_spanned == "C4;C5"
+    assert rows[0].vertebral_levels_spanned == "n/a"
+    from bids_sclesion.core.lesions import annotate_levels
+
+    annotated = annotate_levels([{"lesion_id": "1", "vertebral_level": "n/a"}], lesion,
+                                np.diag([0.5, 0.5, 2.0, 1.0]), levels)
+    assert annotated[0]["vertebral_level"] == "C5" and annotated[0]["vertebral_levels_spanned"] == "C4;C5"
     assert table_to_tsv(rows).splitlines()[0].startswith("lesion_id\tvolume_mm3")
 
 

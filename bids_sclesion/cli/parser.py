@@ -85,6 +85,10 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--contrast", nargs="+", default=None, metavar="SUFFIX",
                    help="image suffixes to process (default: those every model of the run was trained on, with "
                         "aliases such as T2star for T2starw)")
+    g.add_argument("--derivatives", nargs="+", type=Path, metavar="DIR",
+                   help="derivatives folders with the user's disc labels (SCT style, e.g. "
+                        "sub-01/anat/sub-01_T2w_labels-disc.nii.gz: one voxel per disc, value 3 = C2/C3): images "
+                        "that have them take their vertebral levels from them instead of the template")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not run the BIDS validator on the input")
 

@@ -217,6 +217,7 @@ def run_participant(args) -> int:
             ExitCode.NO_DATA)
     if args.reports_only:
         return _rebuild_reports(subjects, bids_dir, out_dir)
+    disc_labels = _disc_labels(subjects, bids_dir, getattr(args, "derivatives", None) or [])
     model_hash = _model_hash(args.model)
     stage2 = cascade_stage2
     stage2_hash = _model_hash(stage2) if stage2 else ""
@@ -281,7 +282,7 @@ def run_participant(args) -> int:
             output_dir=str(out_dir), work_dir=str(work_dir), model=str(args.model), model_hash=model_hash,
             device=args.device, omp_nthreads=omp, threshold=args.threshold, min_lesion_mm3=args.min_lesion_volume,
             stage2_model=stage2, stage2_model_hash=stage2_hash, cord_fusion=args.cascade_cord, tta=args.tta,
-            provenance=json.dumps(provenance),
+            provenance=json.dumps(provenance), disc_labels=disc_labels,
         )
         # The workflow keeps its own copy of Nipype's execution settings, which wins over the global one.
         wf.config["execution"]["stop_on_first_crash"] = nipype_settings(args, work_dir)["execution"]["stop_on_first_crash"]
@@ -306,6 +307,44 @@ def run_participant(args) -> int:
         code = _summarise(subjects, bids_dir, out_dir, work_dir, failed_run, started, reports=not args.no_reports)
     # Images that failed outrank participants left to another run: a retry would not mend them.
     return ExitCode.TEMPORARY_FAILURE if busy and code == ExitCode.SUCCESS else code
+
+
+def _disc_labels(subjects, bids_dir: Path, derivative_dirs) -> dict[str, str]:
+    """Image -> the user's disc-label file for it, from the ``--derivatives`` folders."""
+    from ..bids import find_disc_labels
+
+    for folder in derivative_dirs:
+        if not Path(folder).is_dir():
+            raise AppError(f"{folder}: --derivatives folder not found", ExitCode.INVALID_ARGUMENTS)
+    found = {}
+    for imgs in subjects.values():
+        for img in imgs:
+            try:
+                path = find_disc_labels(img, bids_dir, derivative_dirs)
+            except ValueError as exc:
+                raise AppError(str(exc), ExitCode.INVALID_ARGUMENTS) from exc
+            if path:
+                found[str(img)] = str(path.resolve())
+    if derivative_dirs:
+        LOGGER.info("disc labels given for %d of %d image(s); the others are matched with the template",
+                    len(found), sum(len(v) for v in subjects.values()))
+    return found
+
+
+def _level_warnings(done: list[Path], bids_dir: Path, out_dir: Path) -> None:
+    """One warning per processed image that got no vertebral level, naming it and saying why."""
+    from ..derivatives import SourceName
+
+    for img in done:
+        level_map = SourceName(img, bids_dir).outputs(out_dir)["level_map"]
+        try:
+            info = json.loads(level_map.with_name(level_map.name.replace(".nii.gz", ".json")).read_text())
+        except (OSError, ValueError):
+            continue
+        labelling = info.get("VertebralLabelling", {})
+        if labelling.get("Method") == "none":
+            print(f"  WARNING: {img.name}: no vertebral level ({labelling.get('Reason', 'unknown')}); lesion "
+                  "levels and per-level CSA are n/a", flush=True)
 
 
 def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_run: bool, started: float,
@@ -340,6 +379,7 @@ def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_r
                 LOGGER.error("sub-%s: the report could not be written (%s)", sub, exc)
     print(f"\nSummary: {len(done)} image(s) of {len(subjects)} participant(s) done, {len(failed)} failed. "
           f"Outputs: {out_dir}")
+    _level_warnings(done, bids_dir, out_dir)
     for path in failed:
         print(f"  FAILED: {path.name}: {reasons.get(path.name, 'no result written')} "
               f"(crash files: {work_dir / 'crashes'})")

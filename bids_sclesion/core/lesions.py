@@ -50,7 +50,8 @@ class LesionStats:
     extent_along_cord_mm: float
     distance_from_top_mm: float | str  # along the centreline, from the highest cord point in the image
     cord_area_mm2: float | str  # cord cross-sectional area through the lesion's centroid
-    vertebral_level: int | str  # level label at the centroid ("n/a" without a level map)
+    vertebral_level: str  # level at the centroid, e.g. "C3" ("n/a" without a level there)
+    vertebral_levels_spanned: str  # every level the lesion touches, superior first, e.g. "C3;C4" ("n/a": none)
     mean_probability: float
     max_probability: float
     confidence: float | str = "n/a"  # share of test-time copies that find the lesion ("n/a" without them)
@@ -102,11 +103,7 @@ def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, 
             position = round(float((len(centerline.points) - 1 - k) * centerline.step_mm), 2)
             along = (cord_mm - centerline.points[k]) @ centerline.tangents[k]
             area = round(float(np.count_nonzero(np.abs(along) < slab_mm / 2) * vox_mm3 / slab_mm), 2)
-        level: int | str = "n/a"
-        if levels is not None:
-            ijk = np.round(np.linalg.inv(affine) @ np.append(centroid, 1.0))[:3].astype(int)
-            if all(0 <= v < n for v, n in zip(ijk, levels.shape)) and levels[tuple(ijk)] > 0:
-                level = int(levels[tuple(ijk)])
+        level, spanned = lesion_levels(idx, centroid, affine, levels)
         confidence: float | str = "n/a"
         if copies is not None:
             found = [(c[sl][local] >= threshold).any() for c in copies]
@@ -122,12 +119,55 @@ def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, 
                 distance_from_top_mm=position,
                 cord_area_mm2=area,
                 vertebral_level=level,
+                vertebral_levels_spanned=spanned,
                 mean_probability=round(float(probs.mean()), 4),
                 max_probability=round(float(probs.max()), 4),
                 confidence=confidence,
             )
         )
     return rows
+
+
+def lesion_levels(idx: np.ndarray, centroid_mm: np.ndarray, affine: np.ndarray,
+                  levels: np.ndarray | None) -> tuple[str, str]:
+    """(level at the centroid, levels spanned) of a lesion's voxels ``idx`` on a level map; n/a without one.
+
+    The centroid's level is that of the nearest cord voxel with a level within 3 mm (a lesion centroid can
+    fall just outside the cord mask, or on its edge).
+    """
+    from .morphometry import level_name
+
+    if levels is None:
+        return "n/a", "n/a"
+    values = levels[tuple(np.asarray(idx).T)]
+    touched = sorted({int(v) for v in values if v > 0})
+    spanned = ";".join(level_name(v) for v in touched) if touched else "n/a"
+    labelled = np.argwhere(levels > 0)
+    if len(labelled) == 0:
+        return "n/a", spanned
+    mm = _to_mm(labelled, affine)
+    distance = np.linalg.norm(mm - centroid_mm, axis=1)
+    k = int(np.argmin(distance))
+    level = level_name(int(levels[tuple(labelled[k])])) if distance[k] <= 3.0 else "n/a"
+    return level, spanned
+
+
+def annotate_levels(rows: list[dict], lesion: np.ndarray, affine: np.ndarray, levels: np.ndarray) -> list[dict]:
+    """Lesion-table rows (dicts from its TSV) with their levels filled from a level map.
+
+    Rows are matched to the lesion mask's components by ``lesion_id`` (the components are numbered as
+    :func:`lesion_table` numbers them).
+    """
+    lab, n = ndimage.label(lesion, CONNECTIVITY)
+    out = []
+    for row in rows:
+        i = int(row["lesion_id"])
+        idx = np.argwhere(lab == i)
+        if i > n or len(idx) == 0:
+            raise ValueError(f"lesion {i} of the table is not in the lesion mask")
+        level, spanned = lesion_levels(idx, _to_mm(idx, affine).mean(axis=0), affine, levels)
+        out.append({**row, "vertebral_level": level, "vertebral_levels_spanned": spanned})
+    return out
 
 
 def voxel_uncertainty(copies: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ into the skull base. The profile, normalised by its local mean and spread, is ma
 profile of the PAM50 template (``data/vertebrae/pam50_anterior_profile.json``, made by
 ``scripts/make_disc_template.py``), stretched by 0.8-1.25 to fit each person's size; the template's discs
 then fall on the image's. The match needs at least 100 mm of profile (a short axial slab gets no levels:
-a wrong level is worse than none) and a correlation of at least :data:`MIN_MATCH`.
+a wrong level is worse than none), a correlation of at least :data:`MIN_MATCH`, and the C2/C3 disc within
+the cord's extent (below C2 one vertebra looks much like the next).
 
 Disc labels follow the Spinal Cord Toolbox: label n is the disc above vertebra n (C1/C2 = 2, C2/C3 = 3,
 ..., C7/T1 = 8, T1/T2 = 9); level n of the cord lies between disc n and disc n + 1 (C1 = 1, ..., T1 = 8).
@@ -40,6 +41,8 @@ SCALES = np.round(np.arange(0.80, 1.2501, 0.02), 2)
 MIN_OVERLAP_MM = 100.0
 MIN_MATCH = 0.35
 TEMPLATE_FILE = "pam50_anterior_profile.json"
+#: The disc a template match must include for its levels to be given (C2/C3).
+ANCHOR_DISC = 3
 
 
 @dataclass
@@ -176,8 +179,12 @@ def find_discs(image: np.ndarray, affine: np.ndarray, centerline: Centerline, su
         position = (u - offset) * scale
         if 0.0 <= position <= centerline.length_mm:
             discs.append(Disc(label, round(float(position), 2), _point(centerline, position)))
-    if not discs:
-        raise NoDiscFound("the matched template puts no disc within the cord's extent")
+    if ANCHOR_DISC not in {d.label for d in discs}:
+        # Below C2 one vertebra looks much like the next: a match there can be off by whole levels, so the
+        # levels are only given when the match includes the craniocervical junction.
+        raise NoDiscFound(f"the field of view does not show the C2/C3 disc with the cord (the match puts the "
+                          f"cord's top near disc {max((d.label for d in discs), default='none')}); without it "
+                          f"the levels could be off by whole vertebrae")
     return DiscMatch(discs, round(r, 3), scale, "template")
 
 

@@ -8,7 +8,8 @@ import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, traits
 
 from ..derivatives import SourceName, mask_sidecar
-from ..utils.io import copy_file, write_json, write_nifti
+from ..core.morphometry import level_name
+from ..utils.io import copy_file, write_json, write_nifti, write_text
 
 
 class _SourceSinkInputSpec(BaseInterfaceInputSpec):
@@ -28,6 +29,11 @@ class _SinkInputSpec(_SourceSinkInputSpec):
     model_version = traits.Str(mandatory=True)
     stage2_model_name = traits.Str(desc="cascade: the model that segmented the straightened cord")
     lesion_uncertainty = File(exists=True, desc="optional voxel-wise uncertainty of the lesion probability")
+    level_map = File(exists=True, mandatory=True, desc="vertebral level of each cord voxel")
+    disc_table = File(exists=True, mandatory=True)
+    csa_table = File(exists=True, mandatory=True)
+    level_table = File(exists=True, mandatory=True)
+    levels_info = traits.Str("{}", usedefault=True, desc="JSON: how the levels were found, or why not")
     threshold = traits.Float(0.5, usedefault=True)
     provenance = traits.Str("", usedefault=True, desc="JSON: models (name, version, SHA-256), settings, revision")
 
@@ -71,10 +77,24 @@ class DerivativesSink(SimpleInterface):
             write_json(mask_sidecar(source, key, model, self.inputs.threshold, provenance),
                        target.with_name(target.name.replace(".nii.gz", ".json")))
             written.append(str(target))
-        table = copy_file(self.inputs.lesion_table, targets["lesion_table"])
-        write_json(mask_sidecar(source, "lesion_table", model, self.inputs.threshold, provenance),
-                   table.with_suffix(".json"))
-        written.append(str(table))
+        levels_info = json.loads(self.inputs.levels_info)
+        img = nib.load(self.inputs.level_map)
+        out = nib.Nifti1Image(np.asarray(img.dataobj).astype(np.uint8), img.affine)
+        out.set_qform(img.affine, code=1)
+        out.set_sform(img.affine, code=1)
+        out.header.set_xyzt_units("mm", "sec")
+        target = targets["level_map"]
+        write_nifti(out, target)
+        write_json({**mask_sidecar(source, "level_map", model, self.inputs.threshold, provenance),
+                    "VertebralLabelling": levels_info}, target.with_name(target.name.replace(".nii.gz", ".json")))
+        write_text("index\tname\n" + "".join(f"{k}\t{level_name(k)}\n" for k in range(1, 25)),
+                   target.with_name(target.name.replace(".nii.gz", ".tsv")))
+        written.append(str(target))
+        for key in ("lesion_table", "disc_table", "csa_table", "level_table"):
+            table = copy_file(getattr(self.inputs, key), targets[key])
+            write_json(mask_sidecar(source, key, model, self.inputs.threshold, provenance),
+                       table.with_suffix(".json"))
+            written.append(str(table))
         self._results["out_files"] = written
         return runtime
 

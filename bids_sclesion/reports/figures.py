@@ -132,3 +132,38 @@ def _save_row(panels, aspect, window, target: Path, aspects=None) -> Path:
         fig.savefig(tmp, format="png", dpi=110, facecolor="black")
     plt.close(fig)
     return target
+
+
+def levels_sagittal(view: View, levels: np.ndarray, names: dict[int, str], target: Path) -> Path:
+    """The sagittal slice through most of the cord with each vertebral level coloured and named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..utils.io import atomic_path
+
+    x = int(np.argmax(view.cord.sum(axis=(1, 2)))) if view.cord.any() else view.image.shape[0] // 2
+    margin_vox = [max(1, int(round(25 / z))) for z in view.zooms]
+    box = _crop_box(view.cord, (0, margin_vox[1], margin_vox[2]))
+    image2d = view.image[x][box[1], box[2]]
+    level2d = levels[x][box[1], box[2]]
+    window = _window(view.image, _neighbourhood(view.cord, 3))
+    fig, ax = plt.subplots(figsize=(3.6, 6.0))
+    ax.imshow(image2d.T, cmap="gray", origin="lower", vmin=window[0], vmax=window[1],
+              aspect=view.zooms[2] / view.zooms[1], interpolation="nearest")
+    shown = np.ma.masked_equal(level2d.astype(float), 0)
+    ax.imshow(shown.T, cmap="tab20", vmin=1, vmax=20, alpha=0.55, origin="lower",
+              aspect=view.zooms[2] / view.zooms[1], interpolation="nearest")
+    for value in np.unique(level2d[level2d > 0]):
+        ys, zs = np.nonzero(level2d == value)
+        ax.text(ys.max() + 3, zs.mean(), names.get(int(value), str(value)), color="white", fontsize=8,
+                va="center")
+    ax.set_title(f"vertebral levels, x={x}", fontsize=8, color="white")
+    ax.set_axis_off()
+    fig.patch.set_facecolor("black")
+    fig.tight_layout(pad=0.3)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, facecolor="black")
+    plt.close(fig)
+    return target

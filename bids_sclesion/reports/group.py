@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..core.morphometry import LEVEL_NAMES
 from ..derivatives import source_of_lesion_table
+from ..group import collect_level_rows
 from ..utils.io import atomic_path, write_text
 
 
@@ -76,6 +78,39 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
         ax.set_title("Where lesions lie along the cord")
 
     made.append(("Lesions along the cord", _figure(figures / "group_lesion_positions.png", histogram)))
+    level_rows = collect_level_rows(out_dir, rows)
+    order = {name: label for label, name in LEVEL_NAMES.items()}
+    names = sorted({r["vertebral_level"] for r in level_rows}, key=lambda n: order.get(n, 99))
+
+    def by_level(ax):
+        suffixes = sorted({r["suffix"] for r in level_rows})
+        bottom = np.zeros(len(names))
+        for suffix in suffixes:
+            counts = np.array([sum(int(r["n_lesions"]) for r in level_rows
+                                   if r["vertebral_level"] == n and r["suffix"] == suffix) for n in names])
+            ax.bar(np.arange(len(names)), counts, bottom=bottom, label=suffix)
+            bottom += counts
+        ax.set_xticks(np.arange(len(names)), names)
+        ax.set_ylabel("lesions (all subjects and sessions)")
+        ax.set_title("Lesions by vertebral level (level of each lesion's centroid)")
+        if suffixes:
+            ax.legend(fontsize=7)
+        if not names:
+            ax.text(0.5, 0.5, "no image has vertebral levels", ha="center", transform=ax.transAxes)
+
+    made.append(("Lesions by vertebral level", _figure(figures / "group_lesions_by_level.png", by_level)))
+
+    def csa_by_level(ax):
+        data = [[float(r["csa_mean_mm2"]) for r in level_rows if r["vertebral_level"] == n] for n in names]
+        if names:
+            ax.boxplot(data, positions=np.arange(len(names)))
+            ax.set_xticks(np.arange(len(names)), names)
+        ax.axhspan(65, 85, color="#5cb85c", alpha=0.15, label="healthy adult C2-C3, published range")
+        ax.set_ylabel("mean CSA (mm²)")
+        ax.set_title("Cord cross-sectional area by vertebral level (one value per image)")
+        ax.legend(fontsize=7)
+
+    made.append(("Cord area by vertebral level", _figure(figures / "group_csa_by_level.png", csa_by_level)))
     esc = html.escape
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>bids_sclesion group report</title>"
              "<style>body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1000px}"
@@ -83,7 +118,8 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
              "th{background:#f3f3f3}img{max-width:100%}.warning{background:#fff4e5;padding:.4em .8em}</style>"
              "</head><body>",
              f"<h1>Group report</h1><p>bids_sclesion {esc(__version__)}; {len(subjects)} subject(s), "
-             f"<span id='n-images'>{len(rows)}</span> image(s). Tables: <code>group_lesions.tsv</code>"
+             f"<span id='n-images'>{len(rows)}</span> image(s). Tables: <code>group_lesions.tsv</code>, "
+             "<code>group_levels.tsv</code>"
              f"{', <code>group_longitudinal.tsv</code>, <code>group_lesion_changes.tsv</code>' if longitudinal else ''}."
              "</p>"]
     for problem in problems:
@@ -122,10 +158,11 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
                                                                         "disappeared")) + "</tr>")
         parts.append("</table>")
     parts.append("<h2>Images</h2><table><tr><th>subject</th><th>session</th><th>image</th><th>lesions</th>"
-                 "<th>volume (mm³)</th><th>report</th></tr>")
+                 "<th>volume (mm³)</th><th>levels</th><th>C2-C3 CSA (mm²)</th><th>report</th></tr>")
     for r in rows:
         parts.append(f"<tr><td>{esc(r['participant_id'])}</td><td>{esc(r['session_id'])}</td>"
                      f"<td>{esc(r['source'])}</td><td>{r['n_lesions']}</td><td>{r['total_lesion_volume_mm3']}</td>"
+                     f"<td>{esc(str(r.get('levels', 'n/a')))}</td><td>{esc(str(r.get('csa_c2c3_mm2', 'n/a')))}</td>"
                      f"<td><a href='{esc(r['participant_id'])}.html'>{esc(r['participant_id'])}.html</a></td></tr>")
     parts.append("</table></body></html>")
     target = out_dir / "group.html"

@@ -19,7 +19,7 @@ import numpy as np
 from .. import __version__
 from ..derivatives import SourceName
 from ..utils.io import write_text
-from .figures import View, axial_mosaic, sagittal_mosaic, straight_panel
+from .figures import View, axial_mosaic, levels_sagittal, sagittal_mosaic, straight_panel
 
 LOGGER = logging.getLogger("bids_sclesion.reports")
 
@@ -35,6 +35,7 @@ class ImageSection:
     lesions: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     model: dict = field(default_factory=dict)
+    levels: list[dict] = field(default_factory=list)  # rows of the per-level table
     failed: str | None = None  # why no result exists
 
 
@@ -91,6 +92,22 @@ def build_image_section(source_path: Path, bids_dir: Path, out_dir: Path) -> Ima
                             _rel(sagittal_mosaic(view, figures / f"{stem}_sagittal.png"), out_dir)))
     section.figures.append(("Axial slices through the lesions",
                             _rel(axial_mosaic(view, figures / f"{stem}_axial.png"), out_dir)))
+    with open(outputs["level_table"], newline="") as fh:
+        section.levels = list(csv.DictReader(fh, delimiter="\t"))
+    level_sidecar = outputs["level_map"].with_name(outputs["level_map"].name.replace(".nii.gz", ".json"))
+    labelling = json.loads(level_sidecar.read_text()).get("VertebralLabelling", {}) if level_sidecar.exists() else {}
+    if labelling.get("Method") == "none":
+        section.warnings.append(f"No vertebral level: {labelling.get('Reason', 'unknown')}. Lesion levels and "
+                                "per-level CSA are n/a for this image.")
+    else:
+        from ..core.morphometry import LEVEL_NAMES
+
+        levels, _ = _canonical(outputs["level_map"])
+        how = ("from the user's disc labels" if labelling.get("Method") == "user" else
+               f"template match, correlation {labelling.get('Correlation')}")
+        section.figures.append((f"Vertebral levels of the cord ({how})",
+                                _rel(levels_sagittal(view, np.rint(levels).astype(int), LEVEL_NAMES,
+                                                     figures / f"{stem}_levels.png"), out_dir)))
     warp = source.warps(out_dir)["to_straight_xfm"]
     if warp.exists():
         straight = _straighten(source_path, outputs["lesion_mask"], warp)
@@ -174,6 +191,7 @@ th{background:#f3f3f3}.meta{font-size:.85em;color:#555}
 
 _COLUMNS = [("lesion_id", "lesion"), ("volume_mm3", "volume (mm³)"), ("extent_along_cord_mm", "length (mm)"),
             ("distance_from_top_mm", "from top (mm)"), ("vertebral_level", "level"),
+            ("vertebral_levels_spanned", "levels spanned"),
             ("cord_area_mm2", "cord area (mm²)"), ("mean_probability", "mean p"), ("confidence", "confidence")]
 
 
@@ -235,6 +253,15 @@ def render_html(subject: str, sections: list[ImageSection], about: dict | None =
             for row in s.lesions:
                 parts.append("<tr>" + "".join(f"<td>{esc(str(row.get(c, 'n/a')))}</td>" for c, _ in _COLUMNS)
                              + "</tr>")
+            parts.append("</table>")
+        if s.levels:
+            parts.append("<table class='levels'><tr><th>level</th><th>CSA mean (mm²)</th><th>CSA SD (mm²)</th>"
+                         "<th>length (mm)</th><th>cord volume (mm³)</th><th>lesions</th><th>lesion volume (mm³)</th>"
+                         "</tr>")
+            for row in s.levels:
+                parts.append("<tr>" + "".join(f"<td>{esc(str(row.get(c, 'n/a')))}</td>" for c in (
+                    "vertebral_level", "csa_mean_mm2", "csa_sd_mm2", "length_mm", "cord_volume_mm3", "n_lesions",
+                    "lesion_volume_mm3")) + "</tr>")
             parts.append("</table>")
         parts.append("</section>")
     parts.extend(_about_html(about or {}))

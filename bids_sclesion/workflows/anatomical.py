@@ -9,6 +9,7 @@ from ..__about__ import __results_revision__
 from ..core.lesions import DEFAULT_MIN_LESION_MM3
 from ..interfaces.bids import DerivativesSink, WarpsSink
 from ..interfaces.image import N4BiasCorrection, ResampleToOriginal, Reorient
+from ..interfaces.morphometry import CordMorphometry
 from ..interfaces.segmentation import PostprocessLesions, SegmentCordLesion, SegmentStraightened
 from ..interfaces.straighten import CheckSpinalCord, CordStraighteningWarps
 
@@ -32,6 +33,7 @@ def init_anat_lesion_wf(
     cord_fusion: str = "mean",
     tta: bool = False,
     provenance: str = "",
+    disc_labels: str | None = None,
     name: str = "anat_lesion_wf",
 ) -> pe.Workflow:
     """Segment the cord and MS lesions of one anatomical image.
@@ -45,6 +47,8 @@ def init_anat_lesion_wf(
     probabilities (stage 1 has seen real cords, stage 2 works at 0.5 mm);
     ``"stage2"`` keeps stage 2's alone. ``tta`` adds stage-2 predictions on
     flipped copies: a voxel uncertainty map and a confidence per lesion.
+    ``disc_labels`` (the user's disc labels of this image) replace the
+    template-matched discs for its vertebral levels.
 
     Inputs are fixed at construction (one workflow per image) so that the
     work directory caches each node by the image's content.
@@ -67,6 +71,12 @@ def init_anat_lesion_wf(
     split = pe.Node(niu.Split(splits=[1, 1], squeeze=True), name="split_probabilities", run_without_submitting=True)
     post = pe.Node(PostprocessLesions(threshold=threshold, min_lesion_mm3=min_lesion_mm3), name="postprocess_lesions",
                    mem_gb=0.5)
+    from ..derivatives import SourceName
+
+    morphometry = pe.Node(CordMorphometry(suffix=SourceName(source_file, bids_dir).suffix), name="cord_morphometry",
+                          mem_gb=0.5)
+    if disc_labels:
+        morphometry.inputs.disc_labels = disc_labels
     sink = pe.Node(
         DerivativesSink(bids_dir=bids_dir, out_dir=output_dir, threshold=threshold, provenance=provenance),
         name="ds_lesions",
@@ -96,7 +106,13 @@ def init_anat_lesion_wf(
         (inputnode, to_original, [("source_file", "reference")]),
         (to_original, split, [("out_files", "inlist")]),
         (inputnode, sink, [("source_file", "source_file")]),
-        (post, sink, [("cord_mask", "cord_mask"), ("lesion_mask", "lesion_mask"), ("lesion_table", "lesion_table")]),
+        (post, sink, [("cord_mask", "cord_mask"), ("lesion_mask", "lesion_mask")]),
+        (inputnode, morphometry, [("source_file", "source_file")]),
+        (post, morphometry, [("cord_mask", "cord_mask"), ("lesion_mask", "lesion_mask"),
+                             ("lesion_table", "lesion_table")]),
+        (morphometry, sink, [("lesion_table", "lesion_table"), ("level_map", "level_map"),
+                             ("disc_table", "disc_table"), ("csa_table", "csa_table"),
+                             ("level_table", "level_table"), ("levels_info", "levels_info")]),
         (segment, sink, [("model_name", "model_name"), ("model_version", "model_version")]),
     ])  # fmt: skip
     if not stage2_model:

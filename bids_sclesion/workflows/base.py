@@ -23,9 +23,11 @@ def init_single_subject_wf(
     subject: str, images: list[str], *, bids_dir: str, output_dir: str, model: str, model_hash: str,
     device: str, omp_nthreads: int, threshold: float = 0.5, min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3,
     stage2_model: str | None = None, stage2_model_hash: str = "", cord_fusion: str = "mean", tta: bool = False,
-    provenance: str = "",
+    provenance: str = "", disc_labels: dict[str, str] | None = None,
 ) -> pe.Workflow:
-    """All anatomical images of one subject (all sessions); ``provenance`` (JSON) goes into every sidecar."""
+    """All anatomical images of one subject (all sessions); ``provenance`` (JSON) goes into every sidecar.
+
+    ``disc_labels`` maps an image to the user's disc labels for it."""
     wf = pe.Workflow(name=f"single_subject_{_node_name(subject)}_wf")
     for image in images:
         wf.add_nodes([
@@ -33,7 +35,8 @@ def init_single_subject_wf(
                 source_file=image, bids_dir=bids_dir, output_dir=output_dir, model=model, model_hash=model_hash,
                 device=device, omp_nthreads=omp_nthreads, threshold=threshold, min_lesion_mm3=min_lesion_mm3,
                 stage2_model=stage2_model, stage2_model_hash=stage2_model_hash, cord_fusion=cord_fusion,
-                tta=tta, provenance=provenance, name=image_workflow_name(image),
+                tta=tta, provenance=provenance, disc_labels=(disc_labels or {}).get(image),
+                name=image_workflow_name(image),
             )
         ])
     return wf
@@ -43,7 +46,7 @@ def init_bids_sclesion_wf(
     subjects: dict[str, list[str]], *, bids_dir: str, output_dir: str, work_dir: str, model: str,
     model_hash: str, device: str = "auto", omp_nthreads: int = 1, threshold: float = 0.5,
     min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3, stage2_model: str | None = None, stage2_model_hash: str = "",
-    cord_fusion: str = "mean", tta: bool = False, provenance: str = "",
+    cord_fusion: str = "mean", tta: bool = False, provenance: str = "", disc_labels: dict[str, str] | None = None,
 ) -> pe.Workflow:
     """The participant-level workflow for the selected ``subjects`` -> image lists."""
     wf = pe.Workflow(name="bids_sclesion_wf")
@@ -56,7 +59,8 @@ def init_bids_sclesion_wf(
                                    model_hash=model_hash, device=device, omp_nthreads=omp_nthreads,
                                    threshold=threshold, min_lesion_mm3=min_lesion_mm3,
                                    stage2_model=stage2_model, stage2_model_hash=stage2_model_hash,
-                                   cord_fusion=cord_fusion, tta=tta, provenance=provenance)
+                                   cord_fusion=cord_fusion, tta=tta, provenance=provenance,
+                                   disc_labels=disc_labels)
         ])
     return wf
 
