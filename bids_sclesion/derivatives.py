@@ -47,10 +47,13 @@ class SourceName:
         return Path(root) / Path(self.relpath).parent
 
 
-    def derivative(self, root, *, space: str | None = None, label: str | None = None, suffix: str, ext: str) -> Path:
+    def derivative(self, root, *, space: str | None = None, label: str | None = None, suffix: str, ext: str,
+                   seg: str | None = None) -> Path:
         parts = [self.entities]
         if space:
             parts.append(f"space-{space}")
+        if seg:
+            parts.append(f"seg-{seg}")
         if label:
             parts.append(f"label-{label}")
         parts.append(f"desc-{self.suffix}")
@@ -62,7 +65,7 @@ class SourceName:
             "cord_mask": self.derivative(root, space="orig", label="SC", suffix="mask", ext=".nii.gz"),
             "lesion_prob": self.derivative(root, space="orig", label="lesion", suffix="probseg", ext=".nii.gz"),
             "lesion_table": self.derivative(root, suffix="lesions", ext=".tsv"),
-            "level_map": self.derivative(root, space="orig", label="vertebral", suffix="dseg", ext=".nii.gz"),
+            "level_map": self.derivative(root, space="orig", seg="vertebral", suffix="dseg", ext=".nii.gz"),
             "disc_table": self.derivative(root, suffix="discs", ext=".tsv"),
             "csa_table": self.derivative(root, suffix="csa", ext=".tsv"),
             "level_table": self.derivative(root, suffix="levels", ext=".tsv"),
@@ -177,7 +180,7 @@ def mask_sidecar(source: SourceName, kind: str, model: dict, threshold: float, p
             "cord_area_mm2": {"Description": "Cross-sectional area of the cord mask (lesions included) in the "
                               "plane through the lesion centroid perpendicular to the centreline", "Units": "mm^2"},
             "vertebral_level": {"Description": "Vertebral level at the lesion centroid (C1 ... C7, T1 ...), from "
-                                "the image's level map (*_label-vertebral_dseg); n/a where no level could be "
+                                "the image's level map (*_seg-vertebral_dseg); n/a where no level could be "
                                 "given (see the level map's sidecar)"},
             "vertebral_levels_spanned": {"Description": "Every vertebral level the lesion's voxels touch, superior "
                                          "first, separated by ';'; n/a where none"},

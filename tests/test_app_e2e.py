@@ -98,6 +98,24 @@ def test_group_level(app_run, synth_two_subjects):
         assert int(row["n_lesions"]) == len(lesions)
         assert float(row["total_lesion_volume_mm3"]) == pytest.approx(sum(float(r["volume_mm3"]) for r in lesions), abs=0.05)
         assert float(row["cord_volume_mm3"]) > 1000
+        # levels and CSA: what the image's own tables say, carried into the group tables
+        csa = list(csv.DictReader((out / sub / "anat" / f"{sub}_desc-{suffix}_csa.tsv").open(), delimiter="\t"))
+        inner = csa[len(csa) // 10: -(len(csa) // 10)]  # the mask's capped ends are partial slices
+        assert inner and all(20 < float(r["csa_mm2"]) < 150 for r in inner), "cord-sized areas"
+        levels = list(csv.DictReader((out / sub / "anat" / f"{sub}_desc-{suffix}_levels.tsv").open(),
+                                     delimiter="\t"))
+        c2c3 = [float(r["csa_mm2"]) for r in csa if r["vertebral_level"] in ("C2", "C3")]
+        assert row["csa_c2c3_mm2"] == (f"{np.mean(c2c3):.2f}".rstrip("0").rstrip(".") if c2c3 else "n/a") or \
+            float(row["csa_c2c3_mm2"]) == pytest.approx(np.mean(c2c3), abs=0.01)
+        assert row["levels"] == (f"{levels[0]['vertebral_level']}-{levels[-1]['vertebral_level']}" if levels else "n/a")
+        assert sum(int(r["n_lesions"]) for r in levels) == sum(1 for r in lesions if r["vertebral_level"] != "n/a")
+        assert all(r["vertebral_levels_spanned"] for r in lesions)
+    per_level = list(csv.DictReader((out / "group_levels.tsv").open(), delimiter="\t"))
+    assert per_level, "the bundled synthetic subjects have levels in at least one image"
+    page = (out / "group.html").read_text()
+    assert "figures/group_lesions_by_level.png" in page and "C2-C3 CSA" in page
+    subject_page = (out / "sub-02.html").read_text()
+    assert "_levels.png" in subject_page or "No vertebral level" in subject_page
 
 
 def test_one_bad_image_does_not_stop_the_others(synth_two_subjects, tmp_path, capsys):
@@ -291,3 +309,42 @@ def test_output_tree_is_the_one_circleci_expects(app_run, synth_two_subjects):
     expected = script.with_name("expected_outputs.txt")
     proc = subprocess.run(["bash", str(script), str(out), str(expected)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_user_disc_labels_replace_the_template_and_another_grid_is_refused(synth_two_subjects, tmp_path, capsys):
+    """--derivatives: SCT-style disc labels set the levels; a label file on another grid fails that image only."""
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(synth_two_subjects, bids)
+    labels = tmp_path / "discs"
+    for sub, grid_ok in (("01", True), ("02", False)):
+        src = nib.load(str(bids / f"sub-{sub}" / "anat" / f"sub-{sub}_T2w.nii.gz"))
+        cord = np.asarray(nib.load(str(bids / "derivatives" / "labels" / f"sub-{sub}" / "anat" /
+                                       f"sub-{sub}_T2w_seg-manual.nii.gz")).dataobj) > 0
+        idx = np.argwhere(cord)
+        axis = int(np.argmax(idx.max(0) - idx.min(0)))  # the cord's long voxel axis
+        data = np.zeros(src.shape, np.uint8)
+        lo, hi = idx[:, axis].min(), idx[:, axis].max()
+        for value, frac in ((4, 0.25), (5, 0.5), (6, 0.75)):
+            k = int(lo + frac * (hi - lo))
+            data[tuple(idx[np.argmin(np.abs(idx[:, axis] - k))])] = value
+        affine = src.affine if grid_ok else src.affine @ np.diag([2.0, 2.0, 2.0, 1.0])
+        target = labels / f"sub-{sub}" / "anat" / f"sub-{sub}_T2w_labels-disc-manual.nii.gz"
+        target.parent.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(data, affine), str(target))
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--contrast", "T2w",
+                 "--skip-bids-validation", "--nprocs", "2", "--derivatives", str(labels)])
+    printed = capsys.readouterr().out
+    assert code == 1
+    line = next(ln for ln in printed.splitlines() if "FAILED: sub-02_T2w.nii.gz" in ln)
+    assert "sub-02_T2w_labels-disc-manual.nii.gz" in line and "voxel grid" in line, line
+    anat = out / "sub-01" / "anat"
+    sidecar = json.loads((anat / "sub-01_space-orig_seg-vertebral_desc-T2w_dseg.json").read_text())
+    assert sidecar["VertebralLabelling"]["Method"] == "user"
+    discs = list(csv.DictReader((anat / "sub-01_desc-T2w_discs.tsv").open(), delimiter="\t"))
+    assert [d["name"] for d in discs] == ["C3/C4", "C4/C5", "C5/C6"] and {d["method"] for d in discs} == {"user"}
+    levels = [r["vertebral_level"] for r in csv.DictReader((anat / "sub-01_desc-T2w_levels.tsv").open(),
+                                                            delimiter="\t")]
+    assert levels == ["C3", "C4", "C5", "C6"]
