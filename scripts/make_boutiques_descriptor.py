@@ -38,7 +38,7 @@ def _input(action: argparse.Action) -> dict:
     if action.type in (int, float):
         entry["type"] = "Number"
         entry["integer"] = action.type is int
-    elif action.dest in ("bids_dir", "output_dir", "work_dir", "bids_database_dir", "bids_filter_file",
+    elif action.dest in ("bids_dir", "output_dir", "work_dir", "bids_database_dir", "bids_filter_file", "derivatives",
                          "use_plugin"):
         entry["type"] = "File"
     else:
@@ -65,7 +65,7 @@ def build_descriptor() -> dict:
         "command-line": f"bids_sclesion {keys}",
         "schema-version": "0.5",
         "inputs": inputs,
-        "output-files": [{"id": "derivatives", "name": "BIDS-Derivatives folder", "path-template": "[OUTPUT_DIR]",
+        "output-files": [{"id": "output_dataset", "name": "BIDS-Derivatives folder", "path-template": "[OUTPUT_DIR]",
                           "optional": False}],
         "tags": {"domain": ["neuroinformatics", "mri", "spinal cord", "multiple sclerosis"]},
         "suggested-resources": {"cpu-cores": 2, "ram": 4, "walltime-estimate": 120},

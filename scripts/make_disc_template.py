@@ -9,7 +9,6 @@ position of each disc label along it.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -46,7 +46,6 @@ def test_tilted_cylinder_area_is_corrected_for_its_angle(tilt_deg):
 
 
 def test_levels_summarise_the_slices_they_hold():
-    voxel = 1.0
     cord = np.zeros((20, 20, 60), bool)
     cord[7:13, 8:12, 5:55] = True  # 6 x 4 mm rectangle: 24 mm2
     levels = np.zeros(cord.shape, np.uint8)

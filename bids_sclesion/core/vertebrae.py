@@ -40,6 +40,8 @@ SCALES = np.round(np.arange(0.80, 1.2501, 0.02), 2)
 #: Least profile length matched (mm) and least correlation for the levels to be given.
 MIN_OVERLAP_MM = 100.0
 MIN_MATCH = 0.35
+#: Least lead of the best fit over any fit that numbers the vertebrae differently (see :func:`match_margin`).
+MIN_MARGIN = 0.05
 TEMPLATE_FILE = "pam50_anterior_profile.json"
 #: The disc a template match must include for its levels to be given (C2/C3).
 ANCHOR_DISC = 3
@@ -58,6 +60,7 @@ class DiscMatch:
     correlation: float  # of the normalised profiles at the best fit
     scale: float  # this person's disc spacing / the template's
     method: str  # "template" or "user"
+    margin: float = 0.0  # correlation of the best fit minus that of the best fit numbering differently
 
 
 class NoDiscFound(ValueError):
@@ -122,9 +125,10 @@ def disc_template() -> dict:
     return data
 
 
-def match_template(profile: np.ndarray, template: np.ndarray, step_mm: float = 1.0, sign: float = 1.0
-                   ) -> tuple[float, float, float]:
-    """Best (correlation, scale, offset_mm): image position s matches template position s / scale + offset.
+def match_candidates(profile: np.ndarray, template: np.ndarray, step_mm: float = 1.0, sign: float = 1.0
+                     ) -> np.ndarray:
+    """Every fit tried, as rows (correlation, scale, offset_mm): image position s matches template position
+    s / scale + offset.
 
     Both profiles are normalised and sampled every ``step_mm``; every stretch in :data:`SCALES` and every
     shift that overlaps at least :data:`MIN_OVERLAP_MM` is tried.
@@ -134,8 +138,8 @@ def match_template(profile: np.ndarray, template: np.ndarray, step_mm: float = 1
     t_axis = np.arange(len(template)) * step_mm
     t_filled = np.nan_to_num(template)
     t_valid = np.isfinite(template).astype(float)
-    best = (-np.inf, 1.0, 0.0)
     need = MIN_OVERLAP_MM / step_mm
+    rows = []
     for scale in SCALES:
         u0 = s / scale
         for offset in np.arange(-u0[-1], t_axis[-1], step_mm):
@@ -148,10 +152,30 @@ def match_template(profile: np.ndarray, template: np.ndarray, step_mm: float = 1
                 continue
             x, y = profile[ok], sign * np.interp(u[ok], t_axis, t_filled)
             x, y = x - x.mean(), y - y.mean()
-            r = float((x @ y) / (np.sqrt((x @ x) * (y @ y)) + 1e-12))
-            if r > best[0]:
-                best = (r, float(scale), float(offset))
-    return best
+            rows.append((float((x @ y) / (np.sqrt((x @ x) * (y @ y)) + 1e-12)), float(scale), float(offset)))
+    return np.array(rows) if rows else np.zeros((0, 3))
+
+
+def match_template(profile: np.ndarray, template: np.ndarray, step_mm: float = 1.0, sign: float = 1.0
+                   ) -> tuple[float, float, float]:
+    """The best fit of :func:`match_candidates`: (correlation, scale, offset_mm)."""
+    rows = match_candidates(profile, template, step_mm, sign)
+    if len(rows) == 0:
+        return (-np.inf, 1.0, 0.0)
+    r, scale, offset = rows[int(np.argmax(rows[:, 0]))]
+    return float(r), float(scale), float(offset)
+
+
+def match_margin(rows: np.ndarray, anchor_u: float, min_shift_mm: float = 8.0) -> float:
+    """How much better the best fit is than the best one that puts the anchor disc elsewhere.
+
+    A fit maps template position ``anchor_u`` to image position (anchor_u - offset) * scale; fits that put it
+    more than ``min_shift_mm`` away from the best fit's position would number the vertebrae differently.
+    """
+    best = rows[int(np.argmax(rows[:, 0]))]
+    position = (anchor_u - rows[:, 2]) * rows[:, 1]
+    other = np.abs(position - (anchor_u - best[2]) * best[1]) > min_shift_mm
+    return float(best[0] - rows[other, 0].max()) if other.any() else float(best[0])
 
 
 def find_discs(image: np.ndarray, affine: np.ndarray, centerline: Centerline, suffix: str) -> DiscMatch:
@@ -170,10 +194,17 @@ def find_discs(image: np.ndarray, affine: np.ndarray, centerline: Centerline, su
     t_profile = np.interp(np.arange(0, len(template["profile"]) * template["step_mm"], step),
                           np.arange(len(template["profile"])) * template["step_mm"], template["profile"])
     sign = -1.0 if suffix in DARK_DISC_CONTRASTS else 1.0
-    r, scale, offset = match_template(profile, t_profile, step, sign)
+    rows = match_candidates(profile, t_profile, step, sign)
+    if len(rows) == 0:
+        raise NoDiscFound("the profile in front of the cord overlaps the template nowhere long enough")
+    r, scale, offset = (float(v) for v in rows[int(np.argmax(rows[:, 0]))])
+    margin = match_margin(rows, template["discs"][ANCHOR_DISC])
     if not r >= MIN_MATCH:
         raise NoDiscFound(f"the spine in front of the cord does not match the template well enough to number "
                           f"the vertebrae (correlation {r:.2f} < {MIN_MATCH})")
+    if margin < MIN_MARGIN:
+        raise NoDiscFound(f"the vertebrae could be numbered in more than one way (the best match, correlation "
+                          f"{r:.2f}, beats one that shifts the levels by only {margin:.3f} < {MIN_MARGIN})")
     discs = []
     for label, u in sorted(template["discs"].items()):
         position = (u - offset) * scale
@@ -185,7 +216,7 @@ def find_discs(image: np.ndarray, affine: np.ndarray, centerline: Centerline, su
         raise NoDiscFound(f"the field of view does not show the C2/C3 disc with the cord (the match puts the "
                           f"cord's top near disc {max((d.label for d in discs), default='none')}); without it "
                           f"the levels could be off by whole vertebrae")
-    return DiscMatch(discs, round(r, 3), scale, "template")
+    return DiscMatch(discs, round(r, 3), scale, "template", round(margin, 3))
 
 
 def discs_from_labels(labels: np.ndarray, affine: np.ndarray, centerline: Centerline) -> list[Disc]:
