@@ -84,3 +84,13 @@ def test_group_level_reports_new_and_enlarging_lesions(tmp_path):
     assert int(rows[0]["n_disappeared"]) == sum(c["status"] == "disappeared" for c in specks), rows[0]
     page = (out / "group.html").read_text()
     assert "Change between sessions" in page and (out / "figures" / "group_lesion_positions.png").exists()
+    # the C2-C3 CSA change: computed from each session's own C2-C3 figure in the group table, or n/a
+    by_session = {r["session_id"]: r["csa_c2c3_mm2"]
+                  for r in csv.DictReader((out / "group_lesions.tsv").open(), delimiter="\t")}
+    assert rows[0]["csa_c2c3_earlier_mm2"] == by_session["ses-01"]
+    assert rows[0]["csa_c2c3_later_mm2"] == by_session["ses-02"]
+    if "n/a" in by_session.values():
+        assert rows[0]["csa_c2c3_change_percent"] == "n/a"
+    else:
+        a, b = float(by_session["ses-01"]), float(by_session["ses-02"])
+        assert float(rows[0]["csa_c2c3_change_percent"]) == pytest.approx(100 * (b - a) / a, abs=0.01)

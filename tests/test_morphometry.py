@@ -64,3 +64,24 @@ def test_levels_summarise_the_slices_they_hold():
 
 def test_empty_mask_has_no_slices():
     assert cord_csa(np.zeros((5, 5, 5), bool), np.eye(4)) == []
+
+
+def test_an_image_without_levels_is_named_in_a_warning(tmp_path, capsys):
+    """The participant summary names each processed image that got no vertebral level, and why."""
+    import json
+
+    from bids_sclesion.cli.run import _level_warnings
+
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    source = bids / "sub-01" / "anat" / "sub-01_T2starw.nii.gz"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"")
+    sidecar = out / "sub-01" / "anat" / "sub-01_space-orig_seg-vertebral_desc-T2starw_dseg.json"
+    sidecar.parent.mkdir(parents=True)
+    sidecar.write_text(json.dumps({"VertebralLabelling": {"Method": "none", "Reason": "only 50 mm of the spine"}}))
+    _level_warnings([source], bids, out)
+    printed = capsys.readouterr().out
+    assert "WARNING: sub-01_T2starw.nii.gz: no vertebral level (only 50 mm of the spine)" in printed
+    sidecar.write_text(json.dumps({"VertebralLabelling": {"Method": "template", "Correlation": 0.6}}))
+    _level_warnings([source], bids, out)
+    assert capsys.readouterr().out == ""

@@ -159,7 +159,8 @@ def levels_sagittal(view: View, levels: np.ndarray, names: dict[int, str], targe
         ys, zs = np.nonzero(level2d == value)
         ax.text(ys.max() + 3, zs.mean(), names.get(int(value), str(value)), color="white", fontsize=8,
                 va="center")
-    ax.set_title(f"vertebral levels, x={x}", fontsize=8, color="white")
+    title = f"vertebral levels, x={x}" if (level2d > 0).any() else f"no vertebral level, x={x}"
+    ax.set_title(title, fontsize=8, color="white")
     ax.set_axis_off()
     fig.patch.set_facecolor("black")
     fig.tight_layout(pad=0.3)

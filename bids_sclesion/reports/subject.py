@@ -96,18 +96,20 @@ def build_image_section(source_path: Path, bids_dir: Path, out_dir: Path) -> Ima
         section.levels = list(csv.DictReader(fh, delimiter="\t"))
     level_sidecar = outputs["level_map"].with_name(outputs["level_map"].name.replace(".nii.gz", ".json"))
     labelling = json.loads(level_sidecar.read_text()).get("VertebralLabelling", {}) if level_sidecar.exists() else {}
+    from ..core.morphometry import LEVEL_NAMES
+
     if labelling.get("Method") == "none":
         section.warnings.append(f"No vertebral level: {labelling.get('Reason', 'unknown')}. Lesion levels and "
                                 "per-level CSA are n/a for this image.")
+        how = "none could be given"
     else:
-        from ..core.morphometry import LEVEL_NAMES
-
-        levels, _ = _canonical(outputs["level_map"])
         how = ("from the user's disc labels" if labelling.get("Method") == "user" else
                f"template match, correlation {labelling.get('Correlation')}")
-        section.figures.append((f"Vertebral levels of the cord ({how})",
-                                _rel(levels_sagittal(view, np.rint(levels).astype(int), LEVEL_NAMES,
-                                                     figures / f"{stem}_levels.png"), out_dir)))
+    # Always drawn (an empty map shows the slice alone), so every image has the same figures.
+    levels, _ = _canonical(outputs["level_map"])
+    section.figures.append((f"Vertebral levels of the cord ({how})",
+                            _rel(levels_sagittal(view, np.rint(levels).astype(int), LEVEL_NAMES,
+                                                 figures / f"{stem}_levels.png"), out_dir)))
     warp = source.warps(out_dir)["to_straight_xfm"]
     if warp.exists():
         straight = _straighten(source_path, outputs["lesion_mask"], warp)
