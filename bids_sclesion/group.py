@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
 import numpy as np
 
-from .derivatives import source_of_lesion_table
+from .core.morphometry import mean_csa
+from .derivatives import SourceName, source_of_lesion_table
 from .failures import all_failures
-from .utils.io import write_json, write_text
+from .utils.io import tsv_text, write_json, write_text
 
 GROUP_COLUMNS = ("participant_id", "session_id", "source", "suffix", "status", "n_lesions",
                  "total_lesion_volume_mm3", "cord_volume_mm3", "csa_c2c3_mm2", "levels", "failure_reason")
@@ -28,22 +28,22 @@ def _read_tsv(path: Path) -> list[dict]:
 
 def c2c3_csa(csa_table: Path) -> float | str:
     """Mean angle-corrected CSA over the slices at C2 and C3 (the usual atrophy measure); n/a without them."""
-    values = [float(r["csa_mm2"]) for r in _read_tsv(csa_table) if r.get("vertebral_level") in ("C2", "C3")]
-    return round(float(np.mean(values)), 2) if values else "n/a"
+    return mean_csa((r.get("vertebral_level"), float(r["csa_mm2"])) for r in _read_tsv(csa_table))
 
 
 def _failed_rows(out_dir: Path, participant_label, session_label) -> dict[str, dict]:
     """Rows of the images whose latest participant run failed, by source name (no extension)."""
     rows = {}
     for rec in all_failures(out_dir):
-        source = re.sub(r"\.nii(\.gz)?$", "", rec["image"])
-        ses = re.search(r"(?:^|_)ses-([a-zA-Z0-9]+)", source)
-        if participant_label and rec["participant_id"][len("sub-"):] not in participant_label:
+        image = SourceName(rec["image"], ".")
+        ses = image.session
+        if participant_label and image.subject not in participant_label:
             continue
-        if session_label and (not ses or ses.group(1) not in session_label):
+        if session_label and (not ses or ses not in session_label):
             continue
-        rows[source] = {"participant_id": rec["participant_id"], "session_id": f"ses-{ses.group(1)}" if ses else "n/a",
-                        "source": source, "suffix": source.rsplit("_", 1)[-1], "status": "failed",
+        source = f"{image.entities}_{image.suffix}"
+        rows[source] = {"participant_id": rec["participant_id"], "session_id": f"ses-{ses}" if ses else "n/a",
+                        "source": source, "suffix": image.suffix, "status": "failed",
                         "n_lesions": "n/a", "total_lesion_volume_mm3": "n/a", "cord_volume_mm3": "n/a",
                         "csa_c2c3_mm2": "n/a", "levels": "n/a", "failure_reason": rec["reason"].replace("\t", " ").replace("\n", " ")}
     return rows
@@ -65,7 +65,8 @@ def collect_rows(out_dir: Path, participant_label: Sequence[str] | None = None,
             continue  # outputs of an earlier run; the latest one failed
         with open(table, newline="") as fh:
             lesions = list(csv.DictReader(fh, delimiter="\t"))
-        cord_file = source.outputs(out_dir)["cord_mask"]
+        outputs = source.outputs(out_dir)
+        cord_file = outputs["cord_mask"]
         cord_volume = float("nan")
         if cord_file.exists():
             img = nib.load(str(cord_file))
@@ -79,10 +80,10 @@ def collect_rows(out_dir: Path, participant_label: Sequence[str] | None = None,
             "n_lesions": len(lesions),
             "total_lesion_volume_mm3": round(sum(float(r["volume_mm3"]) for r in lesions), 2),
             "cord_volume_mm3": round(cord_volume, 2),
-            "csa_c2c3_mm2": c2c3_csa(source.outputs(out_dir)["csa_table"]),
-            "levels": _level_span(source.outputs(out_dir)["level_table"]),
+            "csa_c2c3_mm2": c2c3_csa(outputs["csa_table"]),
+            "levels": _level_span(outputs["level_table"]),
             "failure_reason": "n/a",
-            "_level_table": source.outputs(out_dir)["level_table"],  # not a column: for the per-level table
+            "_level_table": outputs["level_table"],  # not a column: for the per-level table
         })
     rows.extend(failed.values())
     return sorted(rows, key=lambda r: (r["participant_id"], r["session_id"], r["source"]))
@@ -93,7 +94,7 @@ def _level_span(level_table: Path) -> str:
     return f"{rows[0]['vertebral_level']}-{rows[-1]['vertebral_level']}" if rows else "n/a"
 
 
-def collect_level_rows(out_dir: Path, rows: list[dict]) -> list[dict]:
+def collect_level_rows(rows: list[dict]) -> list[dict]:
     """Per image and vertebral level: lesions (by centroid), mean CSA, length and cord volume."""
     out = []
     for row in rows:
@@ -105,11 +106,11 @@ def collect_level_rows(out_dir: Path, rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_group_table(out_dir: Path, participant_label=None, session_label=None) -> tuple[Path, int]:
+def write_group_table(out_dir: Path, participant_label=None, session_label=None) -> tuple[Path, list[dict]]:
+    """``group_lesions.tsv`` and ``group_levels.tsv`` (with sidecars); returns the first's path and rows."""
     rows = collect_rows(out_dir, participant_label, session_label)
-    text = "\t".join(GROUP_COLUMNS) + "\n" + "".join("\t".join(str(r[c]) for c in GROUP_COLUMNS) + "\n" for r in rows)
     target = Path(out_dir) / "group_lesions.tsv"
-    write_text(text, target)
+    write_text(tsv_text(rows, GROUP_COLUMNS), target)
     write_json({
         "participant_id": {"Description": "Subject label"},
         "session_id": {"Description": "Session label, n/a without sessions"},
@@ -127,9 +128,8 @@ def write_group_table(out_dir: Path, participant_label=None, session_label=None)
         "levels": {"Description": "Vertebral levels the image's cord covers (n/a: none could be given)"},
         "failure_reason": {"Description": "Why the latest participant run on this image failed (n/a if it did not)"},
     }, target.with_suffix(".json"))
-    level_rows = collect_level_rows(Path(out_dir), rows)
     levels_target = Path(out_dir) / "group_levels.tsv"
-    write_text(_tsv(level_rows, LEVEL_GROUP_COLUMNS), levels_target)
+    write_text(tsv_text(collect_level_rows(rows), LEVEL_GROUP_COLUMNS), levels_target)
     write_json({
         "Description": "One row per image and vertebral level (images without levels have no row)",
         "vertebral_level": {"Description": "C1 ... C7, T1 ... (SCT numbering)"},
@@ -139,7 +139,7 @@ def write_group_table(out_dir: Path, participant_label=None, session_label=None)
         "length_mm": {"Description": "Length of the level along the cord in the image", "Units": "mm"},
         "cord_volume_mm3": {"Description": "Cord volume in the level", "Units": "mm^3"},
     }, levels_target.with_suffix(".json"))
-    return target, len(rows)
+    return target, rows
 
 
 CHANGE_COLUMNS = ("participant_id", "image", "session_earlier", "session_later", "status", "earlier_volume_mm3",
@@ -210,16 +210,12 @@ def longitudinal_changes(out_dir: Path, bids_dir: Path, participant_label=None) 
     return changes, summary, problems
 
 
-def _tsv(rows: list[dict], columns) -> str:
-    return "\t".join(columns) + "\n" + "".join("\t".join(str(r[c]) for c in columns) + "\n" for r in rows)
-
-
 def write_longitudinal_tables(out_dir: Path, bids_dir: Path, participant_label=None) -> tuple[list[dict], list[str]]:
     changes, summary, problems = longitudinal_changes(out_dir, bids_dir, participant_label)
     if not summary:
         return summary, problems
     out_dir = Path(out_dir)
-    write_text(_tsv(changes, CHANGE_COLUMNS), out_dir / "group_lesion_changes.tsv")
+    write_text(tsv_text(changes, CHANGE_COLUMNS), out_dir / "group_lesion_changes.tsv")
     write_json({
         "Description": "Lesions matched between consecutive sessions of the same image kind, after registration "
                        "of the straightened cords (shift along the cord by normalised cross-correlation); lesions "
@@ -234,7 +230,7 @@ def write_longitudinal_tables(out_dir: Path, bids_dir: Path, participant_label=N
         "earlier_components": {"Description": "Connected lesions of the earlier session in this group"},
         "later_components": {"Description": "Connected lesions of the later session in this group"},
     }, out_dir / "group_lesion_changes.json")
-    write_text(_tsv(summary, LONGITUDINAL_COLUMNS), out_dir / "group_longitudinal.tsv")
+    write_text(tsv_text(summary, LONGITUDINAL_COLUMNS), out_dir / "group_longitudinal.tsv")
     write_json({
         "Description": "Per subject and pair of consecutive sessions: lesion changes (see group_lesion_changes.json)",
         "shift_mm": {"Description": "Displacement along the cord between the sessions' straightened cords found "

@@ -58,8 +58,9 @@ def test_levels_summarise_the_slices_they_hold():
     by_level = csa_by_level(rows, slicing(cord, affine)[3])
     assert [r["vertebral_level"] for r in by_level] == ["C2", "C3"]
     assert by_level[0]["n_slices"] == 20 and by_level[0]["cord_volume_mm3"] == pytest.approx(480.0, rel=0.01)
-    assert mean_csa(rows) == pytest.approx(24.0, rel=0.01)
-    assert mean_csa(cord_csa(cord, affine)) == "n/a", "no level map: no C2-C3 figure"
+    assert mean_csa((r.vertebral_level, r.csa_mm2) for r in rows) == pytest.approx(24.0, rel=0.01)
+    assert mean_csa((r.vertebral_level, r.csa_mm2) for r in cord_csa(cord, affine)) == "n/a", \
+        "no level map: no C2-C3 figure"
 
 
 def test_empty_mask_has_no_slices():

@@ -498,7 +498,7 @@ def _load_filters(path: Path | None) -> dict:
 
 
 def run_group(args) -> int:
-    from ..group import collect_rows, write_group_table, write_longitudinal_tables
+    from ..group import write_group_table, write_longitudinal_tables
     from ..reports.group import write_group_report
 
     out_dir = args.output_dir.resolve()
@@ -506,12 +506,12 @@ def run_group(args) -> int:
         raise AppError(f"{out_dir}: no participant-level results (run the participant level first)", ExitCode.NO_DATA)
     # The group level needs no work directory; it only borrows one for scratch files when HOME is read-only.
     _prepare_work_dir((args.work_dir or out_dir.parent / "work").resolve(), required=args.work_dir is not None)
-    table, n_rows = write_group_table(out_dir, participant_label=args.participant_label,
-                                      session_label=args.session_label)
-    if n_rows == 0:
+    table, rows = write_group_table(out_dir, participant_label=args.participant_label,
+                                    session_label=args.session_label)
+    if not rows:
         raise AppError(f"{out_dir}: no lesion table matches the selection", ExitCode.NO_DATA)
-    print(f"group table: {table} ({n_rows} image(s))")
-    for row in collect_rows(out_dir, args.participant_label, args.session_label):
+    print(f"group table: {table} ({len(rows)} image(s))")
+    for row in rows:
         if row["status"] == "failed":
             LOGGER.warning("%s: failed at the participant level (%s); listed in the group table without results",
                            row["source"], row["failure_reason"])
@@ -520,8 +520,7 @@ def run_group(args) -> int:
         LOGGER.warning("%s", problem)
     if longitudinal:
         print(f"longitudinal: {out_dir / 'group_longitudinal.tsv'} ({len(longitudinal)} pair(s) of sessions)")
-    page = write_group_report(out_dir, collect_rows(out_dir, args.participant_label, args.session_label),
-                              longitudinal, problems)
+    page = write_group_report(out_dir, rows, longitudinal, problems)
     print(f"group report: {page}")
     return ExitCode.SUCCESS
 

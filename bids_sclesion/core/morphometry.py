@@ -7,6 +7,7 @@ slice: a slice cut obliquely through a tilted cord is larger than the cord's tru
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -117,11 +118,8 @@ def csa_by_level(rows: list[CsaSlice], spacing_mm: float) -> list[dict]:
     return out
 
 
-def mean_csa(rows: list[CsaSlice], level_names: tuple[str, ...] = ("C2", "C3")) -> float | str:
-    """Mean CSA over the slices of the given levels (default C2-C3, the usual atrophy measure); n/a if none."""
-    values = [r.csa_mm2 for r in rows if r.vertebral_level in level_names]
+def mean_csa(slices: Iterable[tuple[str, float]], level_names: tuple[str, ...] = ("C2", "C3")) -> float | str:
+    """Mean CSA over the slices, given as (level, CSA) pairs, of the given levels (default C2-C3, the usual
+    atrophy measure); n/a if none."""
+    values = [csa for level, csa in slices if level in level_names]
     return round(float(np.mean(values)), 2) if values else "n/a"
-
-
-def rows_to_tsv(rows: list[dict], columns: tuple[str, ...]) -> str:
-    return "\t".join(columns) + "\n" + "".join("\t".join(str(r[c]) for c in columns) + "\n" for r in rows)

@@ -8,7 +8,7 @@ import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, traits
 
 from ..derivatives import SourceName, mask_sidecar
-from ..core.morphometry import level_name
+from ..core.morphometry import LEVEL_NAMES
 from ..utils.io import copy_file, write_json, write_nifti, write_text
 
 
@@ -62,34 +62,26 @@ class DerivativesSink(SimpleInterface):
                      "Version": self.inputs.model_version, "Stage1": self.inputs.model_name,
                      "Stage2": self.inputs.stage2_model_name}
         provenance = json.loads(self.inputs.provenance) if self.inputs.provenance else None
-        maps = [(key, getattr(self.inputs, key), targets[key]) for key in ("lesion_mask", "cord_mask", "lesion_prob")]
+        maps = [(key, getattr(self.inputs, key), targets[key])
+                for key in ("lesion_mask", "cord_mask", "lesion_prob", "level_map")]
         if isdefined(self.inputs.lesion_uncertainty):
             maps.append(("lesion_uncertainty", self.inputs.lesion_uncertainty, source.uncertainty(self.inputs.out_dir)))
         written = []
         for key, path, target in maps:
             img = nib.load(path)
-            dtype = np.uint8 if key.endswith("mask") else np.float32
+            dtype = np.uint8 if key.endswith("mask") or key == "level_map" else np.float32
             out = nib.Nifti1Image(np.asarray(img.dataobj).astype(dtype), img.affine)
             out.set_qform(img.affine, code=1)
             out.set_sform(img.affine, code=1)
             out.header.set_xyzt_units("mm", "sec")
             write_nifti(out, target)
-            write_json(mask_sidecar(source, key, model, self.inputs.threshold, provenance),
-                       target.with_name(target.name.replace(".nii.gz", ".json")))
+            sidecar = mask_sidecar(source, key, model, self.inputs.threshold, provenance)
+            if key == "level_map":  # how the levels were found, or why there are none; and the labels' names
+                sidecar["VertebralLabelling"] = json.loads(self.inputs.levels_info)
+                write_text("index\tname\n" + "".join(f"{k}\t{name}\n" for k, name in LEVEL_NAMES.items()),
+                           target.with_name(target.name.replace(".nii.gz", ".tsv")))
+            write_json(sidecar, target.with_name(target.name.replace(".nii.gz", ".json")))
             written.append(str(target))
-        levels_info = json.loads(self.inputs.levels_info)
-        img = nib.load(self.inputs.level_map)
-        out = nib.Nifti1Image(np.asarray(img.dataobj).astype(np.uint8), img.affine)
-        out.set_qform(img.affine, code=1)
-        out.set_sform(img.affine, code=1)
-        out.header.set_xyzt_units("mm", "sec")
-        target = targets["level_map"]
-        write_nifti(out, target)
-        write_json({**mask_sidecar(source, "level_map", model, self.inputs.threshold, provenance),
-                    "VertebralLabelling": levels_info}, target.with_name(target.name.replace(".nii.gz", ".json")))
-        write_text("index\tname\n" + "".join(f"{k}\t{level_name(k)}\n" for k in range(1, 25)),
-                   target.with_name(target.name.replace(".nii.gz", ".tsv")))
-        written.append(str(target))
         for key in ("lesion_table", "disc_table", "csa_table", "level_table"):
             table = copy_file(getattr(self.inputs, key), targets[key])
             write_json(mask_sidecar(source, key, model, self.inputs.threshold, provenance),

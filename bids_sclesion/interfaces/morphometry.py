@@ -11,9 +11,9 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface
 
 from ..core.centerline import CenterlineError, extract_centerline
 from ..core.lesions import LESION_COLUMNS, annotate_levels
-from ..core.morphometry import (CSA_COLUMNS, LEVEL_COLUMNS, cord_csa, csa_by_level, level_name, rows_to_tsv,
-                                slicing)
+from ..core.morphometry import CSA_COLUMNS, LEVEL_COLUMNS, cord_csa, csa_by_level, level_name, slicing
 from ..core.vertebrae import NoDiscFound, discs_from_labels, find_discs, level_map, segment_lengths
+from ..utils.io import tsv_text
 
 DISC_COLUMNS = ("label", "name", "x_mm", "y_mm", "z_mm", "distance_from_top_mm", "method")
 LEVEL_TABLE_COLUMNS = LEVEL_COLUMNS + ("n_lesions", "lesion_volume_mm3")
@@ -96,21 +96,21 @@ class CordMorphometry(SimpleInterface):
         disc_rows = [{"label": d.label, "name": disc_name(d.label), "x_mm": d.point_mm[0], "y_mm": d.point_mm[1],
                       "z_mm": d.point_mm[2], "distance_from_top_mm": round(top - d.position_mm, 2),
                       "method": info["Method"]} for d in discs]
-        _write(cwd, "discs.tsv", rows_to_tsv(disc_rows, DISC_COLUMNS))
+        _write(cwd, "discs.tsv", tsv_text(disc_rows, DISC_COLUMNS))
         csa = cord_csa(cord, affine, centerline, levels if discs else None)
-        _write(cwd, "csa.tsv", rows_to_tsv([r.as_row() for r in csa], CSA_COLUMNS))
+        _write(cwd, "csa.tsv", tsv_text([r.as_row() for r in csa], CSA_COLUMNS))
         lesion = np.asarray(check_same_grid(self.inputs.lesion_mask, source, "lesion mask").dataobj) > 0
         with open(self.inputs.lesion_table, newline="") as fh:
             lesions = list(csv.DictReader(fh, delimiter="\t"))
         if discs:
             lesions = annotate_levels(lesions, lesion, affine, levels)
-        _write(cwd, "lesions.tsv", rows_to_tsv(lesions, LESION_COLUMNS))
+        _write(cwd, "lesions.tsv", tsv_text(lesions, LESION_COLUMNS))
         per_level = csa_by_level(csa, slicing(cord, affine)[3]) if discs else []
         for row in per_level:
             mine = [r for r in lesions if r["vertebral_level"] == row["vertebral_level"]]
             row["n_lesions"] = len(mine)
             row["lesion_volume_mm3"] = round(sum(float(r["volume_mm3"]) for r in mine), 2)
-        _write(cwd, "levels.tsv", rows_to_tsv(per_level, LEVEL_TABLE_COLUMNS))
+        _write(cwd, "levels.tsv", tsv_text(per_level, LEVEL_TABLE_COLUMNS))
         self._results.update({"level_map": os.path.join(cwd, "levels.nii.gz"),
                               "disc_table": os.path.join(cwd, "discs.tsv"), "csa_table": os.path.join(cwd, "csa.tsv"),
                               "level_table": os.path.join(cwd, "levels.tsv"),

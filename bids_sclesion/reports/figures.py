@@ -117,16 +117,22 @@ def _save_row(panels, aspect, window, target: Path, aspects=None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..utils.io import atomic_path
-
     n = max(len(panels), 1)
     fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 3.2), squeeze=False)
     for k, (ax, (img, cord, lesion, title)) in enumerate(zip(axes[0], panels)):
         _draw(ax, img, cord, lesion, aspects[k] if aspects else aspect, window)
         ax.set_title(title, fontsize=8)
-    fig.patch.set_facecolor("black")
-    for ax in axes[0]:
         ax.title.set_color("white")
+    return _save_on_black(fig, target)
+
+
+def _save_on_black(fig, target: Path) -> Path:
+    """Write a figure as a PNG on a black background, atomically, and free it."""
+    import matplotlib.pyplot as plt
+
+    from ..utils.io import atomic_path
+
+    fig.patch.set_facecolor("black")
     fig.tight_layout(pad=0.3)
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png", dpi=110, facecolor="black")
@@ -140,8 +146,6 @@ def levels_sagittal(view: View, levels: np.ndarray, names: dict[int, str], targe
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..utils.io import atomic_path
 
     x = int(np.argmax(view.cord.sum(axis=(1, 2)))) if view.cord.any() else view.image.shape[0] // 2
     margin_vox = [max(1, int(round(25 / z))) for z in view.zooms]
@@ -162,9 +166,4 @@ def levels_sagittal(view: View, levels: np.ndarray, names: dict[int, str], targe
     title = f"vertebral levels, x={x}" if (level2d > 0).any() else f"no vertebral level, x={x}"
     ax.set_title(title, fontsize=8, color="white")
     ax.set_axis_off()
-    fig.patch.set_facecolor("black")
-    fig.tight_layout(pad=0.3)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, facecolor="black")
-    plt.close(fig)
-    return target
+    return _save_on_black(fig, target)

@@ -78,7 +78,7 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
         ax.set_title("Where lesions lie along the cord")
 
     made.append(("Lesions along the cord", _figure(figures / "group_lesion_positions.png", histogram)))
-    level_rows = collect_level_rows(out_dir, rows)
+    level_rows = collect_level_rows(rows)
     order = {name: label for label, name in LEVEL_NAMES.items()}
     names = sorted({r["vertebral_level"] for r in level_rows}, key=lambda n: order.get(n, 99))
 

@@ -65,6 +65,11 @@ def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     return Path(target)
 
 
+def tsv_text(rows: list[dict], columns) -> str:
+    """A TSV table: the header ``columns``, then each row's values in that order."""
+    return "\t".join(columns) + "\n" + "".join("\t".join(str(r[c]) for c in columns) + "\n" for r in rows)
+
+
 def write_json(obj: Any, target: str | os.PathLike) -> Path:
     return write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", target)
 
