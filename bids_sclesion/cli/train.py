@@ -100,6 +100,10 @@ def get_parser() -> argparse.ArgumentParser:
                         "batch is drawn from a random stream of its own, so the trained model is the same for any N "
                         "(on a GPU, N of a few CPU cores keeps it busy)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the network trains")
+    p.add_argument("--tissue-prior", action="store_true",
+                   help="stage 2 (--space straight): give the network, beside the image, the grey and white matter "
+                        "expected in the cord (the PAM50 cross-section fitted to each straightened slice); with "
+                        "--init-from a model without it, the new inputs start with zero weights")
     p.add_argument("--cpu-bf16", action="store_true",
                    help="on a CPU, run the network in bfloat16 (weights, optimiser and loss stay float32): "
                         "for a CPU with native bfloat16 (AVX512-BF16 or AMX; 1.6x faster on the one measured in "
@@ -240,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset_weights=tuple(args.dataset_weights) if args.dataset_weights else (),
         workers=args.workers,
         cpu_bf16=args.cpu_bf16,
+        tissue_prior=args.tissue_prior,
     )
     net = (NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
            if args.channels else None)

@@ -73,6 +73,7 @@ class _SegmentStraightInputSpec(_SegmentInputSpec):
     to_straight_xfm = File(exists=True, mandatory=True, desc="ITK field on the straight grid (-> native)")
     to_orig_xfm = File(exists=True, mandatory=True, desc="ITK field on the source grid (-> straight)")
     tta = traits.Bool(False, usedefault=True, desc="also predict on flipped copies (uncertainty)")
+    cord_prob = File(exists=True, desc="stage-1 cord probability: where a stage 2 with a tissue prior expects the cord")
 
 
 class _SegmentStraightOutputSpec(_SegmentOutputSpec):
@@ -87,14 +88,20 @@ class SegmentStraightened(SimpleInterface):
     output_spec = _SegmentStraightOutputSpec
 
     def _run_interface(self, runtime):
-        from ..core.straighten import field_target_points
+        from ..core.straighten import apply_points, field_target_points
         from ..model.cascade import sample_straight, segment_straightened, unstraighten
 
         model, device = _load_model(self.inputs)
         img = nib.load(self.inputs.in_file)
         to_straight = nib.load(self.inputs.to_straight_xfm)
-        straight_image = sample_straight(img, field_target_points(to_straight))
-        prob = segment_straightened(straight_image, model, device, tta=self.inputs.tta)
+        native_points = field_target_points(to_straight)
+        straight_image = sample_straight(img, native_points)
+        cord = None
+        if model.uses_tissue_prior and isdefined(self.inputs.cord_prob):
+            cord_img = nib.load(self.inputs.cord_prob)
+            cord = apply_points(np.asarray(cord_img.dataobj, np.float32), cord_img.affine, native_points,
+                                order=1, cval=0.0) >= 0.5
+        prob = segment_straightened(straight_image, model, device, tta=self.inputs.tta, cord=cord)
         ref = nib.load(self.inputs.reference)
         straight_points = field_target_points(nib.load(self.inputs.to_orig_xfm))
         if straight_points.shape[:3] != ref.shape[:3]:

@@ -14,15 +14,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..core.tissue_prior import CrossSectionTemplate, tissue_prior
 from ..utils.environment import process_context
 from .transforms import sample_patch, seed_augmentation, to_batch, training_augmentation
 
 #: Where a patch is centred: on a lesion voxel, a cord voxel, or anywhere (the rest).
 P_LESION, P_CORD = 0.6, 0.25
+#: Spread of the tissue prior's fit in training (log-normal semi-axes, centre in mm): the prior is fitted
+#: to the true cord here, to stage 1's imperfect cord in the app.
+PRIOR_SCALE_SD, PRIOR_SHIFT_SD_MM = 0.08, 0.4
 
 
 class Batch(NamedTuple):
-    image: torch.Tensor  # (B, 1, *patch)
+    image: torch.Tensor  # (B, 1, *patch), or (B, 3, *patch) with the tissue prior
     label: torch.Tensor  # (B, out_channels, *patch)
     labelled_gm: torch.Tensor  # (B,) bool: the sample has a grey matter label
 
@@ -32,16 +36,20 @@ class PatchBatches(Dataset):
 
     ``data`` holds (image, labels) pairs, labels first cord then lesion (and
     grey matter where labelled); ``groups`` lists the indices of ``data`` of
-    each dataset, drawn with probabilities ``draw``.
+    each dataset, drawn with probabilities ``draw``. With ``prior`` (straight
+    space, voxel size ``spacing_mm``) each augmented patch gets the grey and
+    white matter expected in its cord label as two more input channels.
     """
 
     def __init__(self, data: Sequence[tuple[np.ndarray, np.ndarray]], groups: Sequence[Sequence[int]],
                  draw: Sequence[float], batch_size: int, patch_size: tuple[int, int, int], out_channels: int,
-                 base_channels: int, augmentation: str = "standard", seed: int = 0, rank: int = 0):
+                 base_channels: int, augmentation: str = "standard", seed: int = 0, rank: int = 0,
+                 prior: CrossSectionTemplate | None = None, spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)):
         self.data, self.groups, self.draw = data, [list(g) for g in groups], np.asarray(draw, float)
         self.batch_size, self.patch_size = int(batch_size), tuple(patch_size)
         self.out_channels, self.base_channels = int(out_channels), int(base_channels)
         self.seed, self.rank, self.profile = int(seed), int(rank), augmentation
+        self.prior, self.spacing_mm = prior, tuple(float(x) for x in spacing_mm)
         # Where lesions and cord are, found once (not per patch).
         self.voxels = [(np.argwhere(lab[1] > 0.5), np.argwhere(lab[0] > 0.5)) for _, lab in data]
         self._augment = None  # made in the process that uses it (workers make their own)
@@ -65,9 +73,20 @@ class PatchBatches(Dataset):
             if lab_p.shape[0] < self.out_channels:  # no grey matter label: that output is not trained
                 lab_p = np.concatenate([lab_p, np.zeros((self.out_channels - lab_p.shape[0],) + lab_p.shape[1:],
                                                         lab_p.dtype)])
-            samples.append(augment({"image": img_p[None], "label": lab_p}))
+            sample = augment({"image": img_p[None], "label": lab_p})
+            if self.prior is not None:
+                sample = dict(sample, image=self._with_prior(rng, sample))
+            samples.append(sample)
         x, y = to_batch(samples)
         return Batch(x, y, torch.tensor(labelled_gm))
+
+
+    def _with_prior(self, rng: np.random.Generator, sample: dict) -> np.ndarray:
+        cord = np.asarray(sample["label"][0]) > 0.5
+        scale = tuple(np.exp(rng.normal(0.0, PRIOR_SCALE_SD, 2)))
+        shift = tuple(rng.normal(0.0, PRIOR_SHIFT_SD_MM, 2))
+        prior = tissue_prior(cord, self.spacing_mm, self.prior, scale=scale, shift_mm=shift)
+        return np.concatenate([np.asarray(sample["image"], np.float32), prior])
 
 
 def _collate(batch: Batch) -> Batch:

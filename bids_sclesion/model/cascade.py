@@ -85,13 +85,27 @@ def straighten_labels(canonical: nib.Nifti1Image, cord: np.ndarray, lesion: np.n
 TTA_FLIPS = ((0,), (1,), (2,))
 
 
+def with_tissue_prior(volume: np.ndarray, cord: np.ndarray, space: StraightSpace) -> np.ndarray:
+    """Stage-2 input channels (3, *grid): the straightened image, then the grey and white matter
+    expected in the straightened ``cord`` mask (the bundled PAM50 cross-section fitted to it)."""
+    from ..core.tissue_prior import load_template, tissue_prior
+
+    prior = tissue_prior(cord, space.spacing_mm, load_template())
+    return np.concatenate([volume[None].astype(np.float32), prior])
+
+
 def segment_straightened(volume: np.ndarray, model: LoadedModel, device: torch.device | str = "cpu",
-                         tta: bool = False) -> np.ndarray:
+                         tta: bool = False, cord: np.ndarray | None = None) -> np.ndarray:
     """Stage-2 probabilities (2, *straight grid): cord, lesion, of a volume from :func:`sample_straight`.
 
-    With ``tta`` the plain and three flipped predictions are returned, shape
-    (4, 2, *straight grid): their spread is the uncertainty.
+    A model that takes the tissue prior needs the straightened stage-1 ``cord`` mask. With ``tta``
+    the plain and three flipped predictions are returned, shape (4, 2, *straight grid): their spread
+    is the uncertainty.
     """
+    if model.uses_tissue_prior:
+        if cord is None:
+            raise ValueError(f"{model.path}: this stage 2 takes a tissue prior, which needs the straightened cord mask")
+        volume = with_tissue_prior(volume, cord, StraightSpace.from_dict(model.metadata.get("straight_space") or {}))
     prob = predict_probabilities(model.network, volume, device, roi_size=model.roi_size,
                                  size_divisor=model.size_divisor, flip_axes=TTA_FLIPS if tta else (),
                                  return_copies=tta)

@@ -30,7 +30,9 @@ def predict_probabilities(
     flip_axes: tuple[tuple[int, ...], ...] = (),
     return_copies: bool = False,
 ) -> np.ndarray:
-    """Return sigmoid probabilities, shape (outputs, *volume.shape): cord, lesion (then grey matter, if trained).
+    """Return sigmoid probabilities, shape (outputs, *spatial shape): cord, lesion (then grey matter, if trained).
+
+    ``volume`` is one image (D, H, W) or the network's input channels (C, D, H, W).
 
     The volume is padded to a multiple of the network's down-sampling factor
     and windows are blended with Gaussian weights. ``flip_axes`` adds
@@ -39,12 +41,14 @@ def predict_probabilities(
     ``return_copies`` returns every copy instead, shape (copies, outputs, ...).
     """
     device = torch.device(device)
-    shape = np.asarray(volume.shape)
+    channels = volume.astype(np.float32)[None] if volume.ndim == 3 else volume.astype(np.float32)
+    shape = np.asarray(channels.shape[1:])
     padded = np.maximum(np.ceil(shape / size_divisor).astype(int) * size_divisor, size_divisor)
     pad = [(0, int(p - s)) for s, p in zip(shape, padded)]
-    x = np.pad(volume.astype(np.float32), pad, mode="constant", constant_values=float(np.min(volume)))
+    # Each channel is padded with its own minimum (the image's background, a prior's zero).
+    x = np.stack([np.pad(c, pad, mode="constant", constant_values=float(np.min(c))) for c in channels])
     roi = tuple(int(min(r, p)) for r, p in zip(roi_size, padded))
-    tensor = torch.from_numpy(x)[None, None].to(device)
+    tensor = torch.from_numpy(x)[None].to(device)
     with torch.inference_mode():
         autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
         prob, copies = None, []

@@ -66,6 +66,11 @@ class LoadedModel:
         return bool(self.metadata.get("inference", {}).get("voxel_average", False))
 
     @property
+    def uses_tissue_prior(self) -> bool:
+        """Stage 2 takes the grey/white matter prior of its cord as input channels beside the image."""
+        return NetworkConfig.from_dict(self.metadata["network"]).in_channels > 1
+
+    @property
     def flip_axes(self) -> tuple[tuple[int, ...], ...]:
         """Test-time flips the model predicts with (empty: none)."""
         return tuple(tuple(int(a) for a in axes) for axes in self.metadata.get("inference", {}).get("flip_axes", []))

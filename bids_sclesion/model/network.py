@@ -11,6 +11,10 @@ OUTPUT_CHANNELS = ("cord", "lesion")
 #: Optional third output, trained where grey matter labels exist: teaches the network the
 #: tissue it most often takes for lesion. The app reads the first two outputs only.
 GREY_MATTER = "grey_matter"
+#: Input channels: the image, then (optionally) where grey and white matter are expected
+#: (:mod:`bids_sclesion.core.tissue_prior`, stage 2 only).
+IMAGE_INPUT = "image"
+TISSUE_PRIOR_INPUTS = ("grey_matter_prior", "white_matter_prior")
 
 
 @dataclass
@@ -20,10 +24,12 @@ class NetworkConfig:
     num_res_units: int = 1
     dropout: float = 0.0
     out_channels: int = len(OUTPUT_CHANNELS)
+    in_channels: int = 1
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkConfig":
-        known = {k: d[k] for k in ("channels", "strides", "num_res_units", "dropout", "out_channels") if k in d}
+        known = {k: d[k] for k in ("channels", "strides", "num_res_units", "dropout", "out_channels", "in_channels")
+                 if k in d}
         for key in ("channels", "strides"):
             if key in known:
                 known[key] = tuple(int(v) for v in known[key])
@@ -32,11 +38,16 @@ class NetworkConfig:
             raise ValueError(f"network config: {len(cfg.channels)} channels need {len(cfg.channels) - 1} strides")
         if cfg.out_channels < len(OUTPUT_CHANNELS):
             raise ValueError(f"network config: out_channels must be at least {len(OUTPUT_CHANNELS)} (cord, lesion)")
+        if cfg.in_channels not in (1, 1 + len(TISSUE_PRIOR_INPUTS)):
+            raise ValueError(f"network config: in_channels must be 1 (image) or {1 + len(TISSUE_PRIOR_INPUTS)} "
+                             "(image and tissue prior)")
         return cfg
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"], d["strides"] = list(self.channels), list(self.strides)
+        if self.in_channels == 1:
+            del d["in_channels"]  # the models made before tissue priors say nothing of their one input
         return d
 
     @property
@@ -51,7 +62,7 @@ def build_network(config: NetworkConfig | None = None) -> torch.nn.Module:
     config = config or NetworkConfig()
     return UNet(
         spatial_dims=3,
-        in_channels=1,
+        in_channels=config.in_channels,
         out_channels=config.out_channels,
         channels=config.channels,
         strides=config.strides,

@@ -23,9 +23,11 @@ from .. import __version__
 from ..__about__ import __results_revision__
 from ..core.image import load_image, to_canonical
 from ..core.preprocess import bias_correct_image, mask_to_model_grid, prepare_for_model
+from ..core.tissue_prior import load_template
 from .inference import predict_probabilities
 from .io import save_model
-from .network import GREY_MATTER, NetworkConfig, OUTPUT_CHANNELS, build_network, init_output_bias, load_pretrained
+from .network import (GREY_MATTER, IMAGE_INPUT, NetworkConfig, OUTPUT_CHANNELS, TISSUE_PRIOR_INPUTS, build_network,
+                      init_output_bias, load_pretrained)
 from .batches import PatchBatches, batch_loader
 
 LOGGER = logging.getLogger("bids_sclesion.train")
@@ -277,6 +279,7 @@ class TrainingConfig:
     fine_lesion_label: str | None = None  # <stem>_<label>.nii.gz: fine lesion fractions label the straight grid
     workers: int = 0  # processes preprocessing, then preparing batches (0: the training process); same results
     cpu_bf16: bool = False  # on a CPU, compute the network in bfloat16 (autocast); weights and loss stay float32
+    tissue_prior: bool = False  # straight space: grey/white matter expected in the cord as two more input channels
 
 
 #: Validation metrics early stopping and model selection can follow.
@@ -451,6 +454,13 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     if config.grey_matter_label:
         network_config = dataclasses.replace(network_config, out_channels=max(network_config.out_channels,
                                                                               len(OUTPUT_CHANNELS) + 1))
+    # A model that took the prior keeps taking it when fine-tuned.
+    tissue_prior = config.tissue_prior or network_config.in_channels > 1
+    if tissue_prior:
+        if config.space != "straight":
+            raise ValueError("--tissue-prior is for stage 2 (--space straight): the prior is fitted to the "
+                             "straightened cord")
+        network_config = dataclasses.replace(network_config, in_channels=1 + len(TISSUE_PRIOR_INPUTS))
     weights = _dataset_weights(config, len(bids_dirs))
     cases = []
     for i, bd in enumerate(bids_dirs):
@@ -495,6 +505,10 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     val_data = [preprocess_case(c, config.spacing_mm, cache, config.space) for c in val_cases] if dist.is_main else []
     if dist.is_main:
         dist.barrier()
+    if tissue_prior:  # validation images get the prior of their true cord
+        from .cascade import StraightSpace, with_tissue_prior
+
+        val_data = [(with_tissue_prior(image, labels[0] > 0.5, StraightSpace()), labels) for image, labels in val_data]
     by_dataset = [[k for k, c in enumerate(train_cases) if c.dataset == d] for d in range(len(bids_dirs))]
     draw = draw_probabilities(weights, [len(ks) for ks in by_dataset])
     LOGGER.info("preprocessing took %.0f s", time.time() - t0)
@@ -514,7 +528,8 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4, lambda_dice=config.dice_weight)
     batches = PatchBatches(train_data, by_dataset, draw, config.batch_size, config.patch_size,
                            network_config.out_channels, len(OUTPUT_CHANNELS), config.augmentation, config.seed,
-                           dist.rank)
+                           dist.rank, prior=load_template() if tissue_prior else None,
+                           spacing_mm=tuple(_straight_space_dict()["spacing_mm"]))
     model_dir.mkdir(parents=True, exist_ok=True)
     log_path = model_dir / "training_log.csv"
     best, best_state, best_metrics, first_it, stale = -1.0, None, {}, 1, 0
@@ -636,6 +651,7 @@ def _train(bids_dirs: list[Path], model_dir: Path, config: TrainingConfig, netwo
     metadata = {
         "name": model_dir.name,
         "version": __version__,
+        "inputs": [IMAGE_INPUT] + (list(TISSUE_PRIOR_INPUTS) if tissue_prior else []),
         "outputs": list(OUTPUT_CHANNELS) + [GREY_MATTER] * (network_config.out_channels - len(OUTPUT_CHANNELS)),
         "spacing_mm": list(config.spacing_mm),
         "space": config.space,

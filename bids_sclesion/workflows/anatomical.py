@@ -136,6 +136,7 @@ def init_anat_lesion_wf(
     wf.connect([
         (n4, stage2, [("out_file", "in_file")]),
         (inputnode, stage2, [("source_file", "reference")]),
+        (split, stage2, [("out1", "cord_prob")]),
         (straighten, stage2, [("to_straight_xfm", "to_straight_xfm"), ("to_orig_xfm", "to_orig_xfm")]),
         (stage2, post, [("cord_prob", "cord_prob"), ("lesion_prob", "lesion_prob")]),
         (stage2, sink, [("lesion_prob", "lesion_prob"), ("model_name", "stage2_model_name")]),
