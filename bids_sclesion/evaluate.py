@@ -233,26 +233,3 @@ def dice_in_labelled_slices(pred: np.ndarray, truth: np.ndarray, affine: np.ndar
     shape[axis] = -1
     keep = labelled.reshape(shape)
     return dice(pred & keep, truth)
-
-
-def stage1_cord_dice(model, image_path: Path, manual_path: Path, device: str = "cpu") -> tuple[float, float, float, float]:
-    """Cord Dice of a whole-image model on one image, as the app computes it:
-    canonical grid, N4, model grid, back to the image grid, threshold 0.5.
-
-    Returns (Dice, Dice in the labelled slices, manual volume mm3, predicted volume mm3).
-    """
-    from .core.image import load_image, resample_to_grid, to_canonical
-    from .core.lesions import threshold_masks
-    from .core.preprocess import bias_correct_image
-    from .model.segment import segment_image
-
-    img = load_image(image_path)
-    canonical = bias_correct_image(to_canonical(img))
-    cord_prob, _ = segment_image(canonical, model, device)
-    native = resample_to_grid(cord_prob, canonical.affine, img.shape[:3], img.affine, order=1)
-    cord, _ = threshold_masks(native, np.zeros_like(native))
-    ref = nib.load(str(manual_path))
-    truth = np.asarray(ref.dataobj) > 0.5
-    vox = float(abs(np.linalg.det(img.affine[:3, :3])))
-    return (dice(cord, truth), dice_in_labelled_slices(cord, truth, img.affine), float(truth.sum() * vox),
-            float(cord.sum() * vox))

@@ -22,14 +22,40 @@ import json
 import time
 from pathlib import Path
 
-from bids_sclesion.evaluate import stage1_cord_dice
+import nibabel as nib
+import numpy as np
+
+from bids_sclesion.core.image import load_image, resample_to_grid, to_canonical, voxel_volume
+from bids_sclesion.core.lesions import threshold_masks
+from bids_sclesion.core.metrics import dice
+from bids_sclesion.core.preprocess import bias_correct_image
+from bids_sclesion.evaluate import dice_in_labelled_slices
+from bids_sclesion.model.inference import TTA_FLIPS
 from bids_sclesion.model.io import load_model
-from bids_sclesion.model.train import TrainingConfig, find_training_cases, train
+from bids_sclesion.model.segment import segment_image
+from bids_sclesion.training import TrainingConfig, find_training_cases, train
 
 SUFFIXES = ("T2w", "T1w", "PSIR", "STIR", "T2starw", "MTS")
-# Averaging flips along each axis at inference: +0.02-0.12 cord Dice on the
+# Averaging flips along each axis at inference (TTA_FLIPS): +0.02-0.12 cord Dice on the
 # held-out gm-challenge images for 4x the (1 s) inference time.
-TTA_FLIPS = ((0,), (1,), (2,))
+
+
+def stage1_cord_dice(model, image_path: Path, manual_path: Path, device: str = "cpu") -> tuple[float, float, float, float]:
+    """Cord Dice of a whole-image model on one image, as the app computes it:
+    canonical grid, N4, model grid, back to the image grid, threshold 0.5.
+
+    Returns (Dice, Dice in the labelled slices, manual volume mm3, predicted volume mm3).
+    """
+    img = load_image(image_path)
+    canonical = bias_correct_image(to_canonical(img))
+    cord_prob, _ = segment_image(canonical, model, device)
+    native = resample_to_grid(cord_prob, canonical.affine, img.shape[:3], img.affine, order=1)
+    cord, _ = threshold_masks(native, np.zeros_like(native))
+    ref = nib.load(str(manual_path))
+    truth = np.asarray(ref.dataobj) > 0.5
+    vox = voxel_volume(img.affine)
+    return (dice(cord, truth), dice_in_labelled_slices(cord, truth, img.affine), float(truth.sum() * vox),
+            float(cord.sum() * vox))
 
 
 def config(args, exclude: tuple[str, ...]) -> TrainingConfig:

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from bids_sclesion.core.centerline import extract_centerline  # noqa: E402
-from bids_sclesion.model.train import find_training_cases  # noqa: E402
+from bids_sclesion.training import find_training_cases  # noqa: E402
 from bids_sclesion.phantoms.insert import LESION_CONTRAST, LesionGeometry, insert_lesions  # noqa: E402
 
 

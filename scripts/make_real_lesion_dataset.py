@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_sclesion.core.image import voxel_volume
-from bids_sclesion.model.train import find_training_cases
+from bids_sclesion.training import find_training_cases
 from bids_sclesion.phantoms.insert import LESION_CONTRAST, insert_lesions
 from bids_sclesion.utils.io import write_nifti
 

@@ -25,7 +25,8 @@ from bids_sclesion.core.lesions import DEFAULT_MIN_LESION_MM3, threshold_masks
 from bids_sclesion.evaluate import format_summary, score_arrays, summarise_by_contrast
 from bids_sclesion.model.cascade import StraightSpace, segment_straightened
 from bids_sclesion.model.io import load_model
-from bids_sclesion.model.train import TrainingConfig, find_training_cases, preprocess_case
+from bids_sclesion.training import TrainingConfig, find_training_cases
+from bids_sclesion.training.cache import preprocess_case
 
 #: Voxel volume of the straight grid the training's preprocessing samples.
 STRAIGHT_VOXEL_MM3 = float(np.prod(StraightSpace().spacing_mm))

@@ -1,10 +1,10 @@
-"""Training batches keyed by iteration (bids_sclesion.model.batches), on small arrays."""
+"""Training batches keyed by iteration (bids_sclesion.training.batches), on small arrays."""
 import numpy as np
 import pytest
 import torch
 
-from bids_sclesion.model.batches import PatchBatches, batch_loader
-from bids_sclesion.model.transforms import seed_augmentation, training_augmentation
+from bids_sclesion.training.batches import PatchBatches, batch_loader
+from bids_sclesion.training.transforms import seed_augmentation, training_augmentation
 
 
 def _toy_data(n: int = 3, shape=(40, 40, 40)):

@@ -7,7 +7,7 @@ from bids_sclesion.core.centerline import extract_centerline
 from bids_sclesion.core.straighten import (displacement_field_image, field_target_points, straight_grid,
                                            straight_to_native_points)
 from bids_sclesion.model.cascade import StraightSpace, sample_straight, straighten_labels, unstraighten
-from bids_sclesion.model.transforms import RandAxisPermuted
+from bids_sclesion.training.transforms import RandAxisPermuted
 from bids_sclesion.phantoms.insert import insert_lesions
 
 from .test_straighten import curved_cord  # noqa: F401  (module fixture)
@@ -147,7 +147,7 @@ def test_dice_in_labelled_slices_ignores_unlabelled_slices():
 
 
 def test_coarse_elastic_keeps_labels_binary_and_is_identity_without_displacement():
-    from bids_sclesion.model.transforms import RandCoarseElasticd
+    from bids_sclesion.training.transforms import RandCoarseElasticd
 
     image = np.random.default_rng(0).random((1, 24, 24, 24)).astype(np.float32)
     label = np.zeros((2, 24, 24, 24), np.float32)
@@ -161,7 +161,7 @@ def test_coarse_elastic_keeps_labels_binary_and_is_identity_without_displacement
 
 
 def test_thick_slices_average_along_one_axis_only():
-    from bids_sclesion.model.transforms import RandThickSliced
+    from bids_sclesion.training.transforms import RandThickSliced
 
     def thick(image):  # the same seed picks the same axis and factor
         return RandThickSliced(prob=1.0, factor_range=(3, 3), seed=0)({"image": image})["image"]

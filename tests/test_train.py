@@ -7,7 +7,7 @@ import pytest
 
 from bids_sclesion.cli.train import main as train_main
 from bids_sclesion.model.io import load_model
-from bids_sclesion.model.train import find_training_cases, split_by_subject
+from bids_sclesion.training import find_training_cases, split_by_subject
 
 
 def test_cases_and_subject_split(synth_two_subjects):
@@ -178,7 +178,7 @@ def test_a_bad_label_preprocessed_by_a_worker_is_named(synth_two_subjects, tmp_p
 def test_early_stopping_and_frozen_encoder(synth_two_subjects, tmp_path):
     import torch
 
-    from bids_sclesion.model.train import is_encoder_parameter
+    from bids_sclesion.training.network_setup import is_encoder_parameter
 
     base = tmp_path / "base"
     assert _tiny(synth_two_subjects, base, tmp_path / "c", "--iterations", "1", "--val-fraction", "0") == 0
@@ -305,7 +305,7 @@ def test_images_selected_like_the_app(synth_two_subjects, tmp_path, capsys):
 
 def test_validation_scores_come_from_the_evaluation_code(synth_two_subjects, tmp_path):
     """The log carries the scores of bids_sclesion-eval; the saved model is the best by --monitor."""
-    from bids_sclesion.model.train import monitored_score
+    from bids_sclesion.training.config import monitored_score
 
     out = tmp_path / "m"
     assert _tiny(synth_two_subjects, out, tmp_path / "c", "--iterations", "3", "--val-every", "1",
@@ -369,7 +369,7 @@ def test_torchrun_data_parallel(synth_two_subjects, tmp_path):
 
 
 def test_dataset_weights_are_checked_and_honoured(synth_two_subjects, tmp_path, capsys):
-    from bids_sclesion.model.train import draw_probabilities
+    from bids_sclesion.training.config import draw_probabilities
 
     np.testing.assert_allclose(draw_probabilities(np.array([3.0, 1.0]), [5, 2]), [0.75, 0.25])
     # A dataset with no training image left gives its share to the others.
@@ -389,7 +389,7 @@ def test_dataset_weights_are_checked_and_honoured(synth_two_subjects, tmp_path, 
 
 
 def test_validation_limit_returns_unused_subjects_to_training(tmp_path):
-    from bids_sclesion.model.train import TrainingCase, limit_validation
+    from bids_sclesion.training.cases import TrainingCase, limit_validation
 
     def case(subject, suffix):
         return TrainingCase(subject, tmp_path / f"{subject}_{suffix}.nii.gz", tmp_path / "cord.nii.gz", None)
@@ -407,7 +407,7 @@ def test_validation_limit_returns_unused_subjects_to_training(tmp_path):
 
 
 def test_split_keeps_subjects_of_the_pretrained_model_out_of_validation(tmp_path):
-    from bids_sclesion.model.train import TrainingCase, limit_validation
+    from bids_sclesion.training.cases import TrainingCase, limit_validation
 
     cases = [TrainingCase(f"sub-{i:02d}", tmp_path / f"sub-{i:02d}_T2w.nii.gz", tmp_path / "cord.nii.gz", None)
              for i in range(1, 11)]
@@ -558,7 +558,7 @@ def test_grey_matter_label_that_matches_nothing_is_an_error(synth_two_subjects, 
 
 
 def test_batch_logs_get_progress_lines_between_validations(synth_two_subjects, tmp_path, capsys, monkeypatch):
-    import bids_sclesion.model.train as train_module
+    import bids_sclesion.training.trainer as train_module
 
     # Under SLURM or nohup there is no terminal for the progress bar: progress comes as timed lines.
     monkeypatch.setattr(train_module, "BATCH_REPORT_SECONDS", 0.0)
@@ -573,7 +573,7 @@ def test_bfloat16_on_the_cpu_trains_and_is_recorded(synth_two_subjects, tmp_path
     """--cpu-bf16 trains and says so in the model; a CPU without native bfloat16 is refused before any work."""
     import torch
 
-    from bids_sclesion.model.train import cpu_has_native_bf16
+    from bids_sclesion.training.config import cpu_has_native_bf16
 
     common = ("--iterations", "3", "--val-every", "3", "--val-fraction", "0.5", "--seed", "1")
     if cpu_has_native_bf16():

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from .. import __version__
+from ..model.inference import TTA_FLIPS
 from ..model.network import NetworkConfig
 from .parser import DefaultsHelpFormatter
-from ..model.train import TrainingConfig, train
+from ..training import TrainingConfig, train
 from ..utils.io import write_text
 
 
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         exclude_subjects=tuple(args.exclude_subjects),
         require_lesion=not args.allow_missing_lesion_labels,
         init_from=args.init_from,
-        tta_flip_axes=((0,), (1,), (2,)) if args.tta_flips else (),
+        tta_flip_axes=TTA_FLIPS if args.tta_flips else (),
         freeze=args.freeze,
         encoder_lr_scale=args.encoder_lr_scale,
         dice_weight=args.dice_weight,

@@ -18,7 +18,7 @@ import torch
 from ..core.centerline import extract_centerline
 from ..core.intensity import normalize_intensity
 from ..core.straighten import apply_points, straight_grid, straight_to_native_points
-from .inference import predict_probabilities
+from .inference import TTA_FLIPS, predict_probabilities
 from .io import LoadedModel
 from .network import OUTPUT_CHANNELS
 
@@ -80,9 +80,6 @@ def straighten_labels(canonical: nib.Nifti1Image, cord: np.ndarray, lesion: np.n
         labels[1] = apply_points(fraction, lesion_fraction.affine, points, order=1, cval=0.0) >= 0.5
     return image, np.stack(labels)
 
-
-#: Test-time flips of the straightened cord: left-right, anterior-posterior, along the cord.
-TTA_FLIPS = ((0,), (1,), (2,))
 
 
 def with_tissue_prior(volume: np.ndarray, cord: np.ndarray, space: StraightSpace) -> np.ndarray:

@@ -9,6 +9,8 @@ import torch
 from monai.inferers import sliding_window_inference
 
 LOGGER = logging.getLogger("bids_sclesion.inference")
+#: Test-time flips: along each axis of the volume (for stage 2: left-right, anterior-posterior, along the cord).
+TTA_FLIPS = ((0,), (1,), (2,))
 
 
 def select_device(requested: str = "auto") -> torch.device:

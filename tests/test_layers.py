@@ -1,0 +1,62 @@
+"""The package's import layers: cli -> workflows -> interfaces (and training, reports) -> model -> scoring and
+BIDS bookkeeping -> core/utils.
+
+Every import inside the package, at module level or inside a function, goes to the same layer or below.
+Numerical code (core, utils) knows nothing of models, Nipype or the command line.
+"""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "bids_sclesion"
+#: Top to bottom. A subpackage or module may import from its own layer and the layers below it.
+LAYERS = (
+    ("cli",),
+    ("workflows",),
+    ("interfaces", "training", "reports", "group"),
+    ("model", "phantoms"),
+    ("evaluate", "derivatives", "bids", "failures", "provenance"),
+    ("core", "utils", "__about__", "__init__", "__main__"),
+)
+LAYER_OF = {name: depth for depth, names in enumerate(LAYERS) for name in names}
+
+
+def _unit(parts: tuple[str, ...]) -> str:
+    """The layer unit of a module path inside the package: its subpackage, or the top-level module."""
+    return parts[0] if parts else "__init__"
+
+
+def _imports(path: Path):
+    rel = path.relative_to(PACKAGE).with_suffix("").parts
+    package = rel[:-1]  # the package the module lives in (relative imports start there)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = base + (tuple(node.module.split(".")) if node.module else ())
+                if not node.module:  # from . import x: x is a module of that package
+                    for alias in node.names:
+                        yield node.lineno, target + (alias.name,)
+                    continue
+                yield node.lineno, target
+            elif node.module and node.module.split(".")[0] == PACKAGE.name:
+                yield node.lineno, tuple(node.module.split(".")[1:])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == PACKAGE.name:
+                    yield node.lineno, tuple(alias.name.split(".")[1:])
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")}
+    assert units <= set(LAYER_OF), f"give these a layer in LAYERS: {sorted(units - set(LAYER_OF))}"
+
+
+def test_imports_never_go_up_a_layer():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = _unit(path.relative_to(PACKAGE).with_suffix("").parts)
+        for line, target in _imports(path):
+            unit = _unit(target)
+            if unit in LAYER_OF and LAYER_OF[unit] < LAYER_OF[source]:
+                upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({source}) imports {'.'.join(target)} ({unit})")
+    assert not upward, "imports that go up a layer:\n" + "\n".join(upward)
