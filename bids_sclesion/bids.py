@@ -57,6 +57,20 @@ def load_layout(bids_dir: Path, database_dir: Path | None):
     return BIDSLayout(str(bids_dir), database_path=str(db), reset_database=False, **kwargs)
 
 
+def read_filter_file(path: str | os.PathLike) -> dict:
+    """The pybids filters of a ``--bids-filter-file`` (a JSON object, e.g. ``{"acquisition": "sag"}``).
+
+    Raises ValueError naming the file when it cannot be read or holds something else.
+    """
+    try:
+        filters = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read BIDS filter file ({exc})") from exc
+    if not isinstance(filters, dict):
+        raise ValueError(f"{path}: BIDS filter file must hold a JSON object, e.g. {{\"acquisition\": \"sag\"}}")
+    return filters
+
+
 def _check_labels(labels: Sequence[str] | None, kind: str) -> None:
     for label in labels or []:
         if not _LABEL.match(label):

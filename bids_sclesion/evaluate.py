@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from .core.image import voxel_volume
 from .core.metrics import CONNECTIVITY, dice, f1_score, lesion_detection
 from .derivatives import SourceName, source_of_lesion_table
 
@@ -51,7 +52,7 @@ def score_image(source: Path, bids_dir: Path, out_dir: Path, labels_dir: Path, l
     truth_cord = np.asarray(nib.load(str(cord_path)).dataobj) > 0.5 if cord_path.exists() else None
     pred_les = np.asarray(nib.load(str(outputs["lesion_mask"])).dataobj) > 0
     pred_cord = np.asarray(nib.load(str(outputs["cord_mask"])).dataobj) > 0
-    vox = float(abs(np.linalg.det(truth_les_img.affine[:3, :3])))
+    vox = voxel_volume(truth_les_img.affine)
     return score_arrays(source.name, name.suffix, pred_cord, pred_les, truth_cord, truth_les, vox)
 
 

@@ -8,6 +8,7 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
+from .core.image import voxel_volume
 from .core.morphometry import mean_csa
 from .derivatives import SourceName, source_of_lesion_table
 from .failures import all_failures
@@ -70,7 +71,7 @@ def collect_rows(out_dir: Path, participant_label: Sequence[str] | None = None,
         cord_volume = float("nan")
         if cord_file.exists():
             img = nib.load(str(cord_file))
-            cord_volume = float(np.count_nonzero(np.asarray(img.dataobj)) * abs(np.linalg.det(img.affine[:3, :3])))
+            cord_volume = float(np.count_nonzero(np.asarray(img.dataobj)) * voxel_volume(img.affine))
         rows.append({
             "participant_id": f"sub-{sub}",
             "session_id": f"ses-{ses}" if ses else "n/a",

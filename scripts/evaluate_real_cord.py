@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_sclesion.core.image import voxel_volume
 from bids_sclesion.cli.run import main as app
 from bids_sclesion.core.metrics import dice
 from bids_sclesion.derivatives import SourceName
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> int:
             pred_img = nib.load(str(outputs["cord_mask"]))
             pred = np.asarray(pred_img.dataobj) > 0
             n_les = max(0, len(outputs["lesion_table"].read_text().splitlines()) - 1)
-            vox = abs(np.linalg.det(ref.affine[:3, :3]))
+            vox = voxel_volume(ref.affine)
             print(f"| {ds.name} | {source.name} | {dice(pred, truth):.3f} | {truth.sum() * vox:.0f} | "
                   f"{pred.sum() * vox:.0f} | {n_les} |")
         print(f"({ds.name}: participant level {elapsed:.0f} s)", file=sys.stderr)

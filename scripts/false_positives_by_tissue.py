@@ -24,6 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_sclesion.core.image import voxel_volume
 from bids_sclesion.derivatives import source_of_lesion_table
 
 
@@ -59,7 +60,7 @@ def main() -> int:
         if not pred.shape == truth.shape == tissue.shape == cord.shape:
             raise SystemExit(f"{rel}: prediction and labels differ in shape")
         false_pos = pred & ~truth
-        voxel_mm3 = float(abs(np.linalg.det(pred_img.affine[:3, :3])))
+        voxel_mm3 = voxel_volume(pred_img.affine)
         share = (false_pos & tissue).sum() / max(int(false_pos.sum()), 1)
         print(f"| {rel.name} | {false_pos.sum() * voxel_mm3:.0f} | {share:.2f} | "
               f"{(tissue & cord).sum() / max(int(cord.sum()), 1):.2f} |")

@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from bids_sclesion.core.image import voxel_volume
 from bids_sclesion.core.lesions import DEFAULT_MIN_LESION_MM3, threshold_masks
 from bids_sclesion.core.straighten import field_target_points
 from bids_sclesion.evaluate import format_summary, score_arrays, summarise_by_contrast
@@ -76,7 +77,7 @@ def main() -> int:
             raise SystemExit(f"{to_orig_path}: grid {straight_points.shape[:3]} is not the grid {truth.shape} of {lesion_path}")
         volume = np.asarray(nib.load(str(straight_path)).dataobj, np.float32)
         zooms = truth_img.header.get_zooms()[:3]
-        voxel_mm3 = float(abs(np.linalg.det(truth_img.affine[:3, :3])))
+        voxel_mm3 = voxel_volume(truth_img.affine)
         maps = []
         for model in models:
             prob = segment_straightened(volume, model)

@@ -21,6 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_sclesion.core.image import voxel_volume
 from bids_sclesion.core.lesions import DEFAULT_MIN_LESION_MM3, threshold_masks
 from bids_sclesion.core.straighten import apply_points, field_target_points
 from bids_sclesion.derivatives import SourceName
@@ -53,7 +54,7 @@ def main() -> int:
         back = unstraighten(straight[None].astype(np.float32), to_straight.affine, field_target_points(to_orig))[0]
         if back.shape != truth.shape:
             raise SystemExit(f"{warps['to_orig_xfm']}: grid {back.shape} is not the grid {truth.shape} of {lesion_path}")
-        voxel_mm3 = float(abs(np.linalg.det(truth_img.affine[:3, :3])))
+        voxel_mm3 = voxel_volume(truth_img.affine)
         cord_mask, lesion_mask = threshold_masks(cord.astype(np.float32), back, 0.5, DEFAULT_MIN_LESION_MM3, voxel_mm3)
         scores.append(score_arrays(src.name, name.suffix, cord_mask, lesion_mask, cord, truth, voxel_mm3))
     if not scores:

@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_sclesion.core.image import voxel_volume
 from bids_sclesion.core.lesions import threshold_masks
 from bids_sclesion.core.metrics import dice, f1_score, lesion_detection
 from bids_sclesion.derivatives import SourceName
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> int:
         img = nib.load(str(o["lesion_prob"]))
         cord = np.asarray(nib.load(str(o["cord_mask"])).dataobj) > 0
         cases.append((np.asarray(img.dataobj, np.float32), cord, np.asarray(nib.load(str(gt)).dataobj) > 0.5,
-                      abs(np.linalg.det(img.affine[:3, :3]))))
+                      voxel_volume(img.affine)))
     print("| threshold | min volume (mm3) | lesion Dice | TPR | PPV | F1 |")
     print("|---|---|---|---|---|---|")
     for thr in (0.3, 0.4, 0.5, 0.6, 0.7):

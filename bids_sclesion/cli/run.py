@@ -486,15 +486,14 @@ def _user_name() -> str:
 
 
 def _load_filters(path: Path | None) -> dict:
+    from ..bids import read_filter_file
+
     if path is None:
         return {}
     try:
-        filters = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AppError(f"{path}: cannot read BIDS filter file ({exc})", ExitCode.INVALID_ARGUMENTS) from exc
-    if not isinstance(filters, dict):
-        raise AppError(f"{path}: BIDS filter file must hold a JSON object", ExitCode.INVALID_ARGUMENTS)
-    return filters
+        return read_filter_file(path)
+    except ValueError as exc:
+        raise AppError(str(exc), ExitCode.INVALID_ARGUMENTS) from exc
 
 
 def run_group(args) -> int:

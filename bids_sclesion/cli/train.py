@@ -182,15 +182,14 @@ def _checked(path: Path, key, value, action: argparse.Action):
 
 
 def _read_filters(path: Path | None) -> dict | None:
+    from ..bids import read_filter_file
+
     if path is None:
         return None
     try:
-        filters = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read BIDS filter file ({exc})") from exc
-    if not isinstance(filters, dict):
-        raise ConfigError(f"{path}: BIDS filter file must hold a JSON object, e.g. {{\"acquisition\": \"sag\"}}")
-    return filters
+        return read_filter_file(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import interpolate, ndimage
+from .image import voxel_volume
 
 
 class CenterlineError(ValueError):
@@ -35,7 +36,7 @@ MIN_BEND_WAVELENGTH_MM = 20.0
 
 def check_cord_plausible(cord: np.ndarray, affine: np.ndarray, centerline: "Centerline") -> None:
     """Raise :class:`CenterlineError` when the cord mask cannot be a spinal cord (too thin, too thick, too short)."""
-    volume = float(np.count_nonzero(cord)) * float(abs(np.linalg.det(affine[:3, :3])))
+    volume = float(np.count_nonzero(cord)) * voxel_volume(affine)
     length = max(centerline.length_mm, 1e-6)
     area = volume / length
     if length < MIN_CORD_LENGTH_MM or not MIN_CORD_AREA_MM2 <= area <= MAX_CORD_AREA_MM2:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, asdict
 import numpy as np
 from scipy import ndimage
 
+from .image import voxel_volume
 from .metrics import CONNECTIVITY
 
 #: Smallest lesion the app reports by default (``--min-lesion-volume``); the training's validation uses it too.
@@ -77,7 +78,7 @@ def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, 
     lab, n = ndimage.label(lesion, CONNECTIVITY)
     if n == 0:
         return []
-    vox_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    vox_mm3 = voxel_volume(affine)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     cord_idx = np.argwhere(cord)
     cord_mm = _to_mm(cord_idx, affine) if len(cord_idx) else np.zeros((0, 3))

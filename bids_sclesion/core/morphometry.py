@@ -11,6 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .image import voxel_volume
 from .centerline import Centerline, CenterlineError, _slice_axis, extract_centerline
 
 #: Vertebral level names by label (C1 = 1 ... C7 = 7, T1 = 8 ... T12 = 19, L1 = 20 ... L5 = 24).
@@ -50,7 +51,7 @@ def slicing(cord: np.ndarray, affine: np.ndarray) -> tuple[int, np.ndarray, floa
     others = [a for a in range(3) if a != axis]
     face = np.cross(affine[:3, others[0]], affine[:3, others[1]])
     face_area = float(np.linalg.norm(face))
-    spacing = float(abs(np.linalg.det(affine[:3, :3]))) / face_area
+    spacing = voxel_volume(affine) / face_area
     return axis, face / face_area, face_area, spacing
 
 

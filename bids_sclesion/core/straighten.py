@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .image import nifti_image
 from .centerline import Centerline, plausible_centerline
 
 
@@ -165,11 +166,8 @@ def displacement_field_image(target_points: np.ndarray, grid_affine: np.ndarray)
     world = ijk @ grid_affine[:3, :3].T.astype(np.float32) + grid_affine[:3, 3].astype(np.float32)
     disp = (target_points - world).astype(np.float32)
     disp[..., :2] *= -1  # RAS -> LPS
-    img = nib.Nifti1Image(disp[:, :, :, None, :], grid_affine)
+    img = nifti_image(disp[:, :, :, None, :], grid_affine)
     img.header.set_intent("vector", (), "")
-    img.set_qform(grid_affine, code=1)
-    img.set_sform(grid_affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
     return img
 
 

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, traits
 
+from ..core.image import nifti_image
 from ..derivatives import SourceName, mask_sidecar
 from ..core.morphometry import LEVEL_NAMES
 from ..utils.io import copy_file, write_json, write_nifti, write_text
@@ -70,11 +71,7 @@ class DerivativesSink(SimpleInterface):
         for key, path, target in maps:
             img = nib.load(path)
             dtype = np.uint8 if key.endswith("mask") or key == "level_map" else np.float32
-            out = nib.Nifti1Image(np.asarray(img.dataobj).astype(dtype), img.affine)
-            out.set_qform(img.affine, code=1)
-            out.set_sform(img.affine, code=1)
-            out.header.set_xyzt_units("mm", "sec")
-            write_nifti(out, target)
+            write_nifti(nifti_image(np.asarray(img.dataobj), img.affine, dtype), target)
             sidecar = mask_sidecar(source, key, model, self.inputs.threshold, provenance)
             if key == "level_map":  # how the levels were found, or why there are none; and the labels' names
                 sidecar["VertebralLabelling"] = json.loads(self.inputs.levels_info)

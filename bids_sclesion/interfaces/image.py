@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from ..core.image import load_image, resample_to_grid, to_canonical
+from ..core.image import load_image, nifti_image, resample_to_grid, to_canonical
 from ..core.preprocess import bias_correct_image
 
 
@@ -82,11 +82,8 @@ class ResampleToOriginal(SimpleInterface):
         for i, path in enumerate(self.inputs.in_files):
             src = nib.load(path)
             data = resample_to_grid(np.asarray(src.dataobj, np.float32), src.affine, ref.shape[:3], ref.affine, order=1)
-            img = nib.Nifti1Image(data.astype(np.float32), ref.affine)
-            img.set_qform(ref.affine, code=1)
-            img.set_sform(ref.affine, code=1)
             out = _out_path(runtime, f"native_{i}.nii.gz")
-            nib.save(img, out)
+            nib.save(nifti_image(data, ref.affine, np.float32), out)
             outs.append(out)
         self._results["out_files"] = outs
         return runtime

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined, traits
 
+from ..core.image import nifti_image
 from ..core.centerline import CenterlineError, extract_centerline
 from ..core.lesions import LESION_COLUMNS, annotate_levels
 from ..core.morphometry import CSA_COLUMNS, LEVEL_COLUMNS, cord_csa, csa_by_level, level_name, slicing
@@ -88,10 +89,7 @@ class CordMorphometry(SimpleInterface):
         if discs:
             info["Levels"] = [level_name(v) for v in sorted(set(np.unique(levels)) - {0})]
         cwd = runtime.cwd
-        out = nib.Nifti1Image(levels, affine)
-        out.set_qform(affine, code=1)
-        out.set_sform(affine, code=1)
-        nib.save(out, os.path.join(cwd, "levels.nii.gz"))
+        nib.save(nifti_image(levels, affine), os.path.join(cwd, "levels.nii.gz"))
         top = centerline.length_mm if centerline is not None else 0.0
         disc_rows = [{"label": d.label, "name": disc_name(d.label), "x_mm": d.point_mm[0], "y_mm": d.point_mm[1],
                       "z_mm": d.point_mm[2], "distance_from_top_mm": round(top - d.position_mm, 2),

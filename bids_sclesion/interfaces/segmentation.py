@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
+from ..core.image import nifti_image, voxel_volume
 from ..core.lesions import lesion_table, table_to_tsv, threshold_masks, voxel_uncertainty
 
 
@@ -59,10 +60,7 @@ def _write_probabilities(cwd: str, cord: np.ndarray, lesion: np.ndarray, affine:
     results = {"model_name": model.name, "model_version": model.version}
     for key, data in (("cord_prob", cord), ("lesion_prob", lesion)):
         out = os.path.join(cwd, f"{key}.nii.gz")
-        img = nib.Nifti1Image(np.asarray(data, np.float32), affine)
-        img.set_qform(affine, code=1)
-        img.set_sform(affine, code=1)
-        nib.save(img, out)
+        nib.save(nifti_image(data, affine, np.float32), out)
         results[key] = out
     return results
 
@@ -151,7 +149,7 @@ class PostprocessLesions(SimpleInterface):
         if isdefined(self.inputs.extra_cord_prob):
             cord_p = 0.5 * (cord_p + np.asarray(nib.load(self.inputs.extra_cord_prob).dataobj, np.float32))
         les_p = np.asarray(limg.dataobj, np.float32)
-        vox = float(abs(np.linalg.det(cimg.affine[:3, :3])))
+        vox = voxel_volume(cimg.affine)
         cord, lesion = threshold_masks(cord_p, les_p, self.inputs.threshold, self.inputs.min_lesion_mm3, vox)
         copies = None
         if isdefined(self.inputs.lesion_copies):
@@ -162,10 +160,7 @@ class PostprocessLesions(SimpleInterface):
         rows = lesion_table(lesion, les_p, cord, cimg.affine, copies, self.inputs.threshold)
         for key, data in (("cord_mask", cord), ("lesion_mask", lesion)):
             out = os.path.join(runtime.cwd, f"{key}.nii.gz")
-            img = nib.Nifti1Image(data.astype(np.uint8), cimg.affine)
-            img.set_qform(cimg.affine, code=1)
-            img.set_sform(cimg.affine, code=1)
-            nib.save(img, out)
+            nib.save(nifti_image(data, cimg.affine, np.uint8), out)
             self._results[key] = out
         out = os.path.join(runtime.cwd, "lesions.tsv")
         with open(out, "w") as fh:

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from ..core.image import nifti_image
 from .anatomy import Anatomy, Tissue
 
 #: Mean relative intensity per tissue for each contrast (before randomisation).
@@ -216,11 +217,7 @@ def fine_lesion_image(lesion_frac: np.ndarray, fine: float, axes: list[np.ndarra
     crop = lesion_frac[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
     affine = np.diag([fine, fine, fine, 1.0])
     affine[:3, 3] = [axes[i][lo[i]] + acq.shift[i] for i in range(3)]
-    img = nib.Nifti1Image(np.ascontiguousarray(crop), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    return img
+    return nifti_image(crop, affine)
 
 
 def render_tissue_mask(anatomy: Anatomy, acq: Acquisition, tissue: Tissue) -> nib.Nifti1Image:
@@ -273,8 +270,4 @@ def _reorient(data: np.ndarray, ras_affine: np.ndarray, code: str) -> nib.Nifti1
     transform = nib.orientations.ornt_transform(start, target)
     out = nib.orientations.apply_orientation(data, transform)
     affine = ras_affine @ nib.orientations.inv_ornt_aff(transform, data.shape)
-    img = nib.Nifti1Image(np.ascontiguousarray(out), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    return img
+    return nifti_image(out, affine)

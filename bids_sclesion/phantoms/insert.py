@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..core.image import voxel_volume
 from ..core.centerline import extract_centerline
 from .lesion_shape import LESION_CONTRAST, LesionGeometry, draw_lesion_geometry, lesion_level
 
@@ -67,7 +68,7 @@ def insert_lesions(
     gm = np.zeros(cord.shape, bool) if grey_matter is None else np.asarray(grey_matter) > 0.5
     cl = extract_centerline(cord.astype(np.float32), affine)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    voxel_mm3 = voxel_volume(affine)
     offsets = [np.linspace(-0.5, 0.5, int(np.ceil(z / 1.0)) + 2)[1:-1] if z > 1.5 else np.zeros(1) for z in zooms]
     sub = np.stack(np.meshgrid(*offsets, indexing="ij"), axis=-1).reshape(-1, 3)
     cord_idx = np.argwhere(cord)
