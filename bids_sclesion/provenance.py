@@ -110,8 +110,12 @@ This text was written by the software for this run; adapt it to your paper, and 
 """
 
 
-def write_run_logs(out_dir: str | Path, provenance: dict, execution: dict) -> tuple[Path, Path]:
-    """``logs/config-<time>.toml`` (this run's settings, one file per run) and ``logs/CITATION.md``."""
+def write_run_logs(out_dir: str | Path, provenance: dict, execution: dict,
+                   segmentation: dict | None = None) -> tuple[Path, Path]:
+    """``logs/config-<time>.toml`` (this run's settings, one file per run) and ``logs/CITATION.md``.
+
+    ``segmentation`` is the run's :class:`~bids_sclesion.config.SegmentationSettings` as handed to the workflow.
+    """
     import torch
 
     logs = Path(out_dir) / "logs"
@@ -124,7 +128,10 @@ def write_run_logs(out_dir: str | Path, provenance: dict, execution: dict) -> tu
     environment = {"version": __version__, "results_revision": __results_revision__,
                    "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
                    "command_line": " ".join(sys.argv)}
-    write_text(to_toml({"environment": environment, "execution": execution, "settings": provenance["Settings"],
-                        "models": provenance["Models"]}), config)
+    sections = {"environment": environment, "execution": execution, "settings": provenance["Settings"],
+                "models": provenance["Models"]}
+    if segmentation:
+        sections["segmentation"] = segmentation
+    write_text(to_toml(sections), config)
     citation = write_text(citation_text(provenance), logs / "CITATION.md")
     return config, citation

@@ -93,7 +93,7 @@ def test_output_in_the_datasets_derivatives_folder(synth_two_subjects, tmp_path,
 
 def test_scheduler_and_crash_options(tmp_path):
     from bids_sclesion.cli.parser import get_parser
-    from bids_sclesion.cli.run import _plugin, nipype_settings
+    from bids_sclesion.cli.execution import nipype_settings, plugin_for as _plugin
 
     args = get_parser().parse_args(["in", "out", "participant", "--mem", "3072", "--stop-on-first-crash"])
     assert _plugin(args, 4)[1]["memory_gb"] == 3.0
@@ -143,7 +143,7 @@ def test_parallel_workers_do_not_inherit_this_process_thread_pools(tmp_path):
     """Forked workers of a process that has used PyTorch can hang in OpenMP: MultiProc workers must not be forks."""
     import argparse
 
-    from bids_sclesion.cli.run import _plugin
+    from bids_sclesion.cli.execution import plugin_for as _plugin
 
     args = argparse.Namespace(use_plugin=None, mem_gb=None, mem=None)
     plugin, plugin_args = _plugin(args, nprocs=2)

@@ -14,7 +14,7 @@ LAYERS = (
     ("workflows",),
     ("interfaces", "training", "reports", "group"),
     ("model", "phantoms"),
-    ("evaluate", "derivatives", "bids", "failures", "provenance"),
+    ("evaluate", "derivatives", "bids", "failures", "provenance", "config"),
     ("core", "utils", "__about__", "__init__", "__main__"),
 )
 LAYER_OF = {name: depth for depth, names in enumerate(LAYERS) for name in names}

@@ -71,7 +71,7 @@ def test_an_image_without_levels_is_named_in_a_warning(tmp_path, capsys):
     """The participant summary names each processed image that got no vertebral level, and why."""
     import json
 
-    from bids_sclesion.cli.run import _level_warnings
+    from bids_sclesion.cli.summary import _level_warnings
 
     bids, out = tmp_path / "bids", tmp_path / "out"
     source = bids / "sub-01" / "anat" / "sub-01_T2starw.nii.gz"

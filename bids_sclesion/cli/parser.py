@@ -6,11 +6,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__
+from ..config import DEFAULT_STAGE1, DEFAULT_STAGE2, DEFAULT_THRESHOLD
 from ..core.lesions import DEFAULT_MIN_LESION_MM3
-
-#: Bundled models used by default: the cascade's whole-image and straightened-cord stages.
-DEFAULT_STAGE1 = "stage1"
-DEFAULT_STAGE2: str | None = "stage2"  # None: single stage
 
 #: Anatomical suffixes the bundled models are trained for, including the
 #: non-standard ones MS datasets use (PSIR, STIR, T2star).
@@ -128,7 +125,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="do not write the per-subject HTML reports (OUT_DIR/sub-XX.html)")
     g.add_argument("--single-stage", action="store_true",
                    help="no cascade: the whole-image model gives the final cord and lesion maps")
-    g.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the masks")
+    g.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability threshold of the masks")
     g.add_argument("--min-lesion-volume", type=float, default=DEFAULT_MIN_LESION_MM3, metavar="MM3",
                    help="smaller lesion components are dropped (chosen on a tuning set: "
                         "scripts/tune_postprocessing.py)")

@@ -5,21 +5,16 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
 
 from .. import __version__
+from .execution import AppError, nipype_settings, plugin_for, progress_callback, user_name
 from .parser import SUPPORTED_SUFFIXES, ExitCode, get_parser
+from .summary import rebuild_reports, summarise
 
 LOGGER = logging.getLogger("bids_sclesion")
-
-
-class AppError(Exception):
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,39 +35,6 @@ def _setup_logging(verbose: int) -> None:
     LOGGER.addHandler(handler)
     LOGGER.setLevel([logging.INFO, logging.INFO, logging.DEBUG][min(2, verbose)])
     LOGGER.propagate = False
-
-
-def _progress_callback(total: int, names: dict[str, str]):
-    """Nipype status callback: one line per finished or failed step, with per-subject and overall counts."""
-    per_subject: dict[str, int] = {}
-    for name in names.values():
-        subject = name.split("_")[0]
-        per_subject[subject] = per_subject.get(subject, 0) + 1
-    state = {"images_done": 0, "subject_done": {s: 0 for s in per_subject}}
-    started = time.time()
-
-    def callback(node, status):
-        fullname = node.fullname
-        parts = fullname.split(".")
-        image = next((names.get(p, p) for p in parts if p.startswith("anat_") and p.endswith("_wf")), None)
-        if image is None or status == "start" or parts[-1] in ("merge_probabilities", "split_probabilities", "ds_warps"):
-            return
-        step = parts[-1]
-        subject = image.split("_")[0]
-        if status == "exception":
-            print(f"[{image}] {step}: FAILED", flush=True)
-        elif step == "ds_lesions":
-            state["images_done"] += 1
-            state["subject_done"][subject] = state["subject_done"].get(subject, 0) + 1
-            elapsed = time.time() - started
-            left = elapsed / state["images_done"] * (total - state["images_done"])
-            print(f"[{image}] done: {subject} {state['subject_done'][subject]}/{per_subject.get(subject, '?')} "
-                  f"image(s), all {state['images_done']}/{total} ({elapsed:.0f} s, about {left:.0f} s left)",
-                  flush=True)
-        else:
-            print(f"[{image}] {step}", flush=True)
-
-    return callback
 
 
 def _check_paths(args) -> tuple[Path, Path, Path]:
@@ -216,23 +178,11 @@ def run_participant(args) -> int:
             f"sessions {args.session_label or 'all'}, suffixes {suffixes}, filters {filters or 'none'})",
             ExitCode.NO_DATA)
     if args.reports_only:
-        return _rebuild_reports(subjects, bids_dir, out_dir)
+        return rebuild_reports(subjects, bids_dir, out_dir)
     disc_labels = _disc_labels(subjects, bids_dir, getattr(args, "derivatives", None) or [])
-    model_hash = _model_hash(args.model)
-    stage2 = cascade_stage2
-    stage2_hash = _model_hash(stage2) if stage2 else ""
-    if args.tta and not stage2:
-        raise AppError("--tta works on the cascade's stage 2: it cannot be combined with --single-stage",
-                       ExitCode.INVALID_ARGUMENTS)
-    if stage2:
-        from ..workflows.anatomical import straight_space_of
-
-        try:
-            straight_space_of(stage2)
-        except (ValueError, OSError) as exc:
-            raise AppError(str(exc), ExitCode.INVALID_ARGUMENTS) from exc
     nprocs = args.nprocs or os.cpu_count() or 1
     omp = args.omp_nthreads or max(1, min(nprocs, 8) if nprocs < 4 else nprocs // 2)
+    segmentation = _segmentation_settings(args, cascade_stage2, omp)
     print(f"bids_sclesion {__version__}: {n_images} image(s) of {len(subjects)} participant(s); work dir {work_dir}",
           flush=True)
 
@@ -242,16 +192,19 @@ def run_participant(args) -> int:
     from nipype import logging as nlogging
 
     nlogging.update_logging(ncfg)
-    from ..workflows.base import init_bids_sclesion_wf
-
+    from ..config import RunSettings
     from ..model.io import resolve_model
     from ..provenance import run_provenance, write_run_logs
+    from ..workflows.base import init_bids_sclesion_wf
 
-    settings = {"Threshold": args.threshold, "MinLesionVolumeMM3": args.min_lesion_volume,
-                "Cascade": bool(stage2), "CascadeCord": args.cascade_cord if stage2 else None, "TTA": bool(args.tta),
-                "Contrasts": list(suffixes), "Device": args.device}
-    provenance = run_provenance(resolve_model(args.model), resolve_model(stage2) if stage2 else None,
-                                {k: v for k, v in settings.items() if v is not None})
+    stage2 = segmentation.stage2_model
+    run_settings = {"Threshold": segmentation.threshold, "MinLesionVolumeMM3": segmentation.min_lesion_mm3,
+                    "Cascade": segmentation.cascade, "CascadeCord": segmentation.cord_fusion if stage2 else None,
+                    "TTA": segmentation.tta, "Contrasts": list(suffixes), "Device": segmentation.device}
+    provenance = run_provenance(resolve_model(segmentation.model), resolve_model(stage2) if stage2 else None,
+                                {k: v for k, v in run_settings.items() if v is not None})
+    settings = RunSettings(str(bids_dir), str(out_dir), str(work_dir), segmentation, json.dumps(provenance),
+                           disc_labels)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_dataset_description(out_dir, bids_dir, provenance)
@@ -259,7 +212,7 @@ def run_participant(args) -> int:
                      "participant_label": sorted(subjects), "session_label": args.session_label or [],
                      "nprocs": nprocs, "omp_nthreads": omp, "plugin": str(args.use_plugin or ""),
                      "bids_database_dir": str(args.bids_database_dir or work_dir / "bids_db")}
-        for path in write_run_logs(out_dir, provenance, execution):
+        for path in write_run_logs(out_dir, provenance, execution, settings.to_dict()["segmentation"]):
             LOGGER.info("wrote %s", path)
     except OSError as exc:
         raise AppError(f"output directory {out_dir} cannot be written ({exc})", ExitCode.CANNOT_CREATE) from exc
@@ -277,19 +230,13 @@ def run_participant(args) -> int:
         for label in subjects:
             for path in remove_partial_files(out_dir, label):
                 LOGGER.info("removed %s, left by an interrupted run", path)
-        wf = init_bids_sclesion_wf(
-            {s: [str(p) for p in imgs] for s, imgs in subjects.items()}, bids_dir=str(bids_dir),
-            output_dir=str(out_dir), work_dir=str(work_dir), model=str(args.model), model_hash=model_hash,
-            device=args.device, omp_nthreads=omp, threshold=args.threshold, min_lesion_mm3=args.min_lesion_volume,
-            stage2_model=stage2, stage2_model_hash=stage2_hash, cord_fusion=args.cascade_cord, tta=args.tta,
-            provenance=json.dumps(provenance), disc_labels=disc_labels,
-        )
+        wf = init_bids_sclesion_wf({s: [str(p) for p in imgs] for s, imgs in subjects.items()}, settings)
         # The workflow keeps its own copy of Nipype's execution settings, which wins over the global one.
         wf.config["execution"]["stop_on_first_crash"] = nipype_settings(args, work_dir)["execution"]["stop_on_first_crash"]
-        plugin, plugin_args = _plugin(args, nprocs)
+        plugin, plugin_args = plugin_for(args, nprocs)
         if plugin not in ("Linear", "MultiProc"):
             # Nipype's batch plugins name jobs after LOGNAME, which containers and cron jobs often lack.
-            os.environ.setdefault("LOGNAME", _user_name())
+            os.environ.setdefault("LOGNAME", user_name())
         if "poll_sleep_duration" in plugin_args:  # batch plugins (SLURM...): how often the queue is looked at
             # The workflow keeps a copy of Nipype's settings from when it was made, and that copy wins.
             wf.config["execution"]["poll_sleep_duration"] = str(plugin_args.pop("poll_sleep_duration"))
@@ -297,16 +244,37 @@ def run_participant(args) -> int:
             from ..workflows.base import image_workflow_name
 
             names = {image_workflow_name(p): Path(p).name.split(".")[0] for imgs in subjects.values() for p in imgs}
-            plugin_args["status_callback"] = _progress_callback(sum(len(v) for v in subjects.values()), names)
+            plugin_args["status_callback"] = progress_callback(sum(len(v) for v in subjects.values()), names)
         try:
             wf.run(plugin=plugin, plugin_args=plugin_args)
             failed_run = False
         except RuntimeError as exc:
             LOGGER.error("%s", exc)
             failed_run = True
-        code = _summarise(subjects, bids_dir, out_dir, work_dir, failed_run, started, reports=not args.no_reports)
+        code = summarise(subjects, bids_dir, out_dir, work_dir, failed_run, started, reports=not args.no_reports)
     # Images that failed outrank participants left to another run: a retry would not mend them.
     return ExitCode.TEMPORARY_FAILURE if busy and code == ExitCode.SUCCESS else code
+
+
+def _segmentation_settings(args, stage2: str | None, omp_nthreads: int):
+    """The models (checked and hashed) and post-processing of this run, from the command line."""
+    from ..config import SegmentationSettings
+
+    if args.tta and not stage2:
+        raise AppError("--tta works on the cascade's stage 2: it cannot be combined with --single-stage",
+                       ExitCode.INVALID_ARGUMENTS)
+    if stage2:
+        from ..workflows.anatomical import straight_space_of
+
+        try:
+            straight_space_of(stage2)
+        except (ValueError, OSError) as exc:
+            raise AppError(str(exc), ExitCode.INVALID_ARGUMENTS) from exc
+    return SegmentationSettings(
+        model=str(args.model), model_hash=_model_hash(args.model), stage2_model=stage2,
+        stage2_model_hash=_model_hash(stage2) if stage2 else "", threshold=args.threshold,
+        min_lesion_mm3=args.min_lesion_volume, cord_fusion=args.cascade_cord, tta=args.tta, device=args.device,
+        omp_nthreads=omp_nthreads)
 
 
 def _disc_labels(subjects, bids_dir: Path, derivative_dirs) -> dict[str, str]:
@@ -329,160 +297,6 @@ def _disc_labels(subjects, bids_dir: Path, derivative_dirs) -> dict[str, str]:
         LOGGER.info("disc labels given for %d of %d image(s); the others are matched with the template",
                     len(found), sum(len(v) for v in subjects.values()))
     return found
-
-
-def _level_warnings(done: list[Path], bids_dir: Path, out_dir: Path) -> None:
-    """One warning per processed image that got no vertebral level, naming it and saying why."""
-    from ..derivatives import SourceName
-
-    for img in done:
-        level_map = SourceName(img, bids_dir).outputs(out_dir)["level_map"]
-        try:
-            info = json.loads(level_map.with_name(level_map.name.replace(".nii.gz", ".json")).read_text())
-        except (OSError, ValueError):
-            continue
-        labelling = info.get("VertebralLabelling", {})
-        if labelling.get("Method") == "none":
-            print(f"  WARNING: {img.name}: no vertebral level ({labelling.get('Reason', 'unknown')}); lesion "
-                  "levels and per-level CSA are n/a", flush=True)
-
-
-def _summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_run: bool, started: float,
-               reports: bool = True) -> int:
-    from ..derivatives import SourceName
-
-    done, failed = [], []
-    for imgs in subjects.values():
-        for img in imgs:
-            outputs = SourceName(img, bids_dir).outputs(out_dir)
-            fresh = all(p.exists() and p.stat().st_mtime >= started for p in outputs.values())
-            (done if fresh else failed).append(Path(img))
-    reasons = failure_reasons(work_dir / "crashes", [p for p in failed], started)
-    from ..failures import record_failures
-
-    for sub, imgs in subjects.items():
-        names = [Path(p).name for p in imgs]
-        try:  # kept in OUT_DIR/logs/failed so the group level lists failed images with their reason
-            record_failures(out_dir, sub, names, {p.name: reasons.get(p.name, "no result written")
-                                                  for p in failed if p.name in names})
-        except OSError as exc:
-            LOGGER.error("sub-%s: the failure record could not be written (%s)", sub, exc)
-    if reports:
-        from ..reports.subject import write_subject_report
-
-        for sub, imgs in subjects.items():
-            try:
-                page = write_subject_report(sub, [Path(p) for p in imgs], bids_dir, out_dir,
-                                            {p.name: reasons[p.name] for p in failed if p.name in reasons})
-                print(f"[sub-{sub}] report: {page}", flush=True)
-            except Exception as exc:  # the segmentations are written; a report problem must not hide them
-                LOGGER.error("sub-%s: the report could not be written (%s)", sub, exc)
-    print(f"\nSummary: {len(done)} image(s) of {len(subjects)} participant(s) done, {len(failed)} failed. "
-          f"Outputs: {out_dir}")
-    _level_warnings(done, bids_dir, out_dir)
-    for path in failed:
-        print(f"  FAILED: {path.name}: {reasons.get(path.name, 'no result written')} "
-              f"(crash files: {work_dir / 'crashes'})")
-    return ExitCode.FAILURE if (failed or failed_run) else ExitCode.SUCCESS
-
-
-def nipype_settings(args, work_dir: Path) -> dict:
-    """Nipype's configuration for a run (logging, and what a failed step does to the others)."""
-    # Nipype's node-by-node log is shown from -v on; the progress lines are always shown.
-    level = "INFO" if args.verbose else "WARNING"
-    return {"logging": {"log_directory": str(work_dir), "log_to_file": False, "workflow_level": level,
-                        "interface_level": level, "utils_level": level},
-            "execution": {"hash_method": "content",
-                          "stop_on_first_crash": "true" if args.stop_on_first_crash else "false"}}
-
-
-def _rebuild_reports(subjects, bids_dir: Path, out_dir: Path) -> int:
-    """``--reports-only``: the subject reports written again from the outputs in ``out_dir``."""
-    from ..derivatives import SourceName
-    from ..reports.subject import write_subject_report
-
-    from ..failures import read_failures
-
-    code = ExitCode.SUCCESS
-    for sub, imgs in subjects.items():
-        failures = {name: rec.get("reason", "unknown") for name, rec in read_failures(out_dir, sub).items()}
-        missing = [Path(p).name for p in imgs if Path(p).name not in failures
-                   and not all(f.exists() for f in SourceName(p, bids_dir).outputs(out_dir).values())]
-        if missing:
-            print(f"bids_sclesion: sub-{sub}: no outputs in {out_dir} for {', '.join(missing)}; run the participant "
-                  "level first", file=sys.stderr)
-            code = ExitCode.FAILURE
-            continue
-        try:
-            page = write_subject_report(sub, [Path(p) for p in imgs], bids_dir, out_dir, failures)
-            print(f"[sub-{sub}] report: {page}", flush=True)
-        except Exception as exc:
-            print(f"bids_sclesion: sub-{sub}: the report could not be written ({exc})", file=sys.stderr)
-            code = ExitCode.FAILURE
-    return code
-
-
-def failure_reasons(crash_dir: Path, images: list[Path], since: float) -> dict[str, str]:
-    """The last error line of each failed image's newest crash file (Nipype text crash files)."""
-    from ..workflows.base import image_workflow_name
-
-    reasons: dict[str, str] = {}
-    if not images or not crash_dir.is_dir():
-        return reasons
-    crashes = sorted((p for p in crash_dir.glob("crash-*.txt") if p.stat().st_mtime >= since),
-                     key=lambda p: p.stat().st_mtime)
-    for crash in crashes:
-        text = crash.read_text(errors="replace")
-        for image in images:
-            if f".{image_workflow_name(image)}." in text:
-                lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-                errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
-                step = re.search(r"^Node: .*\.([^.\s]+)$", text, re.M)
-                where = f"step {step.group(1)}: " if step else ""
-                reasons[image.name] = where + (errors[-1] if errors else lines[-1])[:300]
-    return reasons
-
-
-#: Workers start from a clean server process, not as forks of this one: this process has used PyTorch (the
-#: models are checked before the run) and a forked copy of its OpenMP thread pool can hang forever.
-MULTIPROC_START_METHOD = "forkserver"
-#: Nipype looks for finished steps every 2 s by default; most steps here take 0.1-3 s, so the workers would
-#: sit idle for half of the run (10 subjects on 2 cores: 86 s at 2 s, 42 s at 0.2 s).
-MULTIPROC_POLL_SECONDS = 0.2
-
-
-def _plugin(args, nprocs: int):
-    if args.use_plugin:
-        import yaml
-
-        try:
-            conf = yaml.safe_load(Path(args.use_plugin).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise AppError(f"{args.use_plugin}: cannot read plugin file ({exc})", ExitCode.INVALID_ARGUMENTS) from exc
-        if "plugin" not in conf:
-            raise AppError(f"{args.use_plugin}: missing 'plugin' key", ExitCode.INVALID_ARGUMENTS)
-        plugin_args = dict(conf.get("plugin_args") or {})
-        if conf["plugin"] == "MultiProc":
-            plugin_args.setdefault("mp_context", MULTIPROC_START_METHOD)
-            plugin_args.setdefault("poll_sleep_duration", MULTIPROC_POLL_SECONDS)
-        return conf["plugin"], plugin_args
-    if nprocs == 1:
-        return "Linear", {}
-    plugin_args = {"n_procs": nprocs, "raise_insufficient": False, "mp_context": MULTIPROC_START_METHOD,
-                   "poll_sleep_duration": MULTIPROC_POLL_SECONDS}
-    memory_gb = args.mem_gb if args.mem_gb else (args.mem / 1024 if args.mem else None)
-    if memory_gb:
-        plugin_args["memory_gb"] = memory_gb
-    return "MultiProc", plugin_args
-
-
-def _user_name() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a user id without a passwd entry (Singularity, docker --user)
-        return f"uid{os.getuid()}"
 
 
 def _load_filters(path: Path | None) -> dict:

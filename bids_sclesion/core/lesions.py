@@ -11,10 +11,12 @@ from .metrics import CONNECTIVITY
 
 #: Smallest lesion the app reports by default (``--min-lesion-volume``); the training's validation uses it too.
 DEFAULT_MIN_LESION_MM3 = 5.0
+#: Probability above which a voxel is cord or lesion in the masks (``--threshold``).
+DEFAULT_THRESHOLD = 0.5
 
 
 def threshold_masks(
-    cord_prob: np.ndarray, lesion_prob: np.ndarray, threshold: float = 0.5, min_lesion_mm3: float = 0.0,
+    cord_prob: np.ndarray, lesion_prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD, min_lesion_mm3: float = 0.0,
     voxel_mm3: float = 1.0, min_cord_fraction: float = 0.3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cord and lesion masks. Lesion components that do not touch the cord are
@@ -65,7 +67,7 @@ LESION_COLUMNS = tuple(LesionStats.__dataclass_fields__)
 
 
 def lesion_table(lesion: np.ndarray, lesion_prob: np.ndarray, cord: np.ndarray, affine: np.ndarray,
-                 copies: np.ndarray | None = None, threshold: float = 0.5,
+                 copies: np.ndarray | None = None, threshold: float = DEFAULT_THRESHOLD,
                  levels: np.ndarray | None = None) -> list[LesionStats]:
     """One row per connected lesion, in scanner millimetres.
 

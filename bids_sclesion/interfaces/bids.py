@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, traits
 
+from ..core.lesions import DEFAULT_THRESHOLD
 from ..core.image import nifti_image
 from ..derivatives import SourceName, mask_sidecar
 from ..core.morphometry import LEVEL_NAMES
@@ -35,7 +36,7 @@ class _SinkInputSpec(_SourceSinkInputSpec):
     csa_table = File(exists=True, mandatory=True)
     level_table = File(exists=True, mandatory=True)
     levels_info = traits.Str("{}", usedefault=True, desc="JSON: how the levels were found, or why not")
-    threshold = traits.Float(0.5, usedefault=True)
+    threshold = traits.Float(DEFAULT_THRESHOLD, usedefault=True)
     provenance = traits.Str("", usedefault=True, desc="JSON: models (name, version, SHA-256), settings, revision")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from ..core.image import nifti_image, voxel_volume
-from ..core.lesions import lesion_table, table_to_tsv, threshold_masks, voxel_uncertainty
+from ..core.lesions import DEFAULT_THRESHOLD, lesion_table, table_to_tsv, threshold_masks, voxel_uncertainty
 
 
 class _SegmentInputSpec(BaseInterfaceInputSpec):
@@ -125,7 +125,7 @@ class _PostInputSpec(BaseInterfaceInputSpec):
     lesion_prob = File(exists=True, mandatory=True)
     extra_cord_prob = File(exists=True, desc="another cord probability (same grid), averaged with cord_prob")
     lesion_copies = File(exists=True, desc="lesion probabilities of test-time copies (4D): confidence, uncertainty")
-    threshold = traits.Float(0.5, usedefault=True)
+    threshold = traits.Float(DEFAULT_THRESHOLD, usedefault=True)
     min_lesion_mm3 = traits.Float(0.0, usedefault=True)
 
 

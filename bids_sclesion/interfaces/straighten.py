@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
+from ..core.lesions import DEFAULT_THRESHOLD
 from ..core.centerline import plausible_centerline
 from ..core.straighten import straightening_fields
 
@@ -45,7 +46,7 @@ class CordStraighteningWarps(SimpleInterface):
 
 class _CheckCordInputSpec(BaseInterfaceInputSpec):
     cord_prob = File(exists=True, mandatory=True, desc="cord probability on the source grid")
-    threshold = traits.Float(0.5, usedefault=True)
+    threshold = traits.Float(DEFAULT_THRESHOLD, usedefault=True)
 
 
 class _CheckCordOutputSpec(TraitedSpec):

@@ -46,9 +46,37 @@ def _figure(target: Path, draw) -> Path:
 
 def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict], problems: list[str]) -> Path:
     out_dir = Path(out_dir)
-    figures = out_dir / "figures"
     failed = [r for r in rows if r.get("status") == "failed"]
     rows = [r for r in rows if r.get("status", "ok") == "ok"]
+    subjects = sorted({r["participant_id"] for r in rows})
+    made = group_figures(out_dir, rows)
+    esc = html.escape
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>bids_sclesion group report</title>"
+             "<style>body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1000px}"
+             "table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:.2em .5em}"
+             "th{background:#f3f3f3}img{max-width:100%}.warning{background:#fff4e5;padding:.4em .8em}</style>"
+             "</head><body>",
+             f"<h1>Group report</h1><p>bids_sclesion {esc(__version__)}; {len(subjects)} subject(s), "
+             f"<span id='n-images'>{len(rows)}</span> image(s). Tables: <code>group_lesions.tsv</code>, "
+             "<code>group_levels.tsv</code>"
+             f"{', <code>group_longitudinal.tsv</code>, <code>group_lesion_changes.tsv</code>' if longitudinal else ''}."
+             "</p>"]
+    for problem in problems:
+        parts.append(f"<p class='warning'>{esc(problem)}</p>")
+    parts.extend(_failed_section(failed))
+    for caption, path in made:
+        parts.append(f"<figure><img src='{esc(path.relative_to(out_dir).as_posix())}' alt='{esc(caption)}'>"
+                     f"<figcaption>{esc(caption)}</figcaption></figure>")
+    parts.extend(_tables(rows, longitudinal))
+    parts.append("</table></body></html>")
+    target = out_dir / "group.html"
+    write_text("\n".join(parts) + "\n", target)
+    return target
+
+
+def group_figures(out_dir: Path, rows: list[dict]) -> list[tuple[str, Path]]:
+    """The group figures (caption, file) of the images that have a result."""
+    figures = out_dir / "figures"
     subjects = sorted({r["participant_id"] for r in rows})
     counts = {s: sum(int(r["n_lesions"]) for r in rows if r["participant_id"] == s) for s in subjects}
     volumes = {s: sum(float(r["total_lesion_volume_mm3"]) for r in rows if r["participant_id"] == s) for s in subjects}
@@ -111,19 +139,12 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
         ax.legend(fontsize=7)
 
     made.append(("Cord area by vertebral level", _figure(figures / "group_csa_by_level.png", csa_by_level)))
+    return made
+
+
+def _failed_section(failed: list[dict]) -> list[str]:
     esc = html.escape
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>bids_sclesion group report</title>"
-             "<style>body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1000px}"
-             "table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:.2em .5em}"
-             "th{background:#f3f3f3}img{max-width:100%}.warning{background:#fff4e5;padding:.4em .8em}</style>"
-             "</head><body>",
-             f"<h1>Group report</h1><p>bids_sclesion {esc(__version__)}; {len(subjects)} subject(s), "
-             f"<span id='n-images'>{len(rows)}</span> image(s). Tables: <code>group_lesions.tsv</code>, "
-             "<code>group_levels.tsv</code>"
-             f"{', <code>group_longitudinal.tsv</code>, <code>group_lesion_changes.tsv</code>' if longitudinal else ''}."
-             "</p>"]
-    for problem in problems:
-        parts.append(f"<p class='warning'>{esc(problem)}</p>")
+    parts = []
     parts.append(f"<section id='failed'><h2>Failed images (<span id='n-failed'>{len(failed)}</span>)</h2>")
     if failed:
         parts.append("<p class='warning'>These images have no result from their latest participant run; they are "
@@ -135,9 +156,13 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
     else:
         parts.append("<p>None: every image selected has a result.</p>")
     parts.append("</section>")
-    for caption, path in made:
-        parts.append(f"<figure><img src='{esc(path.relative_to(out_dir).as_posix())}' alt='{esc(caption)}'>"
-                     f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return parts
+
+
+def _tables(rows: list[dict], longitudinal: list[dict]) -> list[str]:
+    """Per contrast, change between sessions, and one row per image."""
+    esc = html.escape
+    parts = []
     parts.append("<h2>Per contrast</h2><table><tr><th>contrast</th><th>images</th><th>lesions</th>"
                  "<th>mean lesions / image</th><th>mean volume / image (mm³)</th></tr>")
     for suffix in sorted({r["suffix"] for r in rows}):
@@ -164,7 +189,4 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
                      f"<td>{esc(r['source'])}</td><td>{r['n_lesions']}</td><td>{r['total_lesion_volume_mm3']}</td>"
                      f"<td>{esc(str(r.get('levels', 'n/a')))}</td><td>{esc(str(r.get('csa_c2c3_mm2', 'n/a')))}</td>"
                      f"<td><a href='{esc(r['participant_id'])}.html'>{esc(r['participant_id'])}.html</a></td></tr>")
-    parts.append("</table></body></html>")
-    target = out_dir / "group.html"
-    write_text("\n".join(parts) + "\n", target)
-    return target
+    return parts

@@ -6,7 +6,7 @@ from nipype.pipeline import engine as pe
 
 from .. import __version__
 from ..__about__ import __results_revision__
-from ..core.lesions import DEFAULT_MIN_LESION_MM3
+from ..config import RunSettings
 from ..interfaces.bids import DerivativesSink, WarpsSink
 from ..interfaces.image import N4BiasCorrection, ResampleToOriginal, Reorient
 from ..interfaces.morphometry import CordMorphometry
@@ -17,42 +17,27 @@ from ..interfaces.straighten import CheckSpinalCord, CordStraighteningWarps
 _SOFTWARE = f"{__version__}+r{__results_revision__}"
 
 
-def init_anat_lesion_wf(
-    *,
-    source_file: str,
-    bids_dir: str,
-    output_dir: str,
-    model: str,
-    model_hash: str,
-    device: str = "auto",
-    omp_nthreads: int = 1,
-    threshold: float = 0.5,
-    min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3,
-    stage2_model: str | None = None,
-    stage2_model_hash: str = "",
-    cord_fusion: str = "mean",
-    tta: bool = False,
-    provenance: str = "",
-    disc_labels: str | None = None,
-    name: str = "anat_lesion_wf",
-) -> pe.Workflow:
+def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = "anat_lesion_wf") -> pe.Workflow:
     """Segment the cord and MS lesions of one anatomical image.
 
-    Single stage (``stage2_model=None``): ``model`` gives the final
-    probabilities; the straightening warps come from its cord. Cascade:
-    ``model`` finds the cord on the whole image (stage 1), the cord is
+    Single stage (no ``stage2_model`` in ``settings.segmentation``): ``model``
+    gives the final probabilities; the straightening warps come from its cord.
+    Cascade: ``model`` finds the cord on the whole image (stage 1), the cord is
     straightened and cropped, and ``stage2_model`` segments cord and lesions
     there at full resolution; its probabilities are mapped back to the
     source grid. ``cord_fusion="mean"`` averages the two stages' cord
     probabilities (stage 1 has seen real cords, stage 2 works at 0.5 mm);
     ``"stage2"`` keeps stage 2's alone. ``tta`` adds stage-2 predictions on
     flipped copies: a voxel uncertainty map and a confidence per lesion.
-    ``disc_labels`` (the user's disc labels of this image) replace the
-    template-matched discs for its vertebral levels.
+    The user's disc labels of this image (``settings.disc_labels``) replace
+    the template-matched discs for its vertebral levels.
 
     Inputs are fixed at construction (one workflow per image) so that the
     work directory caches each node by the image's content.
     """
+    seg = settings.segmentation
+    bids_dir, output_dir, omp_nthreads = settings.bids_dir, settings.output_dir, seg.omp_nthreads
+    stage2_model = seg.stage2_model
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["source_file"]), name="inputnode")
     inputnode.inputs.source_file = source_file
@@ -60,7 +45,7 @@ def init_anat_lesion_wf(
     reorient = pe.Node(Reorient(), name="reorient", mem_gb=0.5)
     n4 = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_bias_correction", n_procs=omp_nthreads, mem_gb=1.0)
     segment = pe.Node(
-        SegmentCordLesion(model=model, model_hash=model_hash, software_version=_SOFTWARE, device=device,
+        SegmentCordLesion(model=seg.model, model_hash=seg.model_hash, software_version=_SOFTWARE, device=seg.device,
                           num_threads=omp_nthreads),
         name="segment_cord_lesion",
         n_procs=omp_nthreads,
@@ -69,16 +54,16 @@ def init_anat_lesion_wf(
     merge = pe.Node(niu.Merge(2), name="merge_probabilities", run_without_submitting=True)
     to_original = pe.Node(ResampleToOriginal(software_version=_SOFTWARE), name="to_original_grid", mem_gb=0.5)
     split = pe.Node(niu.Split(splits=[1, 1], squeeze=True), name="split_probabilities", run_without_submitting=True)
-    post = pe.Node(PostprocessLesions(threshold=threshold, min_lesion_mm3=min_lesion_mm3), name="postprocess_lesions",
+    post = pe.Node(PostprocessLesions(threshold=seg.threshold, min_lesion_mm3=seg.min_lesion_mm3), name="postprocess_lesions",
                    mem_gb=0.5)
     from ..derivatives import SourceName
 
     morphometry = pe.Node(CordMorphometry(suffix=SourceName(source_file, bids_dir).suffix), name="cord_morphometry",
                           mem_gb=0.5)
-    if disc_labels:
-        morphometry.inputs.disc_labels = disc_labels
+    if source_file in settings.disc_labels:
+        morphometry.inputs.disc_labels = settings.disc_labels[source_file]
     sink = pe.Node(
-        DerivativesSink(bids_dir=bids_dir, out_dir=output_dir, threshold=threshold, provenance=provenance),
+        DerivativesSink(bids_dir=bids_dir, out_dir=output_dir, threshold=seg.threshold, provenance=settings.provenance),
         name="ds_lesions",
         run_without_submitting=True,
     )
@@ -118,7 +103,7 @@ def init_anat_lesion_wf(
     if not stage2_model:
         # The cascade refuses an image without a spinal cord when it straightens it;
         # alone, the whole-image model must not report lesions in, say, a brain.
-        check = pe.Node(CheckSpinalCord(threshold=threshold), name="check_spinal_cord", mem_gb=0.5)
+        check = pe.Node(CheckSpinalCord(threshold=seg.threshold), name="check_spinal_cord", mem_gb=0.5)
         wf.connect([
             (split, check, [("out1", "cord_prob")]),
             (check, post, [("cord_prob", "cord_prob")]),
@@ -127,8 +112,8 @@ def init_anat_lesion_wf(
         ])  # fmt: skip
         return wf
     stage2 = pe.Node(
-        SegmentStraightened(model=stage2_model, model_hash=stage2_model_hash, software_version=_SOFTWARE,
-                            device=device, num_threads=omp_nthreads, tta=tta),
+        SegmentStraightened(model=stage2_model, model_hash=seg.stage2_model_hash, software_version=_SOFTWARE,
+                            device=seg.device, num_threads=omp_nthreads, tta=seg.tta),
         name="segment_straightened_cord",
         n_procs=omp_nthreads,
         mem_gb=2.0,
@@ -141,15 +126,13 @@ def init_anat_lesion_wf(
         (stage2, post, [("cord_prob", "cord_prob"), ("lesion_prob", "lesion_prob")]),
         (stage2, sink, [("lesion_prob", "lesion_prob"), ("model_name", "stage2_model_name")]),
     ])  # fmt: skip
-    if tta:
+    if seg.tta:
         wf.connect([
             (stage2, post, [("lesion_copies", "lesion_copies")]),
             (post, sink, [("lesion_uncertainty", "lesion_uncertainty")]),
         ])  # fmt: skip
-    if cord_fusion == "mean":
+    if seg.cord_fusion == "mean":
         wf.connect(split, "out1", post, "extra_cord_prob")
-    elif cord_fusion != "stage2":
-        raise ValueError(f"cord_fusion must be 'mean' or 'stage2', not {cord_fusion!r}")
     return wf
 
 

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from nipype.pipeline import engine as pe
 
-from ..core.lesions import DEFAULT_MIN_LESION_MM3
+from ..config import RunSettings
 from .anatomical import init_anat_lesion_wf
 
 
@@ -19,49 +19,23 @@ def image_workflow_name(image: str | Path) -> str:
     return f"anat_{_node_name(Path(image).name.split('.')[0])}_wf"
 
 
-def init_single_subject_wf(
-    subject: str, images: list[str], *, bids_dir: str, output_dir: str, model: str, model_hash: str,
-    device: str, omp_nthreads: int, threshold: float = 0.5, min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3,
-    stage2_model: str | None = None, stage2_model_hash: str = "", cord_fusion: str = "mean", tta: bool = False,
-    provenance: str = "", disc_labels: dict[str, str] | None = None,
-) -> pe.Workflow:
-    """All anatomical images of one subject (all sessions); ``provenance`` (JSON) goes into every sidecar.
-
-    ``disc_labels`` maps an image to the user's disc labels for it."""
+def init_single_subject_wf(subject: str, images: list[str], settings: RunSettings) -> pe.Workflow:
+    """All anatomical images of one subject (all sessions)."""
     wf = pe.Workflow(name=f"single_subject_{_node_name(subject)}_wf")
     for image in images:
-        wf.add_nodes([
-            init_anat_lesion_wf(
-                source_file=image, bids_dir=bids_dir, output_dir=output_dir, model=model, model_hash=model_hash,
-                device=device, omp_nthreads=omp_nthreads, threshold=threshold, min_lesion_mm3=min_lesion_mm3,
-                stage2_model=stage2_model, stage2_model_hash=stage2_model_hash, cord_fusion=cord_fusion,
-                tta=tta, provenance=provenance, disc_labels=(disc_labels or {}).get(image),
-                name=image_workflow_name(image),
-            )
-        ])
+        wf.add_nodes([init_anat_lesion_wf(source_file=image, settings=settings, name=image_workflow_name(image))])
     return wf
 
 
-def init_bids_sclesion_wf(
-    subjects: dict[str, list[str]], *, bids_dir: str, output_dir: str, work_dir: str, model: str,
-    model_hash: str, device: str = "auto", omp_nthreads: int = 1, threshold: float = 0.5,
-    min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3, stage2_model: str | None = None, stage2_model_hash: str = "",
-    cord_fusion: str = "mean", tta: bool = False, provenance: str = "", disc_labels: dict[str, str] | None = None,
-) -> pe.Workflow:
+def init_bids_sclesion_wf(subjects: dict[str, list[str]], settings: RunSettings) -> pe.Workflow:
     """The participant-level workflow for the selected ``subjects`` -> image lists."""
     wf = pe.Workflow(name="bids_sclesion_wf")
-    wf.base_dir = work_dir
-    wf.config["execution"].update({"crashdump_dir": str(Path(work_dir) / "crashes"), "crashfile_format": "txt",
-                                   "stop_on_first_crash": "false", "remove_unnecessary_outputs": "false"})
+    wf.base_dir = settings.work_dir
+    wf.config["execution"].update({"crashdump_dir": str(Path(settings.work_dir) / "crashes"),
+                                   "crashfile_format": "txt", "stop_on_first_crash": "false",
+                                   "remove_unnecessary_outputs": "false"})
     for subject, images in sorted(subjects.items()):
-        wf.add_nodes([
-            init_single_subject_wf(subject, images, bids_dir=bids_dir, output_dir=output_dir, model=model,
-                                   model_hash=model_hash, device=device, omp_nthreads=omp_nthreads,
-                                   threshold=threshold, min_lesion_mm3=min_lesion_mm3,
-                                   stage2_model=stage2_model, stage2_model_hash=stage2_model_hash,
-                                   cord_fusion=cord_fusion, tta=tta, provenance=provenance,
-                                   disc_labels=disc_labels)
-        ])
+        wf.add_nodes([init_single_subject_wf(subject, images, settings)])
     return wf
 
 

@@ -1,0 +1,63 @@
+"""The settings of one participant-level run, built once from the command line and handed to the workflows.
+
+Frozen: no step can change them halfway. ``RunSettings.to_dict`` is what ``logs/config-<time>.toml`` records
+beside the outputs (with the environment and the models' identities, ``provenance.write_run_logs``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from .core.lesions import DEFAULT_MIN_LESION_MM3, DEFAULT_THRESHOLD
+#: Bundled models the cascade uses unless told otherwise.
+DEFAULT_STAGE1, DEFAULT_STAGE2 = "stage1", "stage2"
+CORD_FUSIONS = ("mean", "stage2")
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """What decides each image's segmentation: the models and the post-processing."""
+
+    model: str = DEFAULT_STAGE1  # whole-image model (stage 1 of the cascade, or the only one)
+    model_hash: str = ""  # SHA-256 prefix of its weights: a changed model recomputes the cached steps
+    stage2_model: str | None = DEFAULT_STAGE2  # None: the whole-image model alone
+    stage2_model_hash: str = ""
+    threshold: float = DEFAULT_THRESHOLD
+    min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3
+    cord_fusion: str = "mean"  # "mean" of both stages' cord probabilities, or "stage2" alone
+    tta: bool = False  # stage-2 predictions on flipped copies too (uncertainty)
+    device: str = "auto"
+    omp_nthreads: int = 1
+
+    def __post_init__(self):
+        if self.cord_fusion not in CORD_FUSIONS:
+            raise ValueError(f"cord_fusion must be one of {CORD_FUSIONS}, not {self.cord_fusion!r}")
+        if self.tta and not self.stage2_model:
+            raise ValueError("--tta works on the cascade's stage 2: it cannot be combined with --single-stage")
+
+    @property
+    def cascade(self) -> bool:
+        return bool(self.stage2_model)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One participant-level run: where it reads and writes, and how every image is segmented."""
+
+    bids_dir: str
+    output_dir: str
+    work_dir: str
+    segmentation: SegmentationSettings = field(default_factory=SegmentationSettings)
+    provenance: str = ""  # JSON of the models and settings, copied into every sidecar
+    disc_labels: Mapping[str, str] = field(default_factory=dict)  # image -> the user's disc labels
+
+    def __post_init__(self):
+        object.__setattr__(self, "disc_labels", MappingProxyType(dict(self.disc_labels)))
+
+    def to_dict(self) -> dict:
+        out = {"bids_dir": self.bids_dir, "output_dir": self.output_dir, "work_dir": self.work_dir,
+               "segmentation": {k: v for k, v in asdict(self.segmentation).items() if v is not None}}
+        if self.disc_labels:
+            out["disc_labels"] = dict(self.disc_labels)
+        return out
