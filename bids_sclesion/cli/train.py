@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..model.inference import TTA_FLIPS
 from ..model.network import NetworkConfig
 from .parser import DefaultsHelpFormatter
-from ..training import TrainingConfig, train
+from ..training import train
+from ..training.config import add_training_options, config_from_options
 from ..utils.io import write_text
 
 
@@ -25,90 +25,18 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("bids_dir", help="BIDS dataset with derivatives/labels")
     p.add_argument("model_dir", help="output model directory (model.safetensors + model.json)")
-    d = TrainingConfig()
     p.add_argument("--add-dataset", action="append", default=[], metavar="BIDS_DIR",
                    help="another BIDS dataset to train on (repeatable); batches draw from each dataset equally "
                         "unless --dataset-weights says otherwise")
-    p.add_argument("--dataset-weights", type=float, nargs="+", default=None, metavar="W",
-                   help="how often batches draw from each dataset, BIDS_DIR first then each --add-dataset in "
-                        "order (relative weights, e.g. 3 1 1: the first dataset in 3 of 5 draws)")
-    p.add_argument("--contrast", nargs="+", default=list(d.suffixes), help="image suffixes to train on")
-    p.add_argument("--participant-label", nargs="+", default=[], metavar="LABEL",
-                   help="train on these subjects only (labels with or without 'sub-')")
     p.add_argument("--bids-filter-file", type=Path, default=None, metavar="FILE",
                    help="JSON of pybids filters selecting the images, as for the app, e.g. "
                         "{\"acquisition\": \"sag\"} or {\"t2w\": {\"acquisition\": \"ax\"}}")
-    p.add_argument("--iterations", type=int, default=d.iterations, help="training steps (one batch each)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="patches per step")
-    p.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size), metavar="N",
-                   help="patch size in voxels of the model grid")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="AdamW learning rate at the start")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                   help="share of the subjects that validate instead of training")
-    p.add_argument("--folds", type=int, default=None, metavar="K",
-                   help="k-fold cross-validation by subject: K groups, --fold I validates (replaces --val-fraction)")
-    p.add_argument("--fold", type=int, default=0, metavar="I", help="which of the K folds validates (0-based)")
-    p.add_argument("--cord-label", default=d.cord_label,
-                   help="cord label files <stem>_<LABEL>.nii.gz in derivatives/labels (e.g. label-SC_seg)")
-    p.add_argument("--lesion-label", default=d.lesion_label,
-                   help="lesion label files <stem>_<LABEL>.nii.gz (e.g. label-lesion_mask)")
-    p.add_argument("--grey-matter-label", default=None, metavar="LABEL",
-                   help="grey matter label files <stem>_<LABEL>.nii.gz (e.g. gmseg-manual): train grey matter as a "
-                        "third output where they exist, so that the network learns the tissue it most often "
-                        "takes for lesion; the app uses the cord and lesion outputs only")
-    p.add_argument("--fine-lesion-label", default=None, metavar="LABEL",
-                   help="with --space straight: lesion fraction maps <stem>_<LABEL>.nii.gz on a fine grid of their "
-                        "own (the phantoms' res-fine_lesion-manual) label the straightened cord where they exist, "
-                        "so that a lesion is labelled as wide as it is rather than as a whole number of thick "
-                        "slices; the model then averages its map over each thick voxel on the way back")
-    p.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations")
-    p.add_argument("--val-max-images", type=int, default=d.val_max_images, help="validation images scored each time")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
     p.add_argument("--channels", type=int, nargs="+", default=None,
                    help=f"channels at each level of the U-Net (default {' '.join(map(str, NetworkConfig().channels))}; "
                         "with --init-from: the pretrained model's, or more at any level to fine-tune a wider network "
                         "that starts out computing exactly what the pretrained one does)")
-    p.add_argument("--space", choices=["native", "straight"], default=d.space,
-                   help="native: whole-image model (stage 1); straight: model on the straightened cord (stage 2)")
-    p.add_argument("--augmentation", choices=["standard", "domain"], default=d.augmentation,
-                   help="domain: axis order, contrast curve, inversion and blur randomised (for real scanners)")
-    p.add_argument("--exclude-subjects", nargs="+", default=[], metavar="sub-XX", help="subjects held out")
-    p.add_argument("--allow-missing-lesion-labels", action="store_true",
-                   help="images with a cord label but no lesion label are used as lesion-free")
-    p.add_argument("--init-from", default=None, metavar="MODEL",
-                   help="bundled model name or model directory to fine-tune (transfer learning)")
-    p.add_argument("--freeze", choices=["none", "encoder"], default=d.freeze,
-                   help="with --init-from: keep the pretrained encoder fixed")
-    p.add_argument("--encoder-lr-scale", type=float, default=d.encoder_lr_scale,
-                   help="with --init-from: learning-rate factor of the pretrained encoder")
-    p.add_argument("--dice-weight", type=float, default=d.dice_weight,
-                   help="weight of the Dice term of the loss (cross-entropy weighs 1)")
-    p.add_argument("--patience", type=int, default=None,
-                   help="early stopping: validations without a better score before stopping")
-    p.add_argument("--monitor", choices=["lesion_f1", "lesion_dice", "cord_dice"], default=d.monitor,
-                   help="validation metric that picks the saved model and drives --patience")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also write TensorBoard scalars to MODEL_DIR/tensorboard (needs the tensorboard package)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from MODEL_DIR/checkpoint.pt (written at every validation)")
-    p.add_argument("--tta-flips", action="store_true",
-                   help="the model predicts by averaging flips along each axis (4x inference time)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initial weights and every batch")
-    p.add_argument("--nthreads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
-    p.add_argument("--workers", type=int, default=d.workers, metavar="N",
-                   help="processes that preprocess the images not yet cached, then prepare training batches "
-                        "(patches, augmentation) while the network trains; 0: the training process itself. Every "
-                        "batch is drawn from a random stream of its own, so the trained model is the same for any N "
-                        "(on a GPU, N of a few CPU cores keeps it busy)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the network trains")
-    p.add_argument("--tissue-prior", action="store_true",
-                   help="stage 2 (--space straight): give the network, beside the image, the grey and white matter "
-                        "expected in the cord (the PAM50 cross-section fitted to each straightened slice); with "
-                        "--init-from a model without it, the new inputs start with zero weights")
-    p.add_argument("--cpu-bf16", action="store_true",
-                   help="on a CPU, run the network in bfloat16 (weights, optimiser and loss stay float32): "
-                        "for a CPU with native bfloat16 (AVX512-BF16 or AMX; 1.6x faster on the one measured in "
-                        "docs/performance.md), refused on one without; a GPU always trains in mixed precision")
+    add_training_options(p)  # one option per setting of TrainingConfig
     p.add_argument("-w", "--work-dir", default=None, help="cache of preprocessed images")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="YAML or JSON file of option values (keys as the long options: iterations, "
@@ -208,44 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bids_sclesion-train: error: {exc}", file=sys.stderr)
         return 2
-    config = TrainingConfig(
-        suffixes=tuple(args.contrast),
-        patch_size=tuple(args.patch_size),
-        batch_size=args.batch_size,
-        iterations=args.iterations,
-        learning_rate=args.learning_rate,
-        val_fraction=args.val_fraction,
-        val_every=args.val_every,
-        val_max_images=args.val_max_images,
-        max_minutes=args.max_minutes,
-        seed=args.seed,
-        threads=args.nthreads,
-        space=args.space,
-        augmentation=args.augmentation,
-        exclude_subjects=tuple(args.exclude_subjects),
-        require_lesion=not args.allow_missing_lesion_labels,
-        init_from=args.init_from,
-        tta_flip_axes=TTA_FLIPS if args.tta_flips else (),
-        freeze=args.freeze,
-        encoder_lr_scale=args.encoder_lr_scale,
-        dice_weight=args.dice_weight,
-        patience=args.patience,
-        resume=args.resume,
-        folds=args.folds,
-        fold=args.fold,
-        cord_label=args.cord_label,
-        lesion_label=args.lesion_label,
-        grey_matter_label=args.grey_matter_label,
-        fine_lesion_label=args.fine_lesion_label,
-        monitor=args.monitor,
-        filters=filters,
-        participant_label=tuple(label.removeprefix("sub-") for label in args.participant_label),
-        tensorboard=args.tensorboard,
-        dataset_weights=tuple(args.dataset_weights) if args.dataset_weights else (),
-        workers=args.workers,
-        cpu_bf16=args.cpu_bf16,
-        tissue_prior=args.tissue_prior,
-    )
+    config = config_from_options(vars(args), filters=filters)
     net = (NetworkConfig(channels=tuple(args.channels), strides=tuple([2] * (len(args.channels) - 1)))
            if args.channels else None)
     try:

@@ -1,57 +1,155 @@
 """Settings of a training run, and the checks and derived values that depend on them alone."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import argparse
+from dataclasses import dataclass, field, fields
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 
-@dataclass
-class TrainingConfig:
-    suffixes: tuple[str, ...] = ("T2w", "T1w", "PSIR", "STIR", "T2starw")
-    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    patch_size: tuple[int, int, int] = (64, 64, 64)
-    batch_size: int = 2
-    iterations: int = 2000
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.15
-    val_every: int = 250
-    val_max_images: int = 6
-    max_minutes: float | None = None
-    seed: int = 0
-    threads: int | None = None
-    space: str = "native"  # "straight": stage-2 model on the straightened cord
-    augmentation: str = "standard"  # "domain": orientation and strong intensity randomisation
-    exclude_subjects: tuple[str, ...] = ()  # held out (cross-validation)
-    require_lesion: bool = True  # False: images with a cord label only are lesion-free cases
-    init_from: str | None = None  # model name or directory to fine-tune
-    tta_flip_axes: tuple[tuple[int, ...], ...] = ()  # test-time flips recorded for inference
-    freeze: str = "none"  # "encoder": keep the pretrained encoder fixed (with init_from)
-    encoder_lr_scale: float = 0.1  # with init_from: the pretrained encoder learns this much slower
-    patience: int | None = None  # stop after this many validations without improvement
-    resume: bool = False  # continue from MODEL_DIR/checkpoint.pt
-    folds: int | None = None  # k-fold: validate on fold ``fold`` of ``folds`` subject groups
-    fold: int = 0
-    cord_label: str = "seg-manual"  # label files: <stem>_<label>.nii.gz in derivatives/labels
-    lesion_label: str = "lesion-manual"
-    monitor: str = "lesion_f1"  # validation metric that picks the saved model and drives --patience
-    filters: dict | None = None  # pybids filters selecting the images (as the app's --bids-filter-file)
-    participant_label: tuple[str, ...] = ()  # train on these subjects only (labels without "sub-")
-    tensorboard: bool = False  # also write TensorBoard scalars to MODEL_DIR/tensorboard
-    dataset_weights: tuple[float, ...] = ()  # relative sampling weight of each dataset (empty: equal)
-    grey_matter_label: str | None = None  # <stem>_<label>.nii.gz: grey matter as a third output, where labelled
-    dice_weight: float = 1.0  # weight of the Dice term against cross-entropy (1.0) in the loss
-    fine_lesion_label: str | None = None  # <stem>_<label>.nii.gz: fine lesion fractions label the straight grid
-    workers: int = 0  # processes preprocessing, then preparing batches (0: the training process); same results
-    cpu_bf16: bool = False  # on a CPU, compute the network in bfloat16 (autocast); weights and loss stay float32
-    tissue_prior: bool = False  # straight space: grey/white matter expected in the cord as two more input channels
-
-
 #: Validation metrics early stopping and model selection can follow.
 MONITORED = ("lesion_f1", "lesion_dice", "cord_dice")
+
+
+def option(help: str, flag: str | None = None, to_field: Callable | None = None, **argparse_kwargs) -> dict:
+    """Field metadata that makes a setting a ``bids_sclesion-train`` option.
+
+    ``flag`` defaults to the field's name (``--learning-rate``); ``to_field`` turns the parsed value into
+    the field's (lists become tuples without it); other keywords go to ``ArgumentParser.add_argument``,
+    whose default is the field's unless given.
+    """
+    return {"cli": {"help": help, "flag": flag, "to_field": to_field, "kwargs": argparse_kwargs}}
+
+
+def _flips(on: bool) -> tuple[tuple[int, ...], ...]:
+    from ..model.inference import TTA_FLIPS
+
+    return TTA_FLIPS if on else ()
+
+
+@dataclass
+class TrainingConfig:
+    suffixes: tuple[str, ...] = field(default=("T2w", "T1w", "PSIR", "STIR", "T2starw"), metadata=option(
+        "image suffixes to train on", "--contrast", nargs="+"))
+    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    patch_size: tuple[int, int, int] = field(default=(64, 64, 64), metadata=option(
+        "patch size in voxels of the model grid", type=int, nargs=3, metavar="N"))
+    batch_size: int = field(default=2, metadata=option("patches per step", type=int))
+    iterations: int = field(default=2000, metadata=option("training steps (one batch each)", type=int))
+    learning_rate: float = field(default=2e-3, metadata=option("AdamW learning rate at the start", type=float))
+    weight_decay: float = 1e-4
+    val_fraction: float = field(default=0.15, metadata=option(
+        "share of the subjects that validate instead of training", type=float))
+    val_every: int = field(default=250, metadata=option("steps between validations", type=int))
+    val_max_images: int = field(default=6, metadata=option("validation images scored each time", type=int))
+    max_minutes: float | None = field(default=None, metadata=option("stop after this wall time", type=float))
+    seed: int = field(default=0, metadata=option("seed of the split, the initial weights and every batch", type=int))
+    threads: int | None = field(default=None, metadata=option(
+        "torch CPU threads (default: torch's own choice)", "--nthreads", type=int))
+    space: str = field(default="native", metadata=option(
+        "native: whole-image model (stage 1); straight: model on the straightened cord (stage 2)",
+        choices=["native", "straight"]))
+    augmentation: str = field(default="standard", metadata=option(
+        "domain: axis order, contrast curve, inversion and blur randomised (for real scanners)",
+        choices=["standard", "domain"]))
+    exclude_subjects: tuple[str, ...] = field(default=(), metadata=option(
+        "subjects held out", nargs="+", metavar="sub-XX"))
+    require_lesion: bool = field(default=True, metadata=option(
+        "images with a cord label but no lesion label are used as lesion-free", "--allow-missing-lesion-labels",
+        to_field=lambda allow: not allow, action="store_true"))
+    init_from: str | None = field(default=None, metadata=option(
+        "bundled model name or model directory to fine-tune (transfer learning)", metavar="MODEL"))
+    tta_flip_axes: tuple[tuple[int, ...], ...] = field(default=(), metadata=option(
+        "the model predicts by averaging flips along each axis (4x inference time)", "--tta-flips",
+        to_field=_flips, action="store_true"))
+    freeze: str = field(default="none", metadata=option(
+        "with --init-from: keep the pretrained encoder fixed", choices=["none", "encoder"]))
+    encoder_lr_scale: float = field(default=0.1, metadata=option(
+        "with --init-from: learning-rate factor of the pretrained encoder", type=float))
+    patience: int | None = field(default=None, metadata=option(
+        "early stopping: validations without a better score before stopping", type=int))
+    resume: bool = field(default=False, metadata=option(
+        "continue from MODEL_DIR/checkpoint.pt (written at every validation)", action="store_true"))
+    folds: int | None = field(default=None, metadata=option(
+        "k-fold cross-validation by subject: K groups, --fold I validates (replaces --val-fraction)", type=int,
+        metavar="K"))
+    fold: int = field(default=0, metadata=option("which of the K folds validates (0-based)", type=int, metavar="I"))
+    cord_label: str = field(default="seg-manual", metadata=option(
+        "cord label files <stem>_<LABEL>.nii.gz in derivatives/labels (e.g. label-SC_seg)"))
+    lesion_label: str = field(default="lesion-manual", metadata=option(
+        "lesion label files <stem>_<LABEL>.nii.gz (e.g. label-lesion_mask)"))
+    monitor: str = field(default="lesion_f1", metadata=option(
+        "validation metric that picks the saved model and drives --patience", choices=list(MONITORED)))
+    filters: dict | None = None  # pybids filters selecting the images (as the app's --bids-filter-file)
+    participant_label: tuple[str, ...] = field(default=(), metadata=option(
+        "train on these subjects only (labels with or without 'sub-')", nargs="+", metavar="LABEL",
+        to_field=lambda labels: tuple(label.removeprefix("sub-") for label in labels)))
+    tensorboard: bool = field(default=False, metadata=option(
+        "also write TensorBoard scalars to MODEL_DIR/tensorboard (needs the tensorboard package)",
+        action="store_true"))
+    dataset_weights: tuple[float, ...] = field(default=(), metadata=option(
+        "how often batches draw from each dataset, BIDS_DIR first then each --add-dataset in order (relative "
+        "weights, e.g. 3 1 1: the first dataset in 3 of 5 draws)", type=float, nargs="+", default=None,
+        metavar="W", to_field=lambda weights: tuple(weights) if weights else ()))
+    grey_matter_label: str | None = field(default=None, metadata=option(
+        "grey matter label files <stem>_<LABEL>.nii.gz (e.g. gmseg-manual): train grey matter as a third output "
+        "where they exist, so that the network learns the tissue it most often takes for lesion; the app uses "
+        "the cord and lesion outputs only", metavar="LABEL"))
+    dice_weight: float = field(default=1.0, metadata=option(
+        "weight of the Dice term of the loss (cross-entropy weighs 1)", type=float))
+    fine_lesion_label: str | None = field(default=None, metadata=option(
+        "with --space straight: lesion fraction maps <stem>_<LABEL>.nii.gz on a fine grid of their own (the "
+        "phantoms' res-fine_lesion-manual) label the straightened cord where they exist, so that a lesion is "
+        "labelled as wide as it is rather than as a whole number of thick slices; the model then averages its "
+        "map over each thick voxel on the way back", metavar="LABEL"))
+    workers: int = field(default=0, metadata=option(
+        "processes that preprocess the images not yet cached, then prepare training batches (patches, "
+        "augmentation) while the network trains; 0: the training process itself. Every batch is drawn from a "
+        "random stream of its own, so the trained model is the same for any N (on a GPU, N of a few CPU cores "
+        "keeps it busy)", type=int, metavar="N"))
+    cpu_bf16: bool = field(default=False, metadata=option(
+        "on a CPU, run the network in bfloat16 (weights, optimiser and loss stay float32): for a CPU with native "
+        "bfloat16 (AVX512-BF16 or AMX; 1.6x faster on the one measured in docs/performance.md), refused on one "
+        "without; a GPU always trains in mixed precision", action="store_true"))
+    tissue_prior: bool = field(default=False, metadata=option(
+        "stage 2 (--space straight): give the network, beside the image, the grey and white matter expected in "
+        "the cord (the PAM50 cross-section fitted to each straightened slice); with --init-from a model without "
+        "it, the new inputs start with zero weights", action="store_true"))
+
+
+def _option_dest(f) -> str:
+    return (f.metadata["cli"]["flag"] or "--" + f.name).lstrip("-").replace("-", "_")
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """One command-line option per :class:`TrainingConfig` field that has :func:`option` metadata."""
+    defaults = TrainingConfig()
+    for f in fields(TrainingConfig):
+        cli = f.metadata.get("cli")
+        if cli is None:
+            continue
+        kwargs = dict(cli["kwargs"], help=cli["help"], dest=_option_dest(f))
+        if kwargs.get("action") not in ("store_true", "store_false") and "default" not in kwargs:
+            default = getattr(defaults, f.name)
+            kwargs["default"] = list(default) if isinstance(default, tuple) else default
+        parser.add_argument(cli["flag"] or "--" + f.name.replace("_", "-"), **kwargs)
+
+
+def config_from_options(options: dict, **fields_not_options) -> TrainingConfig:
+    """The :class:`TrainingConfig` of parsed options (``vars(args)``), plus fields that are not options."""
+    values = {}
+    for f in fields(TrainingConfig):
+        cli = f.metadata.get("cli")
+        if cli is None:
+            continue
+        value = options[_option_dest(f)]
+        convert = cli["to_field"]
+        values[f.name] = convert(value) if convert else (tuple(value) if isinstance(value, list) else value)
+    return TrainingConfig(**values, **fields_not_options)
+
+
 
 
 def cpu_has_native_bf16() -> bool:
