@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_real_cord_dataset import CASES  # noqa: E402
 from make_real_lesion_dataset import build as build_lesion_dataset  # noqa: E402
 
+from bids_sclesion.model.metadata import METADATA, read_metadata  # noqa: E402
 from bids_sclesion.cli.run import main as app  # noqa: E402
 from bids_sclesion.core.image import voxel_volume  # noqa: E402
 from bids_sclesion.derivatives import source_of_lesion_table  # noqa: E402
@@ -111,10 +112,9 @@ def build_real_dataset(out: Path, shared: Path = SHARED) -> dict[str, str]:
 def seen_subjects(model: str | Path, _chain: tuple[Path, ...] = ()) -> set[str]:
     """Subjects a model trained or validated on, with those of the model it was initialised from."""
     model_dir = resolve_model(model).resolve()
-    meta_path = model_dir / "model.json"
-    if model_dir in _chain or not meta_path.exists():
+    if model_dir in _chain or not (model_dir / METADATA).exists():
         return set()
-    training = json.loads(meta_path.read_text()).get("training", {})
+    training = read_metadata(model_dir).get("training", {})
     seen = set(training.get("subjects", [])) | set(training.get("validation_subjects", []))
     if training.get("init_from"):  # a missing model adds nothing; one that names itself stops at _chain
         seen |= seen_subjects(training["init_from"], _chain + (model_dir,))
@@ -125,7 +125,7 @@ def models_for(collection: str, args) -> tuple[str, str, list[str]]:
     """Stage 1 and stage 2 for ``collection``, and those of them that do not exist."""
     stage1 = str(args.stage1_folds / f"fold-{collection}") if args.stage1_folds else args.stage1
     stage2 = str(args.stage2_folds / f"fold-{collection}") if args.stage2_folds else args.stage2
-    missing = [m for m in (stage1, stage2) if not (resolve_model(m) / "model.json").is_file()]
+    missing = [m for m in (stage1, stage2) if not (resolve_model(m) / METADATA).is_file()]
     return stage1, stage2, missing
 
 

@@ -2,7 +2,6 @@
 settings file (``logs/config-<time>.toml``) and a methods text with references (``logs/CITATION.md``)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -13,29 +12,12 @@ from .__about__ import __results_revision__, __url__, __version__
 from .utils.io import write_text
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_record(model_dir: str | Path) -> dict:
-    """Name, own version and weights' SHA-256 of a model folder (``model.json`` + ``model.safetensors``)."""
-    model_dir = Path(model_dir)
-    meta = json.loads((model_dir / "model.json").read_text())
-    return {"Name": str(meta.get("name", model_dir.name)),
-            "Version": str(meta.get("model_version", meta.get("version", "unknown"))),
-            "SHA256": sha256_of(model_dir / "model.safetensors"),
-            "TrainedWith": f"bids_sclesion {meta.get('version', 'unknown')}"}
-
-
-def run_provenance(stage1_dir: str | Path, stage2_dir: str | Path | None, settings: dict) -> dict:
-    """The record every sidecar of a run carries."""
-    models = {"Stage1" if stage2_dir else "Model": model_record(stage1_dir)}
-    if stage2_dir:
-        models["Stage2"] = model_record(stage2_dir)
+def run_provenance(stage1: dict, stage2: dict | None, settings: dict) -> dict:
+    """The record every sidecar of a run carries; ``stage1`` and ``stage2`` are the models' identities
+    (``model.metadata.model_identity``: name, own version, weights' SHA-256)."""
+    models = {"Stage1" if stage2 else "Model": stage1}
+    if stage2:
+        models["Stage2"] = stage2
     return {"Software": f"bids_sclesion {__version__}", "ResultsRevision": __results_revision__, "Models": models,
             "Settings": settings}
 

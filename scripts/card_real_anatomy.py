@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from real_anatomy import compare_tables  # noqa: E402
+from bids_sclesion.model.metadata import read_metadata, write_metadata
 
 HEADING = "## Measured on real anatomy (benchmarks/real_anatomy.py)"
 
@@ -75,10 +76,9 @@ def main() -> int:
     record = {key: result[key] for key in ("name", "models", "healthy_summary", "lesion_summary", "targets")}
     record["lesion_dataset"] = result.get("lesion_dataset", "real_lesions_seed11")
     record["command"] = args.command
-    meta_path = args.model_dir / "model.json"
-    meta = json.loads(meta_path.read_text())
+    meta = read_metadata(args.model_dir)
     meta.setdefault("test_metrics", {})["real_anatomy"] = record
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_metadata(meta, args.model_dir)
     card_path = args.model_dir / "MODEL_CARD.md"
     card_path.write_text(splice(card_path.read_text(), section(record)))
     print(section(record))

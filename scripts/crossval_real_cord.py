@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from bids_sclesion.model.metadata import read_metadata, write_metadata
 from bids_sclesion.core.image import load_image, resample_to_grid, to_canonical, voxel_volume
 from bids_sclesion.core.lesions import threshold_masks
 from bids_sclesion.core.metrics import dice
@@ -69,11 +69,10 @@ def config(args, exclude: tuple[str, ...]) -> TrainingConfig:
 
 def ensure_flips(model_dir: Path) -> None:
     """Models trained before test-time flips were recorded get them (inference setting only)."""
-    meta_path = model_dir / "model.json"
-    meta = json.loads(meta_path.read_text())
+    meta = read_metadata(model_dir)
     if meta["inference"].get("flip_axes") != [list(a) for a in TTA_FLIPS]:
         meta["inference"]["flip_axes"] = [list(a) for a in TTA_FLIPS]
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        write_metadata(meta, model_dir)
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bids_sclesion.model.metadata import read_metadata, write_metadata
 from bids_sclesion.evaluate import evaluate_outputs, format_summary
 from bids_sclesion.model.network import OUTPUT_CHANNELS
 
@@ -42,8 +43,7 @@ def main() -> int:
         p.error("give one --more-test-command per --more-test")
 
     scores, summary = evaluate_outputs(args.test_bids, args.test_out)
-    meta_path = args.model_dir / "model.json"
-    meta = json.loads(meta_path.read_text())
+    meta = read_metadata(args.model_dir)
     real_anatomy = meta.get("test_metrics", {}).get("real_anatomy")  # scripts/card_real_anatomy.py: kept
     meta["test_metrics"] = {
         "dataset": _generated_by(args.test_bids),
@@ -82,7 +82,7 @@ def main() -> int:
 """
     if real_anatomy:
         meta["test_metrics"]["real_anatomy"] = real_anatomy
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_metadata(meta, args.model_dir)
     real_where = ("real cords with inserted lesions are scored above" if real_section
                   else "real-image results, where measured, are below")
     t = meta["training"]

@@ -22,10 +22,10 @@ Prints a Markdown table (also written to OUT_ROOT/table.md).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from bids_sclesion.model.metadata import read_metadata
 from bids_sclesion.cli.run import main as app
 from bids_sclesion.cli.train import main as train_cli
 from bids_sclesion.evaluate import evaluate_outputs, summarise_by_contrast
@@ -53,13 +53,13 @@ def make_data(root: Path) -> dict[str, Path]:
 def train(bids: Path, model_dir: Path, contrast: str, iterations: int, extra: list[str], cache: Path,
           nthreads: int) -> float:
     if (model_dir / "model.safetensors").exists():
-        return json.loads((model_dir / "model.json").read_text())["training"]["minutes"]
+        return read_metadata(model_dir)["training"]["minutes"]
     argv = [str(bids), str(model_dir), "--contrast", contrast, "--iterations", str(iterations),
             "--nthreads", str(nthreads), "-w", str(cache), *extra]
     code = train_cli(argv)
     if code != 0:
         raise SystemExit(f"training failed ({code}): {' '.join(argv)}")
-    return json.loads((model_dir / "model.json").read_text())["training"]["minutes"]
+    return read_metadata(model_dir)["training"]["minutes"]
 
 
 def segment(bids: Path, out: Path, work: Path, model: Path, nprocs: int, contrast: str = "PSIR") -> None:

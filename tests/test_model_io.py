@@ -144,3 +144,27 @@ def test_float16_stored_weights_load_as_float32_and_predict_alike(tmp_path):
         load_model(half)
     with pytest.raises(ValueError, match="weights_dtype"):
         save_model(net, {}, tmp_path / "bad", weights_dtype="int8")
+
+
+def test_bundled_models_record_the_hash_of_their_weights_and_of_their_parent():
+    from bids_sclesion.model.io import BUNDLED, bundled_model_dir
+    from bids_sclesion.model.metadata import read_metadata, weights_sha256
+
+    for name in BUNDLED:
+        meta = read_metadata(bundled_model_dir(name))
+        assert meta["weights_sha256"] == weights_sha256(bundled_model_dir(name)), name
+        parent = meta["training"].get("init_from")
+        assert parent != name, f"{name} says it was initialised from itself"
+        if parent in BUNDLED:
+            assert meta["training"]["init_from_sha256"] == weights_sha256(bundled_model_dir(parent)), name
+
+
+def test_metadata_reader_names_the_file(tmp_path):
+    from bids_sclesion.model.metadata import ModelError, read_metadata
+
+    (tmp_path / "model.json").write_text('{"network": {}}')
+    with pytest.raises(ModelError, match=r"model.json: missing key 'spacing_mm'"):
+        read_metadata(tmp_path)
+    (tmp_path / "model.json").write_text("[1]")
+    with pytest.raises(ModelError, match="expected a JSON object"):
+        read_metadata(tmp_path)

@@ -3,7 +3,8 @@ import hashlib
 import tomllib
 
 from bids_sclesion.model.io import resolve_model
-from bids_sclesion.provenance import citation_text, model_record, run_provenance, to_toml
+from bids_sclesion.model.metadata import model_identity as model_record
+from bids_sclesion.provenance import citation_text, run_provenance, to_toml
 
 
 def test_model_record_names_version_and_weights_hash():
@@ -15,7 +16,7 @@ def test_model_record_names_version_and_weights_hash():
 
 
 def test_run_provenance_is_written_as_toml_that_reads_back():
-    provenance = run_provenance(resolve_model("stage1"), resolve_model("stage2"),
+    provenance = run_provenance(model_record(resolve_model("stage1")), model_record(resolve_model("stage2")),
                                 {"Threshold": 0.5, "MinLesionVolumeMM3": 5.0, "TTA": False, "Contrasts": ["T2w"]})
     assert set(provenance["Models"]) == {"Stage1", "Stage2"} and provenance["ResultsRevision"] >= 1
     text = to_toml({"settings": provenance["Settings"], "models": provenance["Models"],
@@ -26,5 +27,5 @@ def test_run_provenance_is_written_as_toml_that_reads_back():
     assert back["execution"] == {"nprocs": 2, "path": 'C:\\\\a "quoted" path'}
     text = citation_text(provenance)
     assert "N4" in text and "stage2 `stage2` version 3.0.0" in text and "References" in text
-    single = run_provenance(resolve_model("default"), None, {"Threshold": 0.5, "MinLesionVolumeMM3": 5.0})
+    single = run_provenance(model_record(resolve_model("default")), None, {"Threshold": 0.5, "MinLesionVolumeMM3": 5.0})
     assert set(single["Models"]) == {"Model"}

@@ -136,6 +136,10 @@ def test_stage2_trained_with_the_prior_segments_with_it(synth_two_subjects, tmp_
                            "--tissue-prior") == 0
     model = load_model(tuned)
     assert model.uses_tissue_prior
+    from bids_sclesion.model.metadata import weights_sha256
+
+    assert model.metadata["training"]["init_from_sha256"] == weights_sha256(plain)
+    assert model.metadata["weights_sha256"] == weights_sha256(tuned)
     assert model.metadata["inputs"] == ["image", "grey_matter_prior", "white_matter_prior"]
     assert model.metadata["network"]["in_channels"] == 3
     # Fine-tuned again without asking: a model that took the prior keeps it.

@@ -1,7 +1,6 @@
 """``bids_sclesion``: the BIDS App entry point (participant and group levels)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -93,13 +92,13 @@ _ALIASES = {"T2starw": ("T2star",)}
 
 def _model_suffixes(model: str) -> list[str]:
     """Suffixes the model was trained on (from its metadata), with their aliases."""
-    from ..model.io import METADATA, resolve_model
+    from ..model.io import ModelError, resolve_model
+    from ..model.metadata import read_metadata
 
-    meta_path = resolve_model(model) / METADATA
     try:
-        contrasts = json.loads(meta_path.read_text()).get("contrasts") or list(SUPPORTED_SUFFIXES)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AppError(f"model '{model}': cannot read {meta_path} ({exc})", ExitCode.INVALID_ARGUMENTS) from exc
+        contrasts = read_metadata(resolve_model(model)).get("contrasts") or list(SUPPORTED_SUFFIXES)
+    except ModelError as exc:
+        raise AppError(f"model '{model}': {exc}", ExitCode.INVALID_ARGUMENTS) from exc
     out = []
     for c in contrasts:
         out += [c, *_ALIASES.get(c, ())]
@@ -119,6 +118,7 @@ def default_suffixes(stage1: str, stage2: str | None) -> list[str]:
 def _model_hash(model: str) -> str:
     """Check that the model loads (safetensors only: nothing in it is executed) and hash its weights."""
     from ..model.io import WEIGHTS, ModelError, load_model, resolve_model
+    from ..utils.io import sha256_of
 
     path = resolve_model(model) / WEIGHTS
     if not path.is_file():
@@ -127,11 +127,7 @@ def _model_hash(model: str) -> str:
         load_model(model, device="cpu")
     except ModelError as exc:
         raise AppError(f"model '{model}' refused: {exc}", ExitCode.INVALID_ARGUMENTS) from exc
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return sha256_of(path)[:16]
 
 
 def absolute_model(model: str | None) -> str | None:
@@ -194,6 +190,7 @@ def run_participant(args) -> int:
     nlogging.update_logging(ncfg)
     from ..config import RunSettings
     from ..model.io import resolve_model
+    from ..model.metadata import model_identity
     from ..provenance import run_provenance, write_run_logs
     from ..workflows.base import init_bids_sclesion_wf
 
@@ -201,7 +198,8 @@ def run_participant(args) -> int:
     run_settings = {"Threshold": segmentation.threshold, "MinLesionVolumeMM3": segmentation.min_lesion_mm3,
                     "Cascade": segmentation.cascade, "CascadeCord": segmentation.cord_fusion if stage2 else None,
                     "TTA": segmentation.tta, "Contrasts": list(suffixes), "Device": segmentation.device}
-    provenance = run_provenance(resolve_model(segmentation.model), resolve_model(stage2) if stage2 else None,
+    provenance = run_provenance(model_identity(resolve_model(segmentation.model)),
+                                model_identity(resolve_model(stage2)) if stage2 else None,
                                 {k: v for k, v in run_settings.items() if v is not None})
     settings = RunSettings(str(bids_dir), str(out_dir), str(work_dir), segmentation, json.dumps(provenance),
                            disc_labels)

@@ -103,7 +103,7 @@ def segment_straightened(volume: np.ndarray, model: LoadedModel, device: torch.d
         if cord is None:
             raise ValueError(f"{model.path}: this stage 2 takes a tissue prior, which needs the straightened cord mask")
         volume = with_tissue_prior(volume, cord, StraightSpace.from_dict(model.metadata.get("straight_space") or {}))
-    prob = predict_probabilities(model.network, volume, device, roi_size=model.roi_size,
+    prob = predict_probabilities(model.network, volume, device, roi_size=model.roi_size, overlap=model.overlap,
                                  size_divisor=model.size_divisor, flip_axes=TTA_FLIPS if tta else (),
                                  return_copies=tta)
     n = len(OUTPUT_CHANNELS)  # a grey matter output, if any, is not used

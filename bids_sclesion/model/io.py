@@ -6,7 +6,6 @@ not match the architecture described by the metadata are refused.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,19 +15,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..utils.io import atomic_path, write_json
+from ..utils.io import atomic_path
+from .metadata import METADATA, WEIGHTS, ModelError, model_version, read_metadata, write_metadata
 from .network import NetworkConfig, build_network
 
-WEIGHTS = "model.safetensors"
-METADATA = "model.json"
+__all__ = ["BUNDLED", "METADATA", "WEIGHTS", "LoadedModel", "ModelError", "bundled_model_dir", "load_model",
+           "resolve_model", "save_model"]
 #: Models shipped in bids_sclesion/data/models: the cascade's two stages, the
 #: phantom-only single-stage model of release 0.1.0 (kept as a baseline) and the
 #: previous stage 2 (the starting point of the current one's recipe).
 BUNDLED = ("stage1", "stage2", "default", "stage2_v2")
-
-
-class ModelError(ValueError):
-    """A model that cannot be used: the message names the file and the problem."""
 
 
 @dataclass
@@ -44,7 +40,7 @@ class LoadedModel:
     @property
     def version(self) -> str:
         """The model's own version (``model_version``), else the version of the software that trained it."""
-        return str(self.metadata.get("model_version", self.metadata.get("version", "unknown")))
+        return model_version(self.metadata)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -54,6 +50,11 @@ class LoadedModel:
     def roi_size(self) -> tuple[int, ...]:
         """Sliding-window size: the training patch (instance norm sees windows of that size)."""
         return tuple(int(r) for r in self.metadata.get("inference", {}).get("roi_size", (64, 64, 64)))
+
+    @property
+    def overlap(self) -> float:
+        """Overlap of neighbouring sliding windows (fraction of the window)."""
+        return float(self.metadata.get("inference", {}).get("overlap", 0.25))
 
     @property
     def size_divisor(self) -> int:
@@ -104,7 +105,7 @@ def save_model(network: torch.nn.Module, metadata: dict[str, Any], model_dir: st
     metadata = dict(metadata, weights_dtype=weights_dtype)
     with atomic_path(model_dir / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
-    write_json(metadata, model_dir / METADATA)
+    write_metadata(metadata, model_dir)
     return model_dir
 
 
@@ -114,13 +115,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     meta_path, weights_path = model_dir / METADATA, model_dir / WEIGHTS
     if not meta_path.is_file() or not weights_path.is_file():
         raise ModelError(f"{model_dir}: not a model directory (needs {METADATA} and {WEIGHTS})")
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{meta_path}: invalid JSON ({exc})") from exc
-    for key in ("spacing_mm", "network"):
-        if key not in metadata:
-            raise ModelError(f"{meta_path}: missing key '{key}'")
+    metadata = read_metadata(model_dir)
     try:
         config = NetworkConfig.from_dict(metadata["network"])
     except (TypeError, ValueError) as exc:

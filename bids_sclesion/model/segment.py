@@ -18,6 +18,7 @@ def segment_image(
     """Cord and lesion probabilities on ``img``'s own grid."""
     model_input = to_model_grid(img, model.spacing)
     prob = predict_probabilities(model.network, model_input.data, device, roi_size=model.roi_size,
+                                 overlap=model.overlap,
                                  size_divisor=model.size_divisor, flip_axes=model.flip_axes)
     out = [
         np.clip(resample_to_grid(p, model_input.affine, img.shape[:3], img.affine, order=1), 0.0, 1.0)

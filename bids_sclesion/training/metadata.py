@@ -5,13 +5,10 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import __version__
+from ..model.metadata import weights_sha256
 from ..model.network import GREY_MATTER, IMAGE_INPUT, OUTPUT_CHANNELS, TISSUE_PRIOR_INPUTS, NetworkConfig
 from .cases import TrainingCase
 from .config import TrainingConfig
-
-PREPROCESSING = {"reorient": "closest canonical (RAS)", "bias_correction": "N4",
-                 "normalisation": "percentiles 0.5-99.5 -> 0-1"}
-
 
 def straight_space_dict() -> dict:
     from ..model.cascade import StraightSpace
@@ -51,14 +48,17 @@ def training_metadata(model_dir: Path, config: TrainingConfig, network_config: N
         "contrasts": sorted({c.suffix for c in cases}),
         "straight_space": straight_space_dict() if config.space == "straight" else None,
         "network": network_config.to_dict(),
-        "preprocessing": dict(PREPROCESSING),
         # Instance normalisation sees windows of the training patch size.
-        "inference": {"roi_size": list(config.patch_size), "overlap": 0.25, "threshold": 0.5,
+        "inference": {"roi_size": list(config.patch_size), "overlap": 0.25,
                       "flip_axes": [list(a) for a in config.tta_flip_axes],
                       "voxel_average": voxel_average(config, train_cases, init)},
         "training": {
             "bids_dir": [str(b) for b in bids_dirs],
+            # The starting model by name, own version and weights (a bundled name points at different weights
+            # from one release to the next).
             "init_from": init.name if init is not None else None,
+            "init_from_version": init.version if init is not None else None,
+            "init_from_sha256": weights_sha256(init.path) if init is not None else None,
             "images": len(train_cases),
             "grey_matter_images": sum(c.grey_matter_path is not None for c in train_cases),
             "fine_lesion_images": sum(c.fine_lesion_path is not None for c in train_cases),

@@ -138,11 +138,10 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
 
 def straight_space_of(model: str):
     from ..model.cascade import StraightSpace
-    from ..model.io import METADATA, resolve_model
+    from ..model.io import resolve_model
+    from ..model.metadata import read_metadata
 
-    import json
-
-    meta = json.loads((resolve_model(model) / METADATA).read_text())
+    meta = read_metadata(resolve_model(model))
     if meta.get("space") != "straight":
         raise ValueError(f"model '{model}' was not trained on the straightened cord (space: {meta.get('space')})")
     return StraightSpace.from_dict(meta.get("straight_space") or {})
