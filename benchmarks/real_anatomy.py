@@ -13,7 +13,7 @@ labelled ones with synthetic lesions inserted into their manual cord
 (``scripts/make_real_lesion_dataset.py``). The participant level runs on both, collection by
 collection, with models that did not train on that collection: ``--stage1-folds DIR`` /
 ``--stage2-folds DIR`` name a folder whose ``fold-<collection>`` model held that collection out (as
-``scripts/crossval_real_cord.py`` writes them); otherwise ``--stage1`` / ``--stage2`` (default: the
+``experiments/analyses/crossval_real_cord.py`` writes them); otherwise ``--stage1`` / ``--stage2`` (default: the
 bundled models). Each model's ``model.json`` (and that of the model it was initialised from) says
 which subjects it trained and validated on: a collection one of its models saw is not measured, and
 the table says so, unless ``--allow-seen`` (its rows are then marked ``seen``).

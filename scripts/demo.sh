@@ -13,7 +13,7 @@ bids_sclesion "$DEMO/bids" "$DEMO/derivatives" participant -w "$DEMO/work" --npr
 bids_sclesion "$DEMO/bids" "$DEMO/derivatives" group
 echo
 echo "Accuracy against the phantoms' ground truth:"
-python scripts/evaluate_outputs.py "$DEMO/bids" "$DEMO/derivatives"
+python experiments/analyses/evaluate_outputs.py "$DEMO/bids" "$DEMO/derivatives"
 echo
 echo "Input dataset:      $DEMO/bids"
 echo "Derivatives:        $DEMO/derivatives"

@@ -60,3 +60,24 @@ def test_imports_never_go_up_a_layer():
             if unit in LAYER_OF and LAYER_OF[unit] < LAYER_OF[source]:
                 upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({source}) imports {'.'.join(target)} ({unit})")
     assert not upward, "imports that go up a layer:\n" + "\n".join(upward)
+
+
+EXPERIMENTS = PACKAGE.parent / "experiments"
+
+
+def test_experiment_configs_parse_as_training_options():
+    from bids_sclesion.cli.train import get_parser, read_config
+
+    configs = sorted((EXPERIMENTS / "configs").glob("*.yaml"))
+    assert configs, "experiments/configs holds the recipes' training settings"
+    parser = get_parser()
+    for path in configs:
+        assert read_config(path, parser).get("space") in ("straight", "native"), path
+
+
+def test_experiment_recipes_are_valid_shell_and_no_recipe_is_left_in_scripts():
+    import subprocess
+
+    for path in sorted((EXPERIMENTS / "recipes").glob("*.sh")):
+        assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0, path
+    assert not list((PACKAGE.parent / "scripts").glob("train_*.sh")), "training recipes belong in experiments/"

@@ -128,7 +128,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability threshold of the masks")
     g.add_argument("--min-lesion-volume", type=float, default=DEFAULT_MIN_LESION_MM3, metavar="MM3",
                    help="smaller lesion components are dropped (chosen on a tuning set: "
-                        "scripts/tune_postprocessing.py)")
+                        "experiments/analyses/tune_postprocessing.py)")
 
     g = p.add_argument_group("other")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv for debug)")

@@ -59,7 +59,7 @@ def node_run_seconds(work_dir: str | Path) -> dict[str, float]:
 def straightened_work_folders(work_dir: str | Path) -> Iterator[tuple[str, str, Path]]:
     """(subject, image suffix, folder) of each image workflow in a cascade run's work directory
     that kept its straightened image (``segment_straightened_cord/straight_image.nii.gz``) and
-    warps (``straightening_warps``): what the stage-2 diagnostics of ``scripts/`` rerun from.
+    warps (``straightening_warps``): what the stage-2 diagnostics of ``experiments/analyses/`` rerun from.
 
     The folder name gives the subject and the suffix only; the caller finds the image.
     """
