@@ -107,8 +107,10 @@ def collect_level_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_group_table(out_dir: Path, participant_label=None, session_label=None) -> tuple[Path, list[dict]]:
-    """``group_lesions.tsv`` and ``group_levels.tsv`` (with sidecars); returns the first's path and rows."""
+def write_group_table(out_dir: Path, participant_label=None,
+                      session_label=None) -> tuple[Path, list[dict], list[dict]]:
+    """``group_lesions.tsv`` and ``group_levels.tsv`` (with sidecars); returns the first's path, its rows and
+    the per-level rows (each image's tables are read once, here)."""
     rows = collect_rows(out_dir, participant_label, session_label)
     target = Path(out_dir) / "group_lesions.tsv"
     write_text(tsv_text(rows, GROUP_COLUMNS), target)
@@ -130,7 +132,8 @@ def write_group_table(out_dir: Path, participant_label=None, session_label=None)
         "failure_reason": {"Description": "Why the latest participant run on this image failed (n/a if it did not)"},
     }, target.with_suffix(".json"))
     levels_target = Path(out_dir) / "group_levels.tsv"
-    write_text(tsv_text(collect_level_rows(rows), LEVEL_GROUP_COLUMNS), levels_target)
+    level_rows = collect_level_rows(rows)
+    write_text(tsv_text(level_rows, LEVEL_GROUP_COLUMNS), levels_target)
     write_json({
         "Description": "One row per image and vertebral level (images without levels have no row)",
         "vertebral_level": {"Description": "C1 ... C7, T1 ... (SCT numbering)"},
@@ -140,7 +143,7 @@ def write_group_table(out_dir: Path, participant_label=None, session_label=None)
         "length_mm": {"Description": "Length of the level along the cord in the image", "Units": "mm"},
         "cord_volume_mm3": {"Description": "Cord volume in the level", "Units": "mm^3"},
     }, levels_target.with_suffix(".json"))
-    return target, rows
+    return target, rows, level_rows
 
 
 CHANGE_COLUMNS = ("participant_id", "image", "session_earlier", "session_later", "status", "earlier_volume_mm3",

@@ -35,17 +35,22 @@ def progress_callback(total: int, names: dict[str, str]):
     state = {"images_done": 0, "subject_done": {s: 0 for s in per_subject}}
     started = time.time()
 
+    from nipype.interfaces.utility import Merge, Split
+
+    from ..interfaces.bids import DerivativesSink, WarpsSink
+
     def callback(node, status):
-        fullname = node.fullname
-        parts = fullname.split(".")
-        image = next((names.get(p, p) for p in parts if p.startswith("anat_") and p.endswith("_wf")), None)
-        if image is None or status == "start" or parts[-1] in ("merge_probabilities", "split_probabilities", "ds_warps"):
+        parts = node.fullname.split(".")
+        image = next((names[p] for p in parts if p in names), None)
+        # Plumbing (lists merged and split) and the warps' own sink are not steps a user follows;
+        # the lesion outputs' sink is the image's last step.
+        if image is None or status == "start" or isinstance(node.interface, (Merge, Split, WarpsSink)):
             return
         step = parts[-1]
         subject = image.split("_")[0]
         if status == "exception":
             print(f"[{image}] {step}: FAILED", flush=True)
-        elif step == "ds_lesions":
+        elif isinstance(node.interface, DerivativesSink):
             state["images_done"] += 1
             state["subject_done"][subject] = state["subject_done"].get(subject, 0) + 1
             elapsed = time.time() - started

@@ -317,8 +317,8 @@ def run_group(args) -> int:
         raise AppError(f"{out_dir}: no participant-level results (run the participant level first)", ExitCode.NO_DATA)
     # The group level needs no work directory; it only borrows one for scratch files when HOME is read-only.
     _prepare_work_dir((args.work_dir or out_dir.parent / "work").resolve(), required=args.work_dir is not None)
-    table, rows = write_group_table(out_dir, participant_label=args.participant_label,
-                                    session_label=args.session_label)
+    table, rows, level_rows = write_group_table(out_dir, participant_label=args.participant_label,
+                                                session_label=args.session_label)
     if not rows:
         raise AppError(f"{out_dir}: no lesion table matches the selection", ExitCode.NO_DATA)
     print(f"group table: {table} ({len(rows)} image(s))")
@@ -331,7 +331,7 @@ def run_group(args) -> int:
         LOGGER.warning("%s", problem)
     if longitudinal:
         print(f"longitudinal: {out_dir / 'group_longitudinal.tsv'} ({len(longitudinal)} pair(s) of sessions)")
-    page = write_group_report(out_dir, rows, longitudinal, problems)
+    page = write_group_report(out_dir, rows, level_rows, longitudinal, problems)
     print(f"group report: {page}")
     return ExitCode.SUCCESS
 

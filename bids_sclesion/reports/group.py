@@ -10,7 +10,6 @@ import numpy as np
 from .. import __version__
 from ..core.morphometry import LEVEL_NAMES
 from ..derivatives import source_of_lesion_table
-from ..group import collect_level_rows
 from ..utils.io import atomic_path, write_text
 
 
@@ -44,12 +43,14 @@ def _figure(target: Path, draw) -> Path:
     return target
 
 
-def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict], problems: list[str]) -> Path:
+def write_group_report(out_dir: Path, rows: list[dict], level_rows: list[dict], longitudinal: list[dict],
+                       problems: list[str]) -> Path:
+    """``group.html``: failed images first, then the figures and tables of the images with a result."""
     out_dir = Path(out_dir)
     failed = [r for r in rows if r.get("status") == "failed"]
     rows = [r for r in rows if r.get("status", "ok") == "ok"]
     subjects = sorted({r["participant_id"] for r in rows})
-    made = group_figures(out_dir, rows)
+    made = group_figures(out_dir, rows, level_rows)
     esc = html.escape
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>bids_sclesion group report</title>"
              "<style>body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1000px}"
@@ -74,7 +75,7 @@ def write_group_report(out_dir: Path, rows: list[dict], longitudinal: list[dict]
     return target
 
 
-def group_figures(out_dir: Path, rows: list[dict]) -> list[tuple[str, Path]]:
+def group_figures(out_dir: Path, rows: list[dict], level_rows: list[dict]) -> list[tuple[str, Path]]:
     """The group figures (caption, file) of the images that have a result."""
     figures = out_dir / "figures"
     subjects = sorted({r["participant_id"] for r in rows})
@@ -106,7 +107,6 @@ def group_figures(out_dir: Path, rows: list[dict]) -> list[tuple[str, Path]]:
         ax.set_title("Where lesions lie along the cord")
 
     made.append(("Lesions along the cord", _figure(figures / "group_lesion_positions.png", histogram)))
-    level_rows = collect_level_rows(rows)
     order = {name: label for label, name in LEVEL_NAMES.items()}
     names = sorted({r["vertebral_level"] for r in level_rows}, key=lambda n: order.get(n, 99))
 
