@@ -81,3 +81,16 @@ def test_experiment_recipes_are_valid_shell_and_no_recipe_is_left_in_scripts():
     for path in sorted((EXPERIMENTS / "recipes").glob("*.sh")):
         assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0, path
     assert not list((PACKAGE.parent / "scripts").glob("train_*.sh")), "training recipes belong in experiments/"
+
+
+def test_no_function_over_120_lines_and_no_module_over_450():
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 450:
+            too_long.append(f"{path.relative_to(PACKAGE.parent)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 120:
+                too_long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: "
+                                f"{node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, "split these:\n" + "\n".join(too_long)
