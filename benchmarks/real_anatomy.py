@@ -114,7 +114,7 @@ def seen_subjects(model: str | Path, _chain: tuple[Path, ...] = ()) -> set[str]:
     model_dir = resolve_model(model).resolve()
     if model_dir in _chain or not (model_dir / METADATA).exists():
         return set()
-    training = read_metadata(model_dir).get("training", {})
+    training = read_metadata(model_dir, required=()).get("training", {})
     seen = set(training.get("subjects", [])) | set(training.get("validation_subjects", []))
     if training.get("init_from"):  # a missing model adds nothing; one that names itself stops at _chain
         seen |= seen_subjects(training["init_from"], _chain + (model_dir,))

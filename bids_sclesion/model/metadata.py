@@ -22,8 +22,8 @@ class ModelError(ValueError):
     """A model that cannot be used: the message names the file and the problem."""
 
 
-def read_metadata(model_dir: str | Path) -> dict[str, Any]:
-    """The ``model.json`` of ``model_dir``, checked for the keys the app needs."""
+def read_metadata(model_dir: str | Path, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
+    """The ``model.json`` of ``model_dir``, checked for the ``required`` keys (by default those the app needs)."""
     path = Path(model_dir) / METADATA
     try:
         metadata = json.loads(path.read_text())
@@ -33,7 +33,7 @@ def read_metadata(model_dir: str | Path) -> dict[str, Any]:
         raise ModelError(f"{path}: invalid JSON ({exc})") from exc
     if not isinstance(metadata, dict):
         raise ModelError(f"{path}: expected a JSON object")
-    for key in REQUIRED:
+    for key in required:
         if key not in metadata:
             raise ModelError(f"{path}: missing key '{key}'")
     return metadata
