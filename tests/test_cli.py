@@ -157,14 +157,50 @@ def test_parallel_workers_do_not_inherit_this_process_thread_pools(tmp_path):
 
 
 def test_straightened_work_folders_name_subject_and_suffix(tmp_path):
-    from bids_sclesion.workflows.base import image_workflow_name, straightened_work_folders
+    """The helper the stage-2 analyses of experiments/ rerun from (it lives beside them, outside the package)."""
+    import importlib.util
 
+    from bids_sclesion.workflows.base import image_workflow_name
+
+    path = Path(__file__).parents[1] / "experiments" / "analyses" / "work_folders.py"
+    spec = importlib.util.spec_from_file_location("work_folders", path)
+    work_folders = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(work_folders)
     subject_wf = tmp_path / "bids_sclesion_wf" / "single_subject_01_wf"
     kept = subject_wf / image_workflow_name("sub-01_acq-sag_T2w.nii.gz")
     (kept / "segment_straightened_cord").mkdir(parents=True)
     (kept / "segment_straightened_cord" / "straight_image.nii.gz").write_bytes(b"")
     (subject_wf / image_workflow_name("sub-01_T1w.nii.gz")).mkdir()  # single stage: no straightened image
-    assert list(straightened_work_folders(tmp_path)) == [("sub-01", "T2w", kept)]
+    assert list(work_folders.straightened_work_folders(tmp_path)) == [("sub-01", "T2w", kept)]
+
+
+def test_step_failure_is_read_from_nipype_result_files(tmp_path):
+    """The reason a failed image prints comes from the failed step's Nipype result, not from crash-file text."""
+    import time
+
+    from nipype.interfaces.utility import Function
+    from nipype.pipeline import engine as pe
+
+    from bids_sclesion.workflows.base import image_workflow_name, step_failure
+
+    def refuse(path):
+        raise ValueError(f"{path}: singular affine")
+
+    started = time.time() - 1
+    image = "sub-01_acq-sag_T2w.nii.gz"
+    top, subject = pe.Workflow("bids_sclesion_wf", base_dir=str(tmp_path)), pe.Workflow("single_subject_01_wf")
+    image_wf = pe.Workflow(image_workflow_name(image))
+    step = pe.Node(Function(input_names=["path"], function=refuse), name="n4")
+    step.inputs.path = image
+    image_wf.add_nodes([step])
+    subject.add_nodes([image_wf])
+    top.add_nodes([subject])
+    top.config["execution"]["crashdump_dir"] = str(tmp_path / "crashes")
+    with pytest.raises(RuntimeError):
+        top.run()
+    assert step_failure(tmp_path, image, started) == f"step n4: ValueError: {image}: singular affine"
+    assert step_failure(tmp_path, image, time.time() + 60) is None, "results older than the run are not its own"
+    assert step_failure(tmp_path, "sub-02_T2w.nii.gz", started) is None
 
 
 def test_default_contrasts_are_those_every_model_of_the_run_knows(tmp_path):

@@ -1,10 +1,9 @@
-"""What a participant-level run tells its user at the end: images done and failed (with the reason from
-Nipype's crash files), missing vertebral levels, the subject reports."""
+"""What a participant-level run tells its user at the end: images done and failed (with the reason
+from Nipype's result files), missing vertebral levels, the subject reports."""
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_ru
             outputs = SourceName(img, bids_dir).outputs(out_dir)
             fresh = all(p.exists() and p.stat().st_mtime >= started for p in outputs.values())
             (done if fresh else failed).append(Path(img))
-    reasons = failure_reasons(work_dir / "crashes", [p for p in failed], started)
+    reasons = failure_reasons(work_dir, failed, started)
     from ..failures import record_failures
 
     for sub, imgs in subjects.items():
@@ -94,22 +93,9 @@ def rebuild_reports(subjects, bids_dir: Path, out_dir: Path) -> int:
     return code
 
 
-def failure_reasons(crash_dir: Path, images: list[Path], since: float) -> dict[str, str]:
-    """The last error line of each failed image's newest crash file (Nipype text crash files)."""
-    from ..workflows.base import image_workflow_name
+def failure_reasons(work_dir: Path, images: list[Path], since: float) -> dict[str, str]:
+    """Why each failed image failed: its failed step and error, from Nipype's result files."""
+    from ..workflows.base import step_failure
 
-    reasons: dict[str, str] = {}
-    if not images or not crash_dir.is_dir():
-        return reasons
-    crashes = sorted((p for p in crash_dir.glob("crash-*.txt") if p.stat().st_mtime >= since),
-                     key=lambda p: p.stat().st_mtime)
-    for crash in crashes:
-        text = crash.read_text(errors="replace")
-        for image in images:
-            if f".{image_workflow_name(image)}." in text:
-                lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-                errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
-                step = re.search(r"^Node: .*\.([^.\s]+)$", text, re.M)
-                where = f"step {step.group(1)}: " if step else ""
-                reasons[image.name] = where + (errors[-1] if errors else lines[-1])[:300]
-    return reasons
+    reasons = {image.name: step_failure(work_dir, image, since) for image in images}
+    return {name: reason for name, reason in reasons.items() if reason}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
 
 from nipype.pipeline import engine as pe
 
@@ -56,15 +55,27 @@ def node_run_seconds(work_dir: str | Path) -> dict[str, float]:
     return totals
 
 
-def straightened_work_folders(work_dir: str | Path) -> Iterator[tuple[str, str, Path]]:
-    """(subject, image suffix, folder) of each image workflow in a cascade run's work directory
-    that kept its straightened image (``segment_straightened_cord/straight_image.nii.gz``) and
-    warps (``straightening_warps``): what the stage-2 diagnostics of ``experiments/analyses/`` rerun from.
+def step_failure(work_dir: str | Path, image: str | Path, since: float) -> str | None:
+    """``step <name>: <ErrorType>: <message>`` of the newest step of ``image``'s workflow that failed since
+    ``since`` (seconds since the epoch), read from Nipype's result files; None when no step recorded a failure
+    (e.g. a step killed from outside, which leaves only a crash file)."""
+    from nipype.utils.filemanip import loadpkl
 
-    The folder name gives the subject and the suffix only; the caller finds the image.
-    """
-    for folder in sorted(Path(work_dir).glob("bids_sclesion_wf/single_subject_*_wf/anat_sub_*_wf")):
-        if not (folder / "segment_straightened_cord/straight_image.nii.gz").exists():
-            continue
-        parts = folder.name[len("anat_"):-len("_wf")].split("_")  # sub, label, [entities...], suffix
-        yield f"sub-{parts[1]}", parts[-1], folder
+    newest: tuple[float, str] | None = None
+    for folder in Path(work_dir).glob(f"bids_sclesion_wf/*/{image_workflow_name(image)}"):
+        for result in folder.rglob("result_*.pklz"):
+            modified = result.stat().st_mtime
+            if modified < since or (newest and modified <= newest[0]):
+                continue
+            try:
+                runtime = loadpkl(result).runtime
+            except Exception:  # an unreadable result file cannot say why its step failed
+                continue
+            recorded = getattr(runtime, "traceback_args", None)
+            if not getattr(runtime, "traceback", None) or not recorded:
+                continue
+            # Nipype records the exception's arguments, then a line naming the exception's type.
+            *message, origin = str(recorded[0]).splitlines()
+            kind = origin.split("exception of type ", 1)[-1].split(" ", 1)[0]
+            newest = (modified, f"step {result.parent.name}: {kind}: {' '.join(message).strip()}"[:300])
+    return newest[1] if newest else None

@@ -29,7 +29,7 @@ from bids_sclesion.core.straighten import field_target_points
 from bids_sclesion.evaluate import format_summary, score_arrays, summarise_by_contrast
 from bids_sclesion.model.cascade import segment_straightened, unstraighten
 from bids_sclesion.model.io import load_model
-from bids_sclesion.workflows.base import straightened_work_folders
+from work_folders import straightened_work_folders  # beside this script
 
 
 def cascade_cases(bids_dir: Path, work_dir: Path, lesion_label: str, cord_label: str):

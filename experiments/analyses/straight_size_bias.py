@@ -30,7 +30,7 @@ from scipy import ndimage
 from bids_sclesion.core.straighten import apply_points, field_target_points
 from bids_sclesion.model.cascade import segment_straightened
 from bids_sclesion.model.io import load_model
-from bids_sclesion.workflows.base import straightened_work_folders
+from work_folders import straightened_work_folders  # beside this script
 
 THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 

@@ -1,0 +1,19 @@
+"""The image folders of a cascade run's work directory that the stage-2 analyses rerun from."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+
+def straightened_work_folders(work_dir: str | Path) -> Iterator[tuple[str, str, Path]]:
+    """(subject, image suffix, folder) of each image workflow in a cascade run's work directory
+    that kept its straightened image (``segment_straightened_cord/straight_image.nii.gz``) and
+    warps (``straightening_warps``).
+
+    The folder name gives the subject and the suffix only; the caller finds the image.
+    """
+    for folder in sorted(Path(work_dir).glob("bids_sclesion_wf/single_subject_*_wf/anat_sub_*_wf")):
+        if not (folder / "segment_straightened_cord/straight_image.nii.gz").exists():
+            continue
+        parts = folder.name[len("anat_"):-len("_wf")].split("_")  # sub, label, [entities...], suffix
+        yield f"sub-{parts[1]}", parts[-1], folder
