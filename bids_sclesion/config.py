@@ -28,6 +28,7 @@ class SegmentationSettings:
     cord_fusion: str = "mean"  # "mean" of both stages' cord probabilities, or "stage2" alone
     tta: bool = False  # stage-2 predictions on flipped copies too (uncertainty)
     device: str = "auto"
+    precision: str = "auto"  # model.inference.PRECISIONS: half precision where the hardware has it, or float32
     omp_nthreads: int = 1
 
     def __post_init__(self):

@@ -53,6 +53,8 @@ def test_outputs_are_on_the_native_grid_with_sidecars(app_run, synth_two_subject
             meta = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
             assert meta["Sources"] == [f"bids:raw:{src.relative_to(synth_two_subjects).as_posix()}"]
             assert meta["Model"]["Stage1"] == DEFAULT_STAGE1 and meta["Model"]["Stage2"] == DEFAULT_STAGE2
+            # what the networks computed in on this machine (--precision auto: bfloat16 only where it is native)
+            assert meta["Model"]["Precision"] in ("float32", "bfloat16", "float16")
         lesion = np.asarray(nib.load(str(out / src.parent.relative_to(synth_two_subjects) / f"{stem}_space-orig_label-lesion_desc-{suffix}_mask.nii.gz")).dataobj) > 0
         cord = np.asarray(nib.load(str(out / src.parent.relative_to(synth_two_subjects) / f"{stem}_space-orig_label-SC_desc-{suffix}_mask.nii.gz")).dataobj) > 0
         assert not np.any(lesion & ~cord), "no lesion outside the cord"

@@ -197,7 +197,8 @@ def run_participant(args) -> int:
     stage2 = segmentation.stage2_model
     run_settings = {"Threshold": segmentation.threshold, "MinLesionVolumeMM3": segmentation.min_lesion_mm3,
                     "Cascade": segmentation.cascade, "CascadeCord": segmentation.cord_fusion if stage2 else None,
-                    "TTA": segmentation.tta, "Contrasts": list(suffixes), "Device": segmentation.device}
+                    "TTA": segmentation.tta, "Contrasts": list(suffixes), "Device": segmentation.device,
+                    "Precision": segmentation.precision}
     provenance = run_provenance(model_identity(resolve_model(segmentation.model)),
                                 model_identity(resolve_model(stage2)) if stage2 else None,
                                 {k: v for k, v in run_settings.items() if v is not None})
@@ -272,6 +273,7 @@ def _segmentation_settings(args, stage2: str | None, omp_nthreads: int):
         model=str(args.model), model_hash=_model_hash(args.model), stage2_model=stage2,
         stage2_model_hash=_model_hash(stage2) if stage2 else "", threshold=args.threshold,
         min_lesion_mm3=args.min_lesion_volume, cord_fusion=args.cascade_cord, tta=args.tta, device=args.device,
+        precision=args.precision,
         omp_nthreads=omp_nthreads)
 
 

@@ -17,6 +17,7 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     model_hash = traits.Str(desc="content hash of the model weights (re-runs when the model changes)")
     software_version = traits.Str(desc="the app's version and results revision: cached results are recomputed when it changes")
     device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
+    precision = traits.Enum("auto", "float32", usedefault=True, desc="model.inference.PRECISIONS")
     num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 
@@ -25,6 +26,7 @@ class _SegmentOutputSpec(TraitedSpec):
     lesion_prob = File(exists=True, desc="lesion probability (same grid)")
     model_name = traits.Str()
     model_version = traits.Str()
+    precision = traits.Str(desc="what the network computed in on this machine: float32, bfloat16 or float16")
 
 
 class SegmentCordLesion(SimpleInterface):
@@ -38,8 +40,9 @@ class SegmentCordLesion(SimpleInterface):
 
         model, device = _load_model(self.inputs)
         img = nib.load(self.inputs.in_file)
-        cord, lesion = segment_image(img, model, device)
+        cord, lesion = segment_image(img, model, device, self.inputs.precision)
         self._results.update(_write_probabilities(runtime.cwd, cord, lesion, img.affine, model))
+        self._results["precision"] = _dtype_name(device, self.inputs.precision)
         return runtime
 
 
@@ -53,6 +56,12 @@ def _load_model(inputs):
     torch.set_num_threads(max(1, inputs.num_threads))
     device = select_device(inputs.device)
     return load_model(inputs.model, device), device
+
+
+def _dtype_name(device, precision: str) -> str:
+    from ..model.inference import inference_dtype
+
+    return str(inference_dtype(device, precision)).replace("torch.", "")
 
 
 def _write_probabilities(cwd: str, cord: np.ndarray, lesion: np.ndarray, affine: np.ndarray, model) -> dict:
@@ -99,7 +108,9 @@ class SegmentStraightened(SimpleInterface):
             cord_img = nib.load(self.inputs.cord_prob)
             cord = apply_points(np.asarray(cord_img.dataobj, np.float32), cord_img.affine, native_points,
                                 order=1, cval=0.0) >= 0.5
-        prob = segment_straightened(straight_image, model, device, tta=self.inputs.tta, cord=cord)
+        prob = segment_straightened(straight_image, model, device, tta=self.inputs.tta, cord=cord,
+                                    precision=self.inputs.precision)
+        self._results["precision"] = _dtype_name(device, self.inputs.precision)
         ref = nib.load(self.inputs.reference)
         straight_points = field_target_points(nib.load(self.inputs.to_orig_xfm))
         if straight_points.shape[:3] != ref.shape[:3]:

@@ -92,7 +92,7 @@ def with_tissue_prior(volume: np.ndarray, cord: np.ndarray, space: StraightSpace
 
 
 def segment_straightened(volume: np.ndarray, model: LoadedModel, device: torch.device | str = "cpu",
-                         tta: bool = False, cord: np.ndarray | None = None) -> np.ndarray:
+                         tta: bool = False, cord: np.ndarray | None = None, precision: str = "auto") -> np.ndarray:
     """Stage-2 probabilities (2, *straight grid): cord, lesion, of a volume from :func:`sample_straight`.
 
     A model that takes the tissue prior needs the straightened stage-1 ``cord`` mask. With ``tta``
@@ -105,7 +105,7 @@ def segment_straightened(volume: np.ndarray, model: LoadedModel, device: torch.d
         volume = with_tissue_prior(volume, cord, StraightSpace.from_dict(model.metadata.get("straight_space") or {}))
     prob = predict_probabilities(model.network, volume, device, roi_size=model.roi_size, overlap=model.overlap,
                                  size_divisor=model.size_divisor, flip_axes=TTA_FLIPS if tta else (),
-                                 return_copies=tta)
+                                 return_copies=tta, precision=precision)
     n = len(OUTPUT_CHANNELS)  # a grey matter output, if any, is not used
     return prob[:, :n] if tta else prob[:n]
 

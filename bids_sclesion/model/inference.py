@@ -11,6 +11,26 @@ from monai.inferers import sliding_window_inference
 LOGGER = logging.getLogger("bids_sclesion.inference")
 #: Test-time flips: along each axis of the volume (for stage 2: left-right, anterior-posterior, along the cord).
 TTA_FLIPS = ((0,), (1,), (2,))
+#: ``auto``: half precision where the hardware computes it natively (float16 on a CUDA GPU, bfloat16 on a CPU
+#: with AMX or AVX512-BF16), float32 elsewhere; ``float32``: float32 everywhere (bit-for-bit the same on every CPU).
+PRECISIONS = ("auto", "float32")
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX tiles or AVX512-BF16); emulated bfloat16 is slower."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def inference_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype:
+    """The dtype the network computes in on ``device`` for ``precision`` (one of ``PRECISIONS``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "float32":
+        return torch.float32
+    if torch.device(device).type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_native_bfloat16() else torch.float32
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -31,6 +51,7 @@ def predict_probabilities(
     size_divisor: int = 16,
     flip_axes: tuple[tuple[int, ...], ...] = (),
     return_copies: bool = False,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Return sigmoid probabilities, shape (outputs, *spatial shape): cord, lesion (then grey matter, if trained).
 
@@ -40,9 +61,11 @@ def predict_probabilities(
     and windows are blended with Gaussian weights. ``flip_axes`` adds
     test-time augmentation: the probabilities of each flipped copy (axes of
     the volume) are flipped back and averaged with the plain prediction;
-    ``return_copies`` returns every copy instead, shape (copies, outputs, ...).
+    ``return_copies`` returns every copy instead, shape (copies, outputs, ...). ``precision``: see
+    ``PRECISIONS`` (probabilities are float32 either way).
     """
     device = torch.device(device)
+    dtype = inference_dtype(device, precision)
     channels = volume.astype(np.float32)[None] if volume.ndim == 3 else volume.astype(np.float32)
     shape = np.asarray(channels.shape[1:])
     padded = np.maximum(np.ceil(shape / size_divisor).astype(int) * size_divisor, size_divisor)
@@ -52,7 +75,8 @@ def predict_probabilities(
     roi = tuple(int(min(r, p)) for r, p in zip(roi_size, padded))
     tensor = torch.from_numpy(x)[None].to(device)
     with torch.inference_mode():
-        autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+        autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
+                    else contextlib.nullcontext())
         prob, copies = None, []
         for axes in ((),) + tuple(tuple(a) for a in flip_axes):
             dims = [a + 2 for a in axes]
@@ -91,10 +115,9 @@ def sliding_window_with_fallback(network: torch.nn.Module, x: torch.Tensor, roi:
         try:
             if kwargs is None:
                 network.to("cpu")
-                try:
-                    with torch.autocast("cpu", enabled=False):
-                        return sliding_window_inference(x.cpu().float(), roi, sw_batch_size=1, predictor=network,
-                                                        overlap=overlap, mode="gaussian")
+                try:  # a CUDA float16 autocast does not apply on the CPU: there the network computes as the CPU's own
+                    return sliding_window_inference(x.cpu().float(), roi, sw_batch_size=1, predictor=network,
+                                                    overlap=overlap, mode="gaussian")
                 finally:
                     network.to(device)
             return sliding_window_inference(x, roi, predictor=network, overlap=overlap, mode="gaussian", **kwargs)

@@ -13,13 +13,14 @@ from .network import OUTPUT_CHANNELS
 
 
 def segment_image(
-    img: nib.Nifti1Image, model: LoadedModel, device: torch.device | str = "cpu"
+    img: nib.Nifti1Image, model: LoadedModel, device: torch.device | str = "cpu", precision: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cord and lesion probabilities on ``img``'s own grid."""
+    """Cord and lesion probabilities on ``img``'s own grid (``precision``: ``inference.PRECISIONS``)."""
     model_input = to_model_grid(img, model.spacing)
     prob = predict_probabilities(model.network, model_input.data, device, roi_size=model.roi_size,
                                  overlap=model.overlap,
-                                 size_divisor=model.size_divisor, flip_axes=model.flip_axes)
+                                 size_divisor=model.size_divisor, flip_axes=model.flip_axes,
+                                 precision=precision)
     out = [
         np.clip(resample_to_grid(p, model_input.affine, img.shape[:3], img.affine, order=1), 0.0, 1.0)
         for p in prob[: len(OUTPUT_CHANNELS)]  # a grey matter output, if any, is not used

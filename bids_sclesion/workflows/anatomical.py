@@ -46,6 +46,7 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
     n4 = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_bias_correction", n_procs=omp_nthreads, mem_gb=1.0)
     segment = pe.Node(
         SegmentCordLesion(model=seg.model, model_hash=seg.model_hash, software_version=_SOFTWARE, device=seg.device,
+                          precision=seg.precision,
                           num_threads=omp_nthreads),
         name="segment_cord_lesion",
         n_procs=omp_nthreads,
@@ -98,7 +99,8 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
         (morphometry, sink, [("lesion_table", "lesion_table"), ("level_map", "level_map"),
                              ("disc_table", "disc_table"), ("csa_table", "csa_table"),
                              ("level_table", "level_table"), ("levels_info", "levels_info")]),
-        (segment, sink, [("model_name", "model_name"), ("model_version", "model_version")]),
+        (segment, sink, [("model_name", "model_name"), ("model_version", "model_version"),
+                         ("precision", "precision")]),
     ])  # fmt: skip
     if not stage2_model:
         # The cascade refuses an image without a spinal cord when it straightens it;
@@ -113,7 +115,7 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
         return wf
     stage2 = pe.Node(
         SegmentStraightened(model=stage2_model, model_hash=seg.stage2_model_hash, software_version=_SOFTWARE,
-                            device=seg.device, num_threads=omp_nthreads, tta=seg.tta),
+                            device=seg.device, precision=seg.precision, num_threads=omp_nthreads, tta=seg.tta),
         name="segment_straightened_cord",
         n_procs=omp_nthreads,
         mem_gb=2.0,
@@ -124,7 +126,8 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
         (split, stage2, [("out1", "cord_prob")]),
         (straighten, stage2, [("to_straight_xfm", "to_straight_xfm"), ("to_orig_xfm", "to_orig_xfm")]),
         (stage2, post, [("cord_prob", "cord_prob"), ("lesion_prob", "lesion_prob")]),
-        (stage2, sink, [("lesion_prob", "lesion_prob"), ("model_name", "stage2_model_name")]),
+        (stage2, sink, [("lesion_prob", "lesion_prob"), ("model_name", "stage2_model_name"),
+                        ("precision", "stage2_precision")]),
     ])  # fmt: skip
     if seg.tta:
         wf.connect([
