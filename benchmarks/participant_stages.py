@@ -2,7 +2,7 @@
 """Per-stage time and peak memory of the participant level on typical clinical inputs.
 
 Usage: python benchmarks/participant_stages.py [--inputs sag2d,3d] [--threads 1,2] [--devices cpu[,cuda]]
-                                              [--no-baseline] [--json FILE]
+                                              [--precisions float32,auto] [--no-baseline] [--json FILE]
 
 Inputs (phantoms rendered on the grids of real protocols):
   sag2d  sagittal 2D T2w TSE, 320 x 320 x 15 voxels of 0.7 x 0.7 x 3 mm
@@ -11,7 +11,11 @@ Each configuration runs the whole participant level in a fresh process (one imag
 threads, fresh work directory): wall time, the seconds of each step (from Nipype's results) and the peak resident
 memory of the process; on a GPU also the peak GPU memory PyTorch allocated, and the agreement (Dice) of the cord and
 lesion masks with those of the first CPU run of the same input, which show whether the GPU path gives the CPU's
-result. The 0.1.0 single-stage pipeline is run in the same session as the baseline (ratio column).
+result (``--precisions``: the cascade in float32 first, then with the app's default ``auto``, which computes in
+bfloat16 on a CPU with native bfloat16: the agreement table then compares the two). PyTorch and MONAI are imported
+before the run and timed apart ("imports": a process pays it once, however many images it segments), so the step
+times are those of each image of a run; the wall time includes it. The 0.1.0 single-stage pipeline is run in the
+same session as the baseline (ratio column).
 Targets on a 2-core CPU: whole pipeline <= 30 s per image, segmentation <= 5 s, peak memory <= 3 GB.
 """
 from __future__ import annotations
@@ -56,10 +60,10 @@ def make_input(kind: str, out: Path, seed: int = 5) -> Path:
     return path
 
 
-def run_app(bids: Path, root: Path, threads: int, device: str, extra: list[str]) -> dict:
+def run_app(bids: Path, root: Path, threads: int, device: str, extra: list[str], precision: str = "auto") -> dict:
     out, work = root / "out", root / "work"
     cmd = [sys.executable, "-c", _DRIVER, str(root / "peak_kb"), str(bids), str(out), "participant", "-w", str(work),
-           "--nprocs", "1", "--omp-nthreads", str(threads), "--device", device, "--skip-bids-validation",
+           "--nprocs", "1", "--omp-nthreads", str(threads), "--device", device, "--precision", precision, "--skip-bids-validation",
            "--no-reports", *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
@@ -68,9 +72,9 @@ def run_app(bids: Path, root: Path, threads: int, device: str, extra: list[str])
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stdout.decode()[-3000:]}")
     steps = node_run_seconds(work)
-    peak_kb, gpu_bytes = (int(v) for v in (root / "peak_kb").read_text().split())
-    return {"wall": wall, "steps": steps, "peak_mb": peak_kb / 1024, "gpu_peak_mb": gpu_bytes / 2**20,
-            "out": str(out)}
+    peak_kb, gpu_bytes, imports = (root / "peak_kb").read_text().split()
+    return {"wall": wall, "steps": steps, "peak_mb": int(peak_kb) / 1024, "gpu_peak_mb": int(gpu_bytes) / 2**20,
+            "imports": float(imports), "out": str(out)}
 
 
 def mask_agreement(out_a: Path, out_b: Path) -> dict[str, float]:
@@ -90,14 +94,17 @@ def mask_agreement(out_a: Path, out_b: Path) -> dict[str, float]:
 #: resident memory. VmHWM belongs to the new program image; the rusage of a child would also count the memory
 #: of the benchmark process it was forked from (Linux keeps ru_maxrss across exec).
 _DRIVER = """
-import re, sys
+import re, sys, time
+start = time.perf_counter()
+import bids_sclesion.model.segment  # PyTorch and MONAI: once per process, whatever the number of images
+imports = time.perf_counter() - start
 from bids_sclesion.cli.run import main
 code = main(sys.argv[2:])
 status = open("/proc/self/status").read()
 gpu = 0
 if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
     gpu = sys.modules["torch"].cuda.max_memory_allocated()
-open(sys.argv[1], "w").write(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1) + f" {gpu}")
+open(sys.argv[1], "w").write(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1) + f" {gpu} {imports}")
 sys.exit(code)
 """
 
@@ -107,6 +114,8 @@ def main() -> int:
     p.add_argument("--inputs", default="sag2d,3d")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--devices", default="cpu" + (",cuda" if _cuda() else ""))
+    p.add_argument("--precisions", default="float32,auto",
+                   help="the cascade's --precision values to run (auto: bfloat16 where the CPU computes it natively)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the 0.1.0 single-stage run (no ratio column): for a quick check of a device")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
@@ -116,43 +125,53 @@ def main() -> int:
         for kind in args.inputs.split(","):
             bids = Path(tmp) / kind / "bids"
             make_input(kind, bids)
-            configs = [("cascade", dev, int(t), []) for dev in args.devices.split(",")
-                       for t in (args.threads.split(",") if dev == "cpu" else ["1"])]
+            configs = [("cascade", dev, int(t), [], precision) for dev in args.devices.split(",")
+                       for t in (args.threads.split(",") if dev == "cpu" else ["1"])
+                       for precision in args.precisions.split(",")]
             if not args.no_baseline:
-                configs.append(("0.1.0 single stage", "cpu", 1, ["--model", "default", "--single-stage"]))
-            for i, (name, device, threads, extra) in enumerate(configs):
-                result = run_app(bids, Path(tmp) / kind / f"run{i}", threads, device, extra)
-                row = {"input": kind, "pipeline": name, "device": device, "threads": threads, **result}
+                configs.append(("0.1.0 single stage", "cpu", 1, ["--model", "default", "--single-stage"], "float32"))
+            for i, (name, device, threads, extra, precision) in enumerate(configs):
+                result = run_app(bids, Path(tmp) / kind / f"run{i}", threads, device, extra, precision)
+                row = {"input": kind, "pipeline": name, "device": device, "threads": threads,
+                       "precision": _precision_used(Path(result["out"])), **result}
                 reference = next((r for r in rows if r["input"] == kind and r["pipeline"] == "cascade"), None)
                 if name == "cascade" and reference is not None:
                     row["agreement"] = mask_agreement(Path(reference["out"]), Path(result["out"]))
                 rows.append(row)
-                print(f"{kind} {name} {device} x{threads}: {result['wall']:.1f} s, peak {result['peak_mb']:.0f} MB",
+                print(f"{kind} {name} {device} x{threads} {row['precision']}: {result['wall']:.1f} s, peak {result['peak_mb']:.0f} MB",
                       file=sys.stderr, flush=True)
     steps = sorted({s for r in rows for s in r["steps"]})
     print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, torch {_torch_version()}\n")
-    print("| input | pipeline | device | threads | " + " | ".join(steps)
-          + " | segmentation | all steps | wall | peak memory | peak GPU memory | wall / baseline |")
-    print("|---" * (len(steps) + 10) + "|")
+    print("| input | pipeline | device | threads | precision | " + " | ".join(steps)
+          + " | segmentation | all steps | imports | wall | peak memory | peak GPU memory | wall / baseline |")
+    print("|---" * (len(steps) + 12) + "|")
     for r in rows:
         seg = sum(r["steps"].get(s, 0.0) for s in SEGMENTATION_STEPS)
         base = next((b for b in rows if b["input"] == r["input"] and b["pipeline"].startswith("0.1.0")), None)
-        print(f"| {r['input']} | {r['pipeline']} | {r['device']} | {r['threads']} | "
+        print(f"| {r['input']} | {r['pipeline']} | {r['device']} | {r['threads']} | {r['precision']} | "
               + " | ".join(f"{r['steps'].get(s, 0.0):.2f}" for s in steps)
-              + f" | {seg:.2f} | {sum(r['steps'].values()):.2f} | {r['wall']:.1f} | {r['peak_mb']:.0f} MB | "
+              + f" | {seg:.2f} | {sum(r['steps'].values()):.2f} | {r['imports']:.2f} | {r['wall']:.1f} | {r['peak_mb']:.0f} MB | "
               + (f"{r['gpu_peak_mb']:.0f} MB" if r["device"] != "cpu" else "-") + (f" | {r['wall'] / base['wall']:.2f} |" if base else " | - |"))
-    print("\nSeconds; 'wall' is the whole command (Python start-up, dataset indexing, workflow set-up included).")
+    print("\nSeconds; 'imports' is PyTorch and MONAI, imported once per process before the run (a process that "
+          "segments several images pays it once), so the steps are per image; 'wall' is the whole command "
+          "(imports, Python start-up, dataset indexing and workflow set-up included).")
     compared = [r for r in rows if "agreement" in r]
     if compared:
         print("\nAgreement with the first CPU run of the same input (Dice of the masks in the image's own grid):\n")
-        print("| input | device | threads | cord Dice | lesion Dice |\n|---|---|---|---|---|")
+        print("| input | device | threads | precision | cord Dice | lesion Dice |\n|---|---|---|---|---|---|")
         for r in compared:
-            print(f"| {r['input']} | {r['device']} | {r['threads']} | {r['agreement']['SC']:.4f} | "
+            print(f"| {r['input']} | {r['device']} | {r['threads']} | {r['precision']} | {r['agreement']['SC']:.4f} | "
                   f"{r['agreement']['lesion']:.4f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def _precision_used(out: Path) -> str:
+    """What the networks computed in, from the lesion mask's sidecar (Model.Precision)."""
+    sidecar = next(out.rglob("*_label-lesion_*mask.json"), None)
+    return json.loads(sidecar.read_text())["Model"].get("Precision", "float32") if sidecar else "n/a"
 
 
 def _cuda() -> bool:

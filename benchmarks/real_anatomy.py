@@ -4,7 +4,7 @@
 Usage:
   python benchmarks/real_anatomy.py WORK_DIR [--stage1 MODEL] [--stage2 MODEL]
       [--stage1-folds DIR] [--stage2-folds DIR] [--name NAME] [--seed 11] [--nprocs 2]
-      [--collections NAME ...] [--allow-seen]
+      [--collections NAME ...] [--allow-seen] [--tta] [--precision auto|float32]
 
 Two datasets are made in WORK_DIR/data from ../shared/data (links; nothing is copied into the
 repository): ``real`` holds every real image of a clinical kind (manual cord and grey-matter masks
@@ -285,6 +285,8 @@ def main() -> int:
     p.add_argument("--compare", nargs="+", default=None, metavar="NAME",
                    help="run nothing: print the saved results of these runs (WORK_DIR/runs/NAME) side by side")
     p.add_argument("--tta", action="store_true", help="run the app with --tta (stage 2 averaged over flips)")
+    p.add_argument("--precision", choices=["auto", "float32"], default="auto",
+                   help="the app's --precision (auto: bfloat16 on a CPU that computes it natively)")
     p.add_argument("--allow-seen", action="store_true",
                    help="also measure collections a model trained on (marked 'seen'; not a valid figure)")
     args = p.parse_args()
@@ -323,7 +325,7 @@ def main() -> int:
             present = [s for s in subjects if (bids / s).is_dir()]
             if present:
                 run_app(bids, run_dir / kind, args.work_dir / "work" / work, present, stage1, stage2, args.nprocs,
-                        ("--tta",) if args.tta else ())
+                        ("--tta",) * args.tta + ("--precision", args.precision))
     keep = set(measured)
     healthy = [s for s in score_healthy(real, run_dir / "healthy") if s.image.split("_")[0] in keep]
     lesions, _ = evaluate_outputs(lesion_dir, run_dir / "lesions") if (run_dir / "lesions").is_dir() else ([], {})

@@ -103,3 +103,28 @@ def test_short_jittery_cord_gives_a_steady_frame(seed):
     assert np.abs((corners - centre[None]) @ true_tangent).max() < 2.0
     # Past the ends the grid's slices keep the centreline's spacing along the end tangent.
     assert np.allclose(np.linalg.norm(np.diff(centre, axis=0), axis=1), 1.0, atol=0.05)
+
+
+def test_sampling_several_maps_at_once_is_sampling_each():
+    """Points far outside the grid are not interpolated, yet every value is what SciPy gives for each map alone."""
+    from scipy import ndimage
+
+    from bids_sclesion.core.straighten import apply_points_to_maps
+
+    rng = np.random.default_rng(4)
+    maps = [rng.random((12, 10, 8)).astype(np.float32) for _ in range(2)]
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    affine[:3, 3] = (-3.0, 2.0, 1.0)
+    # voxel coordinates from far outside to far inside, half-voxel edges and the one-voxel fringe included
+    vox = np.stack([rng.uniform(-4, n + 3, size=5000) for n in maps[0].shape], axis=-1)
+    vox[:6] = [[-0.5, 0, 0], [-0.7, 3, 3], [11.6, 3, 3], [12.0, 3, 3], [-1.0, 3, 3], [11.2, 9.4, 7.5]]
+    points = vox @ affine[:3, :3].T + affine[:3, 3]
+    for cval in (0.0, np.nan):
+        together = apply_points_to_maps(maps, affine, points, order=1, cval=cval)
+        for data, got in zip(maps, together):
+            coords = np.where((vox.T >= -0.5) & (vox.T <= np.array(data.shape)[:, None] - 0.5),
+                              np.clip(vox.T, 0, np.array(data.shape)[:, None] - 1), vox.T)
+            expected = ndimage.map_coordinates(data, coords, order=1, mode="constant", cval=cval)
+            np.testing.assert_array_equal(got, expected)
+            np.testing.assert_array_equal(apply_points(data, affine, points, order=1, cval=cval), expected)
+    assert np.isnan(apply_points(maps[0], affine, points[:5000], cval=np.nan)).any()

@@ -14,6 +14,7 @@ native grid and points to straight positions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -180,12 +181,31 @@ def apply_points(data: np.ndarray, affine: np.ndarray, points_mm: np.ndarray, or
     the centre, losing half of the first and last slice of a thick-slice slab);
     points farther out get ``cval``.
     """
+    return apply_points_to_maps([data], affine, points_mm, order, cval)[0]
+
+
+def apply_points_to_maps(maps: Sequence[np.ndarray], affine: np.ndarray, points_mm: np.ndarray, order: int = 1,
+                         cval: float = 0.0) -> list[np.ndarray]:
+    """:func:`apply_points` for several maps on one grid: the points' voxel coordinates are found once.
+
+    With linear or nearest interpolation only the points within one voxel of the grid are interpolated;
+    the others are ``cval`` without computing them (mapping a straightened cord back to a 3D volume, most
+    native voxels lie outside the straight grid).
+    """
     inv = np.linalg.inv(affine)
-    vox = points_mm @ inv[:3, :3].T + inv[:3, 3]
-    coords = clamp_to_voxel_extent(np.moveaxis(vox, -1, 0).reshape(3, -1), data.shape)
-    out = ndimage.map_coordinates(np.asarray(data, np.float32), coords, order=order, mode="constant", cval=cval,
-                                  prefilter=order > 1)
-    return out.reshape(points_mm.shape[:-1])
+    vox = (points_mm.reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3]).T  # (3, N)
+    shape = np.asarray(maps[0].shape[:3])
+    near = np.all((vox > -1) & (vox < shape[:, None]), axis=0) if order <= 1 else None
+    coords = clamp_to_voxel_extent(vox if near is None else vox[:, near], shape)
+    out = []
+    for data in maps:
+        values = ndimage.map_coordinates(np.asarray(data, np.float32), coords, order=order, mode="constant",
+                                         cval=cval, prefilter=order > 1)
+        if near is not None:
+            values, sampled = np.full(near.shape, cval, np.float32), values
+            values[near] = sampled
+        out.append(values.reshape(points_mm.shape[:-1]))
+    return out
 
 
 def clamp_to_voxel_extent(coords: np.ndarray, shape) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch
 
 from ..core.centerline import extract_centerline
 from ..core.intensity import normalize_intensity
-from ..core.straighten import apply_points, straight_grid, straight_to_native_points
+from ..core.straighten import apply_points, apply_points_to_maps, straight_grid, straight_to_native_points
 from .inference import TTA_FLIPS, predict_probabilities
 from .io import LoadedModel
 from .network import OUTPUT_CHANNELS
@@ -120,10 +120,8 @@ def unstraighten(prob: np.ndarray, straight_affine: np.ndarray, straight_points:
     voxel they cover, which is what a thick-slice label thresholds.
     """
     samples = [straight_points] if native_zooms is None else voxel_extent_points(straight_points, native_zooms)
-    out = []
-    for p in prob:
-        mean = np.mean([apply_points(p, straight_affine, pts, order=1, cval=0.0) for pts in samples], axis=0)
-        out.append(np.clip(mean, 0.0, 1.0))
+    sampled = [apply_points_to_maps(list(prob), straight_affine, pts, order=1, cval=0.0) for pts in samples]
+    out = [np.clip(np.mean([maps[c] for maps in sampled], axis=0), 0.0, 1.0) for c in range(len(prob))]
     return np.stack(out).astype(np.float32)
 
 
