@@ -9,6 +9,7 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface
 
 from ..core.image import load_image, nifti_image, resample_to_grid, to_canonical
 from ..core.preprocess import bias_correct_image
+from . import WORK_IMAGE
 
 
 def _out_path(runtime, name: str) -> str:
@@ -31,7 +32,7 @@ class Reorient(SimpleInterface):
 
     def _run_interface(self, runtime):
         img = to_canonical(load_image(self.inputs.in_file))
-        out = _out_path(runtime, "canonical.nii.gz")
+        out = _out_path(runtime, "canonical" + WORK_IMAGE)
         nib.save(img, out)
         self._results["out_file"] = out
         return runtime
@@ -54,7 +55,7 @@ class N4BiasCorrection(SimpleInterface):
 
     def _run_interface(self, runtime):
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(self.inputs.num_threads)
-        out = _out_path(runtime, "n4.nii.gz")
+        out = _out_path(runtime, "n4" + WORK_IMAGE)
         nib.save(bias_correct_image(nib.load(self.inputs.in_file)), out)
         self._results["out_file"] = out
         return runtime
@@ -82,7 +83,7 @@ class ResampleToOriginal(SimpleInterface):
         for i, path in enumerate(self.inputs.in_files):
             src = nib.load(path)
             data = resample_to_grid(np.asarray(src.dataobj, np.float32), src.affine, ref.shape[:3], ref.affine, order=1)
-            out = _out_path(runtime, f"native_{i}.nii.gz")
+            out = _out_path(runtime, f"native_{i}{WORK_IMAGE}")
             nib.save(nifti_image(data, ref.affine, np.float32), out)
             outs.append(out)
         self._results["out_files"] = outs

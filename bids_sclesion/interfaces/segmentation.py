@@ -8,6 +8,7 @@ import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from ..core.image import nifti_image, voxel_volume
+from . import WORK_IMAGE
 from ..core.lesions import DEFAULT_THRESHOLD, lesion_table, table_to_tsv, threshold_masks, voxel_uncertainty
 
 
@@ -68,7 +69,7 @@ def _write_probabilities(cwd: str, cord: np.ndarray, lesion: np.ndarray, affine:
     """Save both probability maps (float32, sform/qform set) and name the model that made them."""
     results = {"model_name": model.name, "model_version": model.version}
     for key, data in (("cord_prob", cord), ("lesion_prob", lesion)):
-        out = os.path.join(cwd, f"{key}.nii.gz")
+        out = os.path.join(cwd, key + WORK_IMAGE)
         nib.save(nifti_image(data, affine, np.float32), out)
         results[key] = out
     return results
@@ -119,7 +120,7 @@ class SegmentStraightened(SimpleInterface):
         zooms = ref.header.get_zooms()[:3] if model.voxel_average else None
         if self.inputs.tta:
             copies = unstraighten(prob[:, 1], to_straight.affine, straight_points, zooms)
-            out = os.path.join(runtime.cwd, "lesion_copies.nii.gz")
+            out = os.path.join(runtime.cwd, "lesion_copies" + WORK_IMAGE)
             nib.save(nib.Nifti1Image(np.moveaxis(copies, 0, -1), ref.affine), out)
             self._results["lesion_copies"] = out
             prob = prob.mean(axis=0)
@@ -165,12 +166,12 @@ class PostprocessLesions(SimpleInterface):
         copies = None
         if isdefined(self.inputs.lesion_copies):
             copies = np.moveaxis(np.asarray(nib.load(self.inputs.lesion_copies).dataobj, np.float32), -1, 0)
-            out = os.path.join(runtime.cwd, "lesion_uncertainty.nii.gz")
+            out = os.path.join(runtime.cwd, "lesion_uncertainty" + WORK_IMAGE)
             nib.save(nib.Nifti1Image(voxel_uncertainty(copies), cimg.affine), out)
             self._results["lesion_uncertainty"] = out
         rows = lesion_table(lesion, les_p, cord, cimg.affine, copies, self.inputs.threshold)
         for key, data in (("cord_mask", cord), ("lesion_mask", lesion)):
-            out = os.path.join(runtime.cwd, f"{key}.nii.gz")
+            out = os.path.join(runtime.cwd, key + WORK_IMAGE)
             nib.save(nifti_image(data, cimg.affine, np.uint8), out)
             self._results[key] = out
         out = os.path.join(runtime.cwd, "lesions.tsv")
