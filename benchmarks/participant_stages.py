@@ -63,8 +63,8 @@ def make_input(kind: str, out: Path, seed: int = 5) -> Path:
 def run_app(bids: Path, root: Path, threads: int, device: str, extra: list[str], precision: str = "auto") -> dict:
     out, work = root / "out", root / "work"
     cmd = [sys.executable, "-c", _DRIVER, str(root / "peak_kb"), str(bids), str(out), "participant", "-w", str(work),
-           "--nprocs", "1", "--omp-nthreads", str(threads), "--device", device, "--precision", precision, "--skip-bids-validation",
-           "--no-reports", *extra]
+           "--nprocs", "1", "--omp-nthreads", str(threads), "--device", device, "--precision", precision,
+           "--skip-bids-validation", "--no-reports", *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)

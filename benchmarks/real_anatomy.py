@@ -43,6 +43,7 @@ from make_real_lesion_dataset import build as build_lesion_dataset  # noqa: E402
 
 from bids_sclesion.model.metadata import METADATA, read_metadata  # noqa: E402
 from bids_sclesion.cli.run import main as app  # noqa: E402
+from bids_sclesion.config import PRECISIONS  # noqa: E402
 from bids_sclesion.core.image import voxel_volume  # noqa: E402
 from bids_sclesion.derivatives import source_of_lesion_table  # noqa: E402
 from bids_sclesion.evaluate import (HealthyScore, evaluate_outputs, score_healthy_arrays,  # noqa: E402
@@ -285,7 +286,7 @@ def main() -> int:
     p.add_argument("--compare", nargs="+", default=None, metavar="NAME",
                    help="run nothing: print the saved results of these runs (WORK_DIR/runs/NAME) side by side")
     p.add_argument("--tta", action="store_true", help="run the app with --tta (stage 2 averaged over flips)")
-    p.add_argument("--precision", choices=["auto", "float32"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the app's --precision (auto: bfloat16 on a CPU that computes it natively)")
     p.add_argument("--allow-seen", action="store_true",
                    help="also measure collections a model trained on (marked 'seen'; not a valid figure)")

@@ -13,6 +13,9 @@ from .core.lesions import DEFAULT_MIN_LESION_MM3, DEFAULT_THRESHOLD
 #: Bundled models the cascade uses unless told otherwise.
 DEFAULT_STAGE1, DEFAULT_STAGE2 = "stage1", "stage2"
 CORD_FUSIONS = ("mean", "stage2")
+#: What the networks compute in. ``auto``: half precision where the hardware computes it natively (float16 on a CUDA
+#: GPU, bfloat16 on a CPU with AMX or AVX512-BF16), float32 elsewhere; ``float32``: the same result on every CPU.
+PRECISIONS = ("auto", "float32")
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,14 @@ class SegmentationSettings:
     cord_fusion: str = "mean"  # "mean" of both stages' cord probabilities, or "stage2" alone
     tta: bool = False  # stage-2 predictions on flipped copies too (uncertainty)
     device: str = "auto"
-    precision: str = "auto"  # model.inference.PRECISIONS: half precision where the hardware has it, or float32
+    precision: str = "auto"  # one of PRECISIONS
     omp_nthreads: int = 1
 
     def __post_init__(self):
         if self.cord_fusion not in CORD_FUSIONS:
             raise ValueError(f"cord_fusion must be one of {CORD_FUSIONS}, not {self.cord_fusion!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.tta and not self.stage2_model:
             raise ValueError("--tta works on the cascade's stage 2: it cannot be combined with --single-stage")
 

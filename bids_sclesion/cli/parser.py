@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import DEFAULT_STAGE1, DEFAULT_STAGE2, DEFAULT_THRESHOLD
+from ..config import DEFAULT_STAGE1, DEFAULT_STAGE2, DEFAULT_THRESHOLD, PRECISIONS
 from ..core.lesions import DEFAULT_MIN_LESION_MM3
 
 #: Anatomical suffixes the bundled models are trained for, including the
@@ -108,9 +108,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="Nipype plugin YAML, e.g. 'plugin: SLURM' with plugin_args")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the network runs: auto uses a GPU when there is one")
-    g.add_argument("--precision", choices=["auto", "float32"], default="auto",
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="what the network computes in: auto uses half precision where the hardware computes it "
-                        "natively (float16 on a CUDA GPU, bfloat16 on a CPU with AMX or AVX512-BF16: 2-5x faster), "
+                        "natively (float16 on a CUDA GPU, bfloat16 on a CPU with AMX or AVX512-BF16, where the "
+                        "segmentation step is 1.3-1.4x faster), "
                         "float32 elsewhere; float32 gives the same result on every CPU. The precision used is "
                         "recorded in each output's sidecar (Model.Precision)")
 

@@ -7,9 +7,10 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
+from ..config import PRECISIONS
 from ..core.image import nifti_image, voxel_volume
-from . import WORK_IMAGE
 from ..core.lesions import DEFAULT_THRESHOLD, lesion_table, table_to_tsv, threshold_masks, voxel_uncertainty
+from . import WORK_IMAGE
 
 
 class _SegmentInputSpec(BaseInterfaceInputSpec):
@@ -18,7 +19,7 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     model_hash = traits.Str(desc="content hash of the model weights (re-runs when the model changes)")
     software_version = traits.Str(desc="the app's version and results revision: cached results are recomputed when it changes")
     device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
-    precision = traits.Enum("auto", "float32", usedefault=True, desc="model.inference.PRECISIONS")
+    precision = traits.Enum(*PRECISIONS, usedefault=True, desc="config.PRECISIONS")
     num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 

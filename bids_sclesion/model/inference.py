@@ -8,12 +8,11 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
+from ..config import PRECISIONS
+
 LOGGER = logging.getLogger("bids_sclesion.inference")
 #: Test-time flips: along each axis of the volume (for stage 2: left-right, anterior-posterior, along the cord).
 TTA_FLIPS = ((0,), (1,), (2,))
-#: ``auto``: half precision where the hardware computes it natively (float16 on a CUDA GPU, bfloat16 on a CPU
-#: with AMX or AVX512-BF16), float32 elsewhere; ``float32``: float32 everywhere (bit-for-bit the same on every CPU).
-PRECISIONS = ("auto", "float32")
 
 
 def cpu_has_native_bfloat16() -> bool:
@@ -26,11 +25,12 @@ def inference_dtype(device: torch.device | str, precision: str = "auto") -> torc
     """The dtype the network computes in on ``device`` for ``precision`` (one of ``PRECISIONS``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    kind = torch.device(device).type
     if precision == "float32":
         return torch.float32
-    if torch.device(device).type == "cuda":
+    if kind == "cuda":
         return torch.float16
-    return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_native_bfloat16() else torch.float32
+    return torch.bfloat16 if kind == "cpu" and cpu_has_native_bfloat16() else torch.float32
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -115,7 +115,7 @@ def sliding_window_with_fallback(network: torch.nn.Module, x: torch.Tensor, roi:
         try:
             if kwargs is None:
                 network.to("cpu")
-                try:  # a CUDA float16 autocast does not apply on the CPU: there the network computes as the CPU's own
+                try:  # a CUDA float16 autocast does not reach the CPU; a CPU bfloat16 one, if any, still applies
                     return sliding_window_inference(x.cpu().float(), roi, sw_batch_size=1, predictor=network,
                                                     overlap=overlap, mode="gaussian")
                 finally:

@@ -15,7 +15,7 @@ from .network import OUTPUT_CHANNELS
 def segment_image(
     img: nib.Nifti1Image, model: LoadedModel, device: torch.device | str = "cpu", precision: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cord and lesion probabilities on ``img``'s own grid (``precision``: ``inference.PRECISIONS``)."""
+    """Cord and lesion probabilities on ``img``'s own grid (``precision``: ``config.PRECISIONS``)."""
     model_input = to_model_grid(img, model.spacing)
     prob = predict_probabilities(model.network, model_input.data, device, roi_size=model.roi_size,
                                  overlap=model.overlap,
