@@ -10,12 +10,13 @@ Printed:
      ellipse (pi * r_lr * r_ap); discs found by the template against the drawn discs (correctly
      numbered images, position error); level agreement per cord voxel given the drawn discs.
   2. Real landmarks: C2 and T2 of the four 3D T2w scans of sct-t2w-bids (never used to build the
-     template) against the levels given from the manual cord mask and from the app's own cord mask.
+     template) against the levels given from the manual cord mask and from the app's own cord mask,
+     and the landmark's distance along the cord from the middle of the level found.
   3. Real CSA: the app's cord mask against the manual one, per image (slices both cover) and per level
      (the manual mask's levels), on every labelled real image; C2-C3 CSA against the published
-     healthy range. The app runs with models that did not train on each collection when fold models
-     are given (--stage1-folds, as benchmarks/real_anatomy.py); otherwise collections a model saw are
-     left out unless --allow-seen (rows marked 'seen').
+     healthy range. The app runs with a stage 1 that did not train on each collection when fold models
+     are given (--stage1-folds, as benchmarks/real_anatomy.py); otherwise collections stage 1 saw are
+     left out unless --allow-seen (rows marked 'seen'). Stage 2 only adds lesions: it may have seen them.
 Everything is saved as WORK_DIR/morphometry.json.
 """
 from __future__ import annotations
@@ -37,8 +38,8 @@ from real_anatomy import SHARED, build_real_dataset, collection_status, models_f
 
 from bids_sclesion.core.centerline import CenterlineError, extract_centerline  # noqa: E402
 from bids_sclesion.core.morphometry import cord_csa, level_name  # noqa: E402
-from bids_sclesion.core.vertebrae import (Disc, NoDiscFound, find_discs, level_map,  # noqa: E402
-                                          segment_lengths)
+from bids_sclesion.core.vertebrae import (Disc, NoDiscFound, discs_from_labels, find_discs,  # noqa: E402
+                                          level_map, segment_lengths)
 from bids_sclesion.phantoms import random_acquisition, random_anatomy, render_image  # noqa: E402
 
 #: Healthy adult C2-C3 CSA reported in the literature (mm2; e.g. Kato 2012, Papinutto 2015, Cohen-Adad 2021).
@@ -108,8 +109,15 @@ def _landmark_levels(image: nib.Nifti1Image, cord: np.ndarray, landmarks: np.nda
         return {"levels": "n/a", "why": str(exc)}
     levels = level_map(cord, image.affine, centerline, match.discs, segment_lengths(match))
     out = {"correlation": match.correlation, "scale": match.scale}
+    disc_at = {d.label: d.position_mm for d in match.discs}
     for value in (2, 9):
         point = np.argwhere(landmarks == value)[0]
+        # Position error: the landmark (on the vertebral body, as SCT's body labels) against the middle of
+        # the level found, between disc n (above vertebra n) and disc n + 1, along the centreline.
+        if value in disc_at and value + 1 in disc_at:
+            landmark = discs_from_labels((landmarks == value).astype(np.uint8), image.affine, centerline)[0]
+            middle = (disc_at[value] + disc_at[value + 1]) / 2
+            out[f"{level_name(value)} error mm"] = round(middle - landmark.position_mm, 1)
         found = int(levels[tuple(point)]) if all(0 <= p < n for p, n in zip(point, levels.shape)) else 0
         if found == 0:  # the landmark outside the app's mask: the level of the nearest cord voxel
             cord_idx = np.argwhere(levels > 0)
@@ -212,7 +220,10 @@ def main() -> int:
         collections.setdefault(collection, []).append(subject)
     for collection, subjects in sorted(collections.items()):
         stage1, stage2, missing = models_for(collection, args)
-        state = collection_status(subjects, stage1, stage2, missing, True, args.allow_seen)
+        # The cord mask alone decides the CSA and the levels: a stage 2 that saw the collection (it only
+        # adds lesions) does not bias them, so only stage 1 must have held it out.
+        state = collection_status(subjects, stage1, stage1, [m for m in missing if m == stage1], True,
+                                  args.allow_seen)
         labelled = [s for s in subjects if (real / "derivatives" / "labels" / s).is_dir()]
         status.update({s: state for s in subjects})
         if state in ("yes", "seen (--allow-seen)") and labelled and not args.skip_app:
