@@ -14,9 +14,10 @@ Printed:
      and the landmark's distance along the cord from the middle of the level found.
   3. Real CSA: the app's cord mask against the manual one, per image (slices both cover) and per level
      (the manual mask's levels), on every labelled real image; C2-C3 CSA against the published
-     healthy range. The app runs with a stage 1 that did not train on each collection when fold models
-     are given (--stage1-folds, as benchmarks/real_anatomy.py); otherwise collections stage 1 saw are
-     left out unless --allow-seen (rows marked 'seen'). Stage 2 only adds lesions: it may have seen them.
+     healthy range. The app runs with models that did not train on each collection when fold models
+     are given (--stage1-folds, as benchmarks/real_anatomy.py); otherwise collections a model saw are
+     left out unless --allow-seen (rows marked 'seen by' the stage that saw them: the cord mask averages
+     both stages' cord probabilities, so a stage 2 that saw an image biases its CSA as well).
 Everything is saved as WORK_DIR/morphometry.json.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from real_anatomy import SHARED, build_real_dataset, collection_status, models_for, run_app  # noqa: E402
+from real_anatomy import SHARED, build_real_dataset, models_for, run_app, seen_subjects  # noqa: E402
 
 from bids_sclesion.core.centerline import CenterlineError, extract_centerline  # noqa: E402
 from bids_sclesion.core.morphometry import cord_csa, level_name  # noqa: E402
@@ -188,6 +189,20 @@ def real_csa(real: Path, app_out: Path, status: dict[str, str]) -> list[dict]:
     return rows
 
 
+def model_status(subjects: list[str], stage1: str, stage2: str, missing: list[str], allow_seen: bool) -> str:
+    """'yes' when neither stage trained on ``subjects``; else which stage saw them ('no: ...' unless allowed).
+
+    The app's cord mask averages both stages' cord probabilities, so a stage 2 that saw an image biases its
+    CSA too, if less than a stage 1 that saw it: the rows say which stage it was.
+    """
+    if missing:
+        return "no: no model at " + ", ".join(missing)
+    saw = [name for name, model in (("stage 1", stage1), ("stage 2", stage2)) if seen_subjects(model) & set(subjects)]
+    if not saw:
+        return "yes"
+    return ("seen by " if allow_seen else "no: trained on by ") + " and ".join(saw)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("work_dir", type=Path)
@@ -220,13 +235,10 @@ def main() -> int:
         collections.setdefault(collection, []).append(subject)
     for collection, subjects in sorted(collections.items()):
         stage1, stage2, missing = models_for(collection, args)
-        # The cord mask alone decides the CSA and the levels: a stage 2 that saw the collection (it only
-        # adds lesions) does not bias them, so only stage 1 must have held it out.
-        state = collection_status(subjects, stage1, stage1, [m for m in missing if m == stage1], True,
-                                  args.allow_seen)
+        state = model_status(subjects, stage1, stage2, missing, args.allow_seen)
         labelled = [s for s in subjects if (real / "derivatives" / "labels" / s).is_dir()]
         status.update({s: state for s in subjects})
-        if state in ("yes", "seen (--allow-seen)") and labelled and not args.skip_app:
+        if not state.startswith("no") and labelled and not args.skip_app:
             run_app(real, app_out, args.work_dir / "work", labelled, stage1, stage2, args.nprocs)
     print("\n== Real landmarks (sct-t2w-bids: C2 and T2 vertebral bodies)")
     landmarks = real_landmarks(args.shared, app_out if app_out.is_dir() else None)
@@ -235,9 +247,9 @@ def main() -> int:
     result["landmarks"] = landmarks
     print("\n== Real CSA: app cord mask against the manual mask (same centreline, same levels)")
     csa_rows = real_csa(real, app_out, status)
-    print(f"  {'image':34s} {'models':10s} {'slices':>6s} {'manual':>7s} {'app':>7s} {'diff %':>7s}  C2-C3 manual")
+    print(f"  {'image':34s} {'models':24s} {'slices':>6s} {'manual':>7s} {'app':>7s} {'diff %':>7s}  C2-C3 manual")
     for row in csa_rows:
-        print(f"  {row['image']:34s} {row['status'][:10]:10s} {row['slices']:6d} {row['manual_mean_mm2']:7.1f} "
+        print(f"  {row['image']:34s} {row['status'][:24]:24s} {row['slices']:6d} {row['manual_mean_mm2']:7.1f} "
               f"{row['app_mean_mm2']:7.1f} {row['difference_percent']:7.1f}  {row['manual_c2c3_mm2']}")
         for name, level in row["per_level"].items():
             print(f"      {name:4s} manual {level['manual']:6.1f}  app {level['app']:6.1f}  "
