@@ -8,8 +8,8 @@
 # Usage: experiments/recipes/stage2_v3_finetune.sh WORK_DIR [ITERATIONS] [VALIDATIONS]
 #   WORK_DIR holds train_synth, real_cord and real_lesions_train_101 / _102 (experiments/datasets.sh makes them).
 #   The model is WORK_DIR/stage2_v3_finetune_ITERATIONS (_lrLR when LR is not 5e-4, _seedSEED when SEED is
-#   set); VALIDATIONS (4) validations choose its iteration (lesion F1). Environment: LR (5e-4), SEED (the training's: split, weights, batches; default 0),
-#   THREADS (2), TRAIN_OPTIONS (e.g. --cpu-bf16).
+#   set); VALIDATIONS (4) validations choose its iteration (lesion F1). Environment: LR (5e-4), SEED (the
+#   training's: split, weights, batches; default 0), THREADS (2), TRAIN_OPTIONS (e.g. --cpu-bf16).
 #   About 6 min per 1000 iterations on 2 cores in bfloat16, after the cache is filled.
 # Measured: docs/real_anatomy.md.
 set -euo pipefail
