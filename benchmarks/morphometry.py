@@ -35,7 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from real_anatomy import SHARED, build_real_dataset, models_for, run_app, seen_subjects  # noqa: E402
+from real_anatomy import (SHARED, build_real_dataset, collection_status, is_measured, models_for,  # noqa: E402
+                          run_app)
 
 from bids_sclesion.core.centerline import CenterlineError, extract_centerline  # noqa: E402
 from bids_sclesion.core.morphometry import cord_csa, level_name  # noqa: E402
@@ -189,20 +190,6 @@ def real_csa(real: Path, app_out: Path, status: dict[str, str]) -> list[dict]:
     return rows
 
 
-def model_status(subjects: list[str], stage1: str, stage2: str, missing: list[str], allow_seen: bool) -> str:
-    """'yes' when neither stage trained on ``subjects``; else which stage saw them ('no: ...' unless allowed).
-
-    The app's cord mask averages both stages' cord probabilities, so a stage 2 that saw an image biases its
-    CSA too, if less than a stage 1 that saw it: the rows say which stage it was.
-    """
-    if missing:
-        return "no: no model at " + ", ".join(missing)
-    saw = [name for name, model in (("stage 1", stage1), ("stage 2", stage2)) if seen_subjects(model) & set(subjects)]
-    if not saw:
-        return "yes"
-    return ("seen by " if allow_seen else "no: trained on by ") + " and ".join(saw)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("work_dir", type=Path)
@@ -235,10 +222,10 @@ def main() -> int:
         collections.setdefault(collection, []).append(subject)
     for collection, subjects in sorted(collections.items()):
         stage1, stage2, missing = models_for(collection, args)
-        state = model_status(subjects, stage1, stage2, missing, args.allow_seen)
+        state = collection_status(subjects, stage1, stage2, missing, args.allow_seen)
         labelled = [s for s in subjects if (real / "derivatives" / "labels" / s).is_dir()]
         status.update({s: state for s in subjects})
-        if not state.startswith("no") and labelled and not args.skip_app:
+        if is_measured(state) and labelled and not args.skip_app:
             run_app(real, app_out, args.work_dir / "work", labelled, stage1, stage2, args.nprocs)
     print("\n== Real landmarks (sct-t2w-bids: C2 and T2 vertebral bodies)")
     landmarks = real_landmarks(args.shared, app_out if app_out.is_dir() else None)

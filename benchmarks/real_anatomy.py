@@ -16,7 +16,7 @@ collection, with models that did not train on that collection: ``--stage1-folds 
 ``experiments/analyses/crossval_real_cord.py`` writes them); otherwise ``--stage1`` / ``--stage2`` (default: the
 bundled models). Each model's ``model.json`` (and that of the model it was initialised from) says
 which subjects it trained and validated on: a collection one of its models saw is not measured, and
-the table says so, unless ``--allow-seen`` (its rows are then marked ``seen``).
+the table says so, unless ``--allow-seen`` (its rows are then marked ``seen by`` the stage that saw them).
 
 Printed per image and per contrast: real cord Dice; false lesions on the healthy cords (count,
 volume, share inside the manual grey matter, largest part of one false lesion inside it); Dice and
@@ -130,17 +130,29 @@ def models_for(collection: str, args) -> tuple[str, str, list[str]]:
     return stage1, stage2, missing
 
 
-def collection_status(subjects: list[str], stage1: str, stage2: str, missing: list[str], selected: bool,
-                      allow_seen: bool) -> str:
-    """'yes' when the collection is measured, else why not (a model saw it, a model is missing, not asked for)."""
-    seen = sorted((seen_subjects(stage1) | seen_subjects(stage2)) & set(subjects))
-    if seen and not allow_seen:
-        return "no: a model trained on " + ", ".join(seen)
+def collection_status(subjects: list[str], stage1: str, stage2: str, missing: list[str], allow_seen: bool,
+                      selected: bool = True) -> str:
+    """'yes' when the collection is measured by models that never saw it, else why not.
+
+    A collection a model trained on is 'seen by stage 1' (or 'stage 2', or both) with ``allow_seen`` and
+    is then measured; without it, 'no: trained on by ...'. The stage is named because the app's cord mask
+    averages both stages' cord probabilities: a stage 2 that saw an image biases cord figures too.
+    """
     if missing:
         return "no: no model at " + ", ".join(missing)
+    saw = {name: sorted(seen_subjects(model) & set(subjects)) for name, model in (("stage 1", stage1),
+                                                                                ("stage 2", stage2))}
+    saw = {name: who for name, who in saw.items() if who}
+    if saw and not allow_seen:
+        return "no: trained on by " + " and ".join(f"{name} ({', '.join(who)})" for name, who in saw.items())
     if not selected:
         return "not run (--collections)"
-    return "seen (--allow-seen)" if seen else "yes"
+    return "seen by " + " and ".join(saw) if saw else "yes"
+
+
+def is_measured(status: str) -> bool:
+    """Whether a :func:`collection_status` lets the collection be measured."""
+    return status == "yes" or status.startswith("seen by")
 
 
 def run_app(bids: Path, out: Path, work: Path, subjects: list[str], stage1: str, stage2: str, nprocs: int,
@@ -289,7 +301,7 @@ def main() -> int:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the app's --precision (auto: bfloat16 on a CPU that computes it natively)")
     p.add_argument("--allow-seen", action="store_true",
-                   help="also measure collections a model trained on (marked 'seen'; not a valid figure)")
+                   help="also measure collections a model trained on (marked 'seen by' the stage that saw them; not a valid figure)")
     args = p.parse_args()
     if args.compare:
         saved = [json.loads((args.work_dir / "runs" / name / "summary.json").read_text()) for name in args.compare]
@@ -315,11 +327,11 @@ def main() -> int:
     for collection, subjects in sorted(collections.items()):
         stage1, stage2, missing = models_for(collection, args)
         selected = not args.collections or collection in args.collections
-        status = collection_status(subjects, stage1, stage2, missing, selected, args.allow_seen)
+        status = collection_status(subjects, stage1, stage2, missing, args.allow_seen, selected)
         models[collection] = {"stage1": stage1, "stage2": stage2, "status": status, "subjects": sorted(subjects)}
         if selected and status.startswith("no: no model"):
             raise SystemExit(f"{collection}: {status}")
-        if status not in ("yes", "seen (--allow-seen)"):
+        if not is_measured(status):
             continue
         measured.extend(subjects)
         for kind, bids, work in (("healthy", real, "healthy"), ("lesions", lesion_dir, lesion_dir.name)):

@@ -131,8 +131,13 @@ def test_model_card_leads_with_the_real_anatomy_section_and_replaces_an_old_one(
 def test_a_collection_is_measured_only_by_models_that_never_saw_it():
     status = real_anatomy.collection_status
     subjects = ["sub-9418", "sub-9584"]
-    assert status(subjects, "stage1", "stage2", [], True, False).startswith("no: a model trained on sub-9418")
-    assert status(["sub-unf01"], "default", "stage2", [], True, False) == "yes"
-    assert status(["sub-unf01"], "default", "stage2", [], False, False) == "not run (--collections)"
-    assert status(["sub-unf01"], "default", "nowhere", ["nowhere"], True, False) == "no: no model at nowhere"
-    assert status(subjects, "stage1", "stage2", [], True, True) == "seen (--allow-seen)"
+    refused = status(subjects, "stage1", "stage2", [], False)
+    assert refused.startswith("no: trained on by stage 1 (sub-9418") and not real_anatomy.is_measured(refused)
+    assert status(["sub-unf01"], "default", "stage2", [], False) == "yes"
+    assert status(["sub-unf01"], "default", "stage2", [], False, selected=False) == "not run (--collections)"
+    assert status(["sub-unf01"], "default", "nowhere", ["nowhere"], False) == "no: no model at nowhere"
+    allowed = status(subjects, "stage1", "stage2", [], True)
+    assert allowed.startswith("seen by stage 1") and real_anatomy.is_measured(allowed)
+    assert real_anatomy.is_measured(status(["sub-unf01"], "default", "stage2", [], False))
+
+
