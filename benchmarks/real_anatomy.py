@@ -138,13 +138,13 @@ def collection_status(subjects: list[str], stage1: str, stage2: str, missing: li
     is then measured; without it, 'no: trained on by ...'. The stage is named because the app's cord mask
     averages both stages' cord probabilities: a stage 2 that saw an image biases cord figures too.
     """
-    if missing:
-        return "no: no model at " + ", ".join(missing)
     saw = {name: sorted(seen_subjects(model) & set(subjects)) for name, model in (("stage 1", stage1),
                                                                                 ("stage 2", stage2))}
     saw = {name: who for name, who in saw.items() if who}
-    if saw and not allow_seen:
+    if saw and not allow_seen:  # first: the reason that no other model of the same kind would mend
         return "no: trained on by " + " and ".join(f"{name} ({', '.join(who)})" for name, who in saw.items())
+    if missing:
+        return "no: no model at " + ", ".join(missing)
     if not selected:
         return "not run (--collections)"
     return "seen by " + " and ".join(saw) if saw else "yes"
