@@ -6,6 +6,7 @@
 #   real_cord/               python scripts/make_real_cord_dataset.py real_cord
 #   real_lesions_train_S/    python scripts/make_real_lesion_dataset.py real_cord real_lesions_train_S --seed S (S = 101, 102, 103)
 #   sel_synth/               bids_sclesion-synth sel_synth --subjects 6 ... --seed 6000 --first-subject 401 (selection set)
+#   test_synth/, test_synth_b/  the phantom test sets of the model cards (phantom_test_sets)
 # and the functions below make the missing ones. The real-anatomy benchmark measures the collections held out
 # here (HELD_OUT_COLLECTIONS), so no stage 2 trains or validates on them.
 
@@ -24,6 +25,14 @@ held_out_subjects() {
 phantoms() {
     [ -f "$1/dataset_description.json" ] ||
         bids_sclesion-synth "$1" --subjects "$2" --contrasts "$CONTRASTS" --seed "$3" --first-subject "${4:-1}"
+}
+
+# phantom_test_sets: the held-out phantom test sets of the model cards: seed 2000 (subjects 1-6) and seed 2500
+# (subjects 301-310). Each subject's random stream is keyed by its number, so seed 2500 numbered from 1 is
+# another set: compare models only on these.
+phantom_test_sets() {
+    phantoms test_synth 6 2000
+    phantoms test_synth_b 10 2500 301
 }
 
 real_cord() {
