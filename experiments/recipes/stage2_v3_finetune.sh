@@ -8,8 +8,10 @@
 # Usage: experiments/recipes/stage2_v3_finetune.sh WORK_DIR [ITERATIONS] [VALIDATIONS]
 #   WORK_DIR holds train_synth, real_cord and real_lesions_train_101 / _102 (experiments/datasets.sh makes them).
 #   The model is WORK_DIR/stage2_v3_finetune_ITERATIONS (_lrLR when LR is not 5e-4, _seedSEED when SEED is
-#   set); VALIDATIONS (4) validations choose its iteration (lesion F1). Environment: LR (5e-4), SEED (the
-#   training's: split, weights, batches; default 0), THREADS (2), TRAIN_OPTIONS (e.g. --cpu-bf16).
+#   set, _wW1-W2-W3-W4 when WEIGHTS is set); VALIDATIONS (4) validations choose its iteration (lesion F1).
+#   Environment: LR (5e-4), SEED (the training's: split, weights, batches; default 0), WEIGHTS (the dataset
+#   weights phantoms, inserted 101, inserted 102, healthy real cords; default the config's 3 1 1 1), THREADS (2),
+#   TRAIN_OPTIONS (e.g. --cpu-bf16).
 #   About 6 min per 1000 iterations on 2 cores in bfloat16, after the cache is filled.
 # Measured: docs/real_anatomy.md.
 set -euo pipefail
@@ -28,6 +30,7 @@ held_out=$(held_out_subjects)
 out=stage2_v3_finetune_$ITERATIONS
 [ "$LR" = 5e-4 ] || out=${out}_lr$LR
 [ -z "${SEED:-}" ] || { out=${out}_seed$SEED; TRAIN_OPTIONS="$TRAIN_OPTIONS --seed $SEED"; }
+[ -z "${WEIGHTS:-}" ] || { out=${out}_w$(echo $WEIGHTS | tr ' ' -); TRAIN_OPTIONS="$TRAIN_OPTIONS --dataset-weights $WEIGHTS"; }
 # shellcheck disable=SC2086
 bids_sclesion-train train_synth "$out" --config "$DATASETS_REPO/experiments/configs/stage2_v3_finetune.yaml" \
     --exclude-subjects $held_out --learning-rate "$LR" --iterations "$ITERATIONS" \
