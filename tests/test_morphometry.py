@@ -45,6 +45,29 @@ def test_tilted_cylinder_area_is_corrected_for_its_angle(tilt_deg):
     assert abs(raw / (np.pi * radius**2) - 1 / np.cos(np.radians(tilt_deg))) < 0.03
 
 
+@pytest.mark.parametrize("centre_x", [0.0, 0.75, 1.5])
+def test_partial_volume_weights_follow_the_cross_section_on_thick_slices(centre_x):
+    """On 3 mm sagittal-like slices a binary mask counts a voxel half in the cord as all or nothing; the
+    share of each voxel inside the cord (as a cord probability would give it) sums to the true area."""
+    radius, size = 5.5, np.array([3.0, 0.5, 1.0])
+    shape = (12, 40, 20)
+    origin = -np.array(shape) * size / 2
+    sub = (np.arange(10) + 0.5) / 10  # 10 x 10 samples per voxel face across the cord
+    ix, iy = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    x = origin[0] + (ix[..., None, None] + sub[:, None]) * size[0] - centre_x
+    y = origin[1] + (iy[..., None, None] + sub[None, :]) * size[1]
+    share = np.mean(x**2 + y**2 <= radius**2, axis=(2, 3))
+    weights = np.repeat(share[:, :, None], shape[2], axis=2)
+    affine = np.diag(list(size) + [1.0])
+    affine[:3, 3] = origin
+    region = weights > 0
+    truth = np.pi * radius**2
+    soft = np.array([r.csa_mm2 for r in cord_csa(region, affine, weights=weights)])
+    assert np.all(np.abs(soft / truth - 1) < 0.01), soft
+    ones = cord_csa(weights >= 0.5, affine, weights=np.ones(shape))
+    assert [r.csa_mm2 for r in ones] == [r.csa_mm2 for r in cord_csa(weights >= 0.5, affine)]
+
+
 def test_levels_summarise_the_slices_they_hold():
     cord = np.zeros((20, 20, 60), bool)
     cord[7:13, 8:12, 5:55] = True  # 6 x 4 mm rectangle: 24 mm2

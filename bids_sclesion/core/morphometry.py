@@ -56,12 +56,13 @@ def slicing(cord: np.ndarray, affine: np.ndarray) -> tuple[int, np.ndarray, floa
 
 
 def cord_csa(cord: np.ndarray, affine: np.ndarray, centerline: Centerline | None = None,
-             levels: np.ndarray | None = None) -> list[CsaSlice]:
+             levels: np.ndarray | None = None, weights: np.ndarray | None = None) -> list[CsaSlice]:
     """Angle-corrected CSA of every slice that holds cord, inferior to superior order of the voxel axis.
 
     ``cord`` is a binary mask on the grid of ``affine``; ``levels`` an integer level map on the same grid
     (0 outside). Without a ``centerline`` one is fitted to the mask; if none can be, the angle is taken as
-    zero and ``distance_from_top_mm`` is ``n/a``.
+    zero and ``distance_from_top_mm`` is ``n/a``. ``weights`` (same grid, 0-1), when given, is the share of
+    each mask voxel that is cord (e.g. a cord probability): a slice's area is then their sum, not the count.
     """
     cord = np.asarray(cord) > 0
     idx = np.argwhere(cord)
@@ -78,7 +79,7 @@ def cord_csa(cord: np.ndarray, affine: np.ndarray, centerline: Centerline | None
     for k in np.unique(idx[:, axis]):
         sel = idx[:, axis] == k
         centroid = coords[sel].mean(axis=0)
-        area = float(sel.sum()) * face_area
+        area = (float(sel.sum()) if weights is None else float(weights[tuple(idx[sel].T)].sum())) * face_area
         cos, position = 1.0, "n/a"
         if centerline is not None:
             j = int(np.argmin(np.linalg.norm(centerline.points - centroid, axis=1)))

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Cord CSA from the binary cord mask against CSA from the cord probability, both against the manual mask.
+
+Usage: python experiments/analyses/soft_csa.py BENCH_DIR [--dataset real]
+
+BENCH_DIR is a work folder of ``benchmarks/real_anatomy.py`` (or ``benchmarks/morphometry.py``) after its app
+runs: its ``data/<dataset>`` holds the real images with their manual cord masks, and its Nipype work folder the
+two cord probabilities (stage 1 on the source grid, stage 2 mapped back to it) that the app averages and
+thresholds at 0.5 into its cord mask. The question: on thick or coarse slices a binary mask counts a voxel
+half in the cord as all or nothing, so the area of a slice moves in steps of whole voxels; the probability,
+summed over the slice, may follow the partial volume better. The soft area of a slice is the sum of the
+averaged probability over the final cord mask dilated by one voxel (so that probability just outside the
+mask counts, but not distant blobs), times the voxel face, times the same angle correction.
+Both are measured with the manual mask's centreline and on the slices where both the manual and the app's
+mask have cord, as ``benchmarks/morphometry.py`` does; the table gives each image's mean difference.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nipype.utils.filemanip import loadpkl
+from scipy import ndimage
+
+from bids_sclesion.core.centerline import CenterlineError, extract_centerline
+from bids_sclesion.core.morphometry import cord_csa
+from bids_sclesion.workflows.base import image_workflow_name
+
+
+def cord_probability(work: Path, image: Path) -> np.ndarray | None:
+    """The app's averaged cord probability of ``image``, from its post-processing node's inputs."""
+    nodes = list(work.glob(f"**/{image_workflow_name(image)}/postprocess_lesions/result_postprocess_lesions.pklz"))
+    if not nodes:
+        return None
+    inputs = loadpkl(nodes[0]).inputs
+    prob = np.asarray(nib.load(inputs["cord_prob"]).dataobj, np.float32)
+    extra = inputs.get("extra_cord_prob")
+    if extra and Path(str(extra)).exists():
+        prob = 0.5 * (prob + np.asarray(nib.load(extra).dataobj, np.float32))
+    return np.clip(prob, 0.0, 1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bench_dir", type=Path)
+    p.add_argument("--dataset", default="real")
+    p.add_argument("--out", default="out", help="folder of the app's outputs under BENCH_DIR/runs/NAME or BENCH_DIR")
+    args = p.parse_args(argv)
+    bids = args.bench_dir / "data" / args.dataset
+    print("| image | slices | manual (mm2) | binary mask (mm2) | difference | probability (mm2) | difference |")
+    print("|---|---|---|---|---|---|---|")
+    binary_diffs, soft_diffs = [], []
+    for manual_path in sorted(bids.glob("derivatives/labels/sub-*/**/anat/*_seg-manual.nii.gz")):
+        stem = manual_path.name.replace("_seg-manual.nii.gz", "")
+        rel = manual_path.parent.relative_to(bids / "derivatives" / "labels")
+        image_path = bids / rel / f"{stem}.nii.gz"
+        prob = cord_probability(args.bench_dir, image_path)
+        if prob is None:
+            continue
+        image = nib.load(str(image_path))
+        manual = np.asarray(nib.load(str(manual_path)).dataobj) > 0.5
+        from bids_sclesion.core.lesions import threshold_masks
+
+        mask, _ = threshold_masks(prob, np.zeros_like(prob))
+        if prob.shape != manual.shape:
+            print(f"| {stem} | grid differs: skipped | | | | | |")
+            continue
+        try:
+            centerline = extract_centerline(manual.astype(np.float32), image.affine)
+        except CenterlineError:
+            continue
+        region = ndimage.binary_dilation(mask, iterations=1)
+        ref = {r.slice_index: r.csa_mm2 for r in cord_csa(manual, image.affine, centerline)}
+        hard = {r.slice_index: r.csa_mm2 for r in cord_csa(mask, image.affine, centerline)}
+        soft = {r.slice_index: r.csa_mm2 for r in cord_csa(region, image.affine, centerline,
+                                                           weights=np.where(region, prob, 0.0))}
+        common = sorted(set(ref) & set(hard) & set(soft))
+        if not common:
+            continue
+        a, b, c = (np.mean([d[k] for k in common]) for d in (ref, hard, soft))
+        binary_diffs.append(100 * (b / a - 1))
+        soft_diffs.append(100 * (c / a - 1))
+        print(f"| {rel.parts[0]} {stem} | {len(common)} | {a:.1f} | {b:.1f} | {binary_diffs[-1]:+.1f} % | {c:.1f} | "
+              f"{soft_diffs[-1]:+.1f} % |")
+    if binary_diffs:
+        print(f"\nmean absolute difference over {len(binary_diffs)} images: binary mask "
+              f"{np.mean(np.abs(binary_diffs)):.1f} %, probability {np.mean(np.abs(soft_diffs)):.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
