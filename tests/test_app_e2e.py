@@ -152,6 +152,8 @@ def test_straightening_warps_are_written_and_usable_with_ants(app_run, synth_two
     to_straight = anat / "sub-01_from-T2w_to-T2wstraight_mode-image_xfm.nii.gz"
     to_orig = anat / "sub-01_from-T2wstraight_to-T2w_mode-image_xfm.nii.gz"
     assert json.loads(to_straight.with_name(to_straight.name.replace(".nii.gz", ".json")).read_text())["CordLengthMM"] > 50
+    # The work folder keeps them uncompressed; the derivatives are gzip files, as their name says.
+    assert all(path.read_bytes()[:2] == b"\x1f\x8b" for path in (to_straight, to_orig))
     truth = synth_two_subjects / "derivatives/labels/sub-01/anat/sub-01_T2w_seg-manual.nii.gz"
     field = nib.load(str(to_straight))
     ref = tmp_path / "straight_ref.nii.gz"

@@ -128,3 +128,19 @@ def test_sampling_several_maps_at_once_is_sampling_each():
             np.testing.assert_array_equal(got, expected)
             np.testing.assert_array_equal(apply_points(data, affine, points, order=1, cval=cval), expected)
     assert np.isnan(apply_points(maps[0], affine, points[:5000], cval=np.nan)).any()
+
+
+def test_grid_world_points_are_the_affine_applied_to_every_voxel():
+    from bids_sclesion.core.straighten import field_target_points, grid_world_points
+
+    rng = np.random.default_rng(8)
+    affine = np.eye(4)
+    affine[:3, :3] = rng.normal(size=(3, 3))
+    affine[:3, 3] = rng.normal(scale=50, size=3)
+    shape = (7, 5, 4)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    expected = ijk @ affine[:3, :3].T + affine[:3, 3]
+    np.testing.assert_allclose(grid_world_points(shape, affine), expected, atol=1e-4)
+    # A field written by displacement_field_image points back to the positions it was made from.
+    targets = expected + rng.normal(size=expected.shape)
+    np.testing.assert_allclose(field_target_points(displacement_field_image(targets, affine)), targets, atol=1e-4)

@@ -162,10 +162,7 @@ def _project_indices(centerline: Centerline, grid: StraightGrid, ijk: np.ndarray
 def displacement_field_image(target_points: np.ndarray, grid_affine: np.ndarray) -> nib.Nifti1Image:
     """ITK-compatible displacement field: on the grid of ``grid_affine``, each voxel's
     displacement (mm) to ``target_points``, stored in LPS as ANTs expects."""
-    shape = target_points.shape[:3]
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(np.float32)
-    world = ijk @ grid_affine[:3, :3].T.astype(np.float32) + grid_affine[:3, 3].astype(np.float32)
-    disp = (target_points - world).astype(np.float32)
+    disp = (target_points - grid_world_points(target_points.shape[:3], grid_affine)).astype(np.float32)
     disp[..., :2] *= -1  # RAS -> LPS
     img = nifti_image(disp[:, :, :, None, :], grid_affine)
     img.header.set_intent("vector", (), "")
@@ -241,10 +238,21 @@ def field_target_points(field: nib.Nifti1Image) -> np.ndarray:
         disp = disp[:, :, :, 0, :]
     if disp.ndim != 4 or disp.shape[-1] != 3:
         raise ValueError(f"not a 3D displacement field: shape {disp.shape}")
-    disp = disp.copy()
-    disp[..., :2] *= -1  # LPS -> RAS
-    shape = disp.shape[:3]
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(np.float32)
-    affine = field.affine
-    world = ijk @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)
-    return world + disp
+    points = disp * np.array([-1.0, -1.0, 1.0], np.float32)  # LPS -> RAS
+    points += grid_world_points(disp.shape[:3], field.affine)
+    return points
+
+
+def grid_world_points(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """World positions (mm) of every voxel centre of a grid, shape (*shape, 3), in float32.
+
+    Built as the sum of one broadcast term per axis: the same values as the matrix product of every
+    voxel index with the affine, without the (*shape, 3) index array (a native 3D grid's is 50 MB).
+    """
+    linear = affine[:3, :3].astype(np.float32)
+    points = np.broadcast_to(affine[:3, 3].astype(np.float32), (*shape[:3], 3)).copy()
+    for axis, n in enumerate(shape[:3]):
+        index_shape = [1, 1, 1, 1]
+        index_shape[axis] = n
+        points += np.arange(n, dtype=np.float32).reshape(index_shape) * linear[:, axis]
+    return points

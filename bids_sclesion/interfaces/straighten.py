@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
+from . import WORK_IMAGE
 from ..core.lesions import DEFAULT_THRESHOLD
 from ..core.centerline import plausible_centerline
 from ..core.straighten import straightening_fields
@@ -37,7 +38,8 @@ class CordStraighteningWarps(SimpleInterface):
         to_straight, to_orig, cl = straightening_fields(np.asarray(img.dataobj, np.float32), img.affine,
                                                         self.inputs.radius_mm, tuple(self.inputs.spacing_mm))
         for key, field in (("to_straight_xfm", to_straight), ("to_orig_xfm", to_orig)):
-            out = os.path.join(runtime.cwd, f"{key}.nii.gz")
+            # Uncompressed in the work folder: stage 2 reads both fields; the warps sink compresses the derivatives.
+            out = os.path.join(runtime.cwd, f"{key}{WORK_IMAGE}")
             nib.save(field, out)
             self._results[key] = out
         self._results["cord_length_mm"] = cl.length_mm

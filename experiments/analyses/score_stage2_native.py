@@ -29,7 +29,7 @@ from bids_sclesion.core.straighten import field_target_points
 from bids_sclesion.evaluate import format_summary, score_arrays, summarise_by_contrast
 from bids_sclesion.model.cascade import segment_straightened, unstraighten
 from bids_sclesion.model.io import load_model
-from work_folders import straightened_work_folders  # beside this script
+from work_folders import straightened_work_folders, work_warp  # beside this script
 
 
 def cascade_cases(bids_dir: Path, work_dir: Path, lesion_label: str, cord_label: str):
@@ -45,7 +45,7 @@ def cascade_cases(bids_dir: Path, work_dir: Path, lesion_label: str, cord_label:
         stem = source.name[: -len(".nii.gz")]
         lesion, cord = labels / f"{stem}_{lesion_label}.nii.gz", labels / f"{stem}_{cord_label}.nii.gz"
         if lesion.exists() and cord.exists():
-            yield (source, suffix, straight, warps / "to_straight_xfm.nii.gz", warps / "to_orig_xfm.nii.gz",
+            yield (source, suffix, straight, work_warp(warps.parent, "to_straight_xfm"), work_warp(warps.parent, "to_orig_xfm"),
                    lesion, cord)
 
 

@@ -30,7 +30,7 @@ from scipy import ndimage
 from bids_sclesion.core.straighten import apply_points, field_target_points
 from bids_sclesion.model.cascade import segment_straightened
 from bids_sclesion.model.io import load_model
-from work_folders import straightened_work_folders  # beside this script
+from work_folders import straightened_work_folders, work_warp  # beside this script
 
 THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 
@@ -64,7 +64,7 @@ def main() -> int:
         if len(labels) != 1:
             continue  # sessions or several runs of one suffix: the work folder name does not tell them apart
         truth_img = nib.load(str(labels[0]))
-        to_straight = nib.load(str(wf / "straightening_warps/to_straight_xfm.nii.gz"))
+        to_straight = nib.load(str(work_warp(wf, "to_straight_xfm")))
         if args.fine_lesion_label:
             fine_path = labels[0].with_name(labels[0].name.replace(args.lesion_label, args.fine_lesion_label))
             if not fine_path.exists():

@@ -17,3 +17,11 @@ def straightened_work_folders(work_dir: str | Path) -> Iterator[tuple[str, str, 
             continue
         parts = folder.name[len("anat_"):-len("_wf")].split("_")  # sub, label, [entities...], suffix
         yield f"sub-{parts[1]}", parts[-1], folder
+
+
+def work_warp(folder: Path, name: str) -> Path:
+    """A straightening field (``to_straight_xfm`` or ``to_orig_xfm``) of an image folder: ``.nii`` since
+    0.2.0's work folders, ``.nii.gz`` in older ones."""
+    warps = Path(folder) / "straightening_warps"
+    plain = warps / f"{name}.nii"
+    return plain if plain.exists() else warps / f"{name}.nii.gz"

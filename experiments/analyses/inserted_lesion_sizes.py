@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Why the inserted lesions' Dice is what it is: found too small, too large, or beside them.
+
+Usage: python experiments/analyses/inserted_lesion_sizes.py LESION_BIDS_DIR OUT_DIR [--thresholds 0.3 0.4 0.5]
+
+LESION_BIDS_DIR is a dataset of lesions inserted into real cords (``benchmarks/real_anatomy.py`` makes
+``WORK/data/real_lesions_v*_seed*``), OUT_DIR the app's outputs on it (``WORK/runs/NAME/lesions``). Per true
+lesion: its volume, the volume of the predicted lesions that touch it, their overlap, the lesion's own Dice,
+and the mean lesion probability inside it, in its one-voxel rim outside, and at its edge voxels. Then, per image,
+lesion Dice with the lesion probability thresholded at each of ``--thresholds`` (the app's mask uses 0.5 and
+drops lesions under 5 mm3). A diagnosis only: a rule chosen from these figures would be chosen on the test set.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from bids_sclesion.core.image import voxel_volume
+from bids_sclesion.core.lesions import DEFAULT_MIN_LESION_MM3, threshold_masks
+from bids_sclesion.core.metrics import CONNECTIVITY, dice
+from bids_sclesion.derivatives import SourceName
+
+
+def cases(bids: Path, out: Path):
+    for src in sorted(bids.glob("sub-*/**/anat/*.nii.gz")):
+        name = SourceName(src, bids)
+        outputs = name.outputs(out)
+        truth_path = (bids / "derivatives/labels" / Path(name.relpath).parent /
+                      src.name.replace(".nii.gz", "_lesion-manual.nii.gz"))
+        if not (outputs["lesion_prob"].exists() and truth_path.exists()):
+            continue
+        prob_img = nib.load(str(outputs["lesion_prob"]))
+        yield (src.name, np.asarray(prob_img.dataobj, np.float32),
+               np.asarray(nib.load(str(outputs["cord_mask"])).dataobj) > 0,
+               np.asarray(nib.load(str(outputs["lesion_mask"])).dataobj) > 0,
+               np.asarray(nib.load(str(truth_path)).dataobj) > 0.5, voxel_volume(prob_img.affine))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bids_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--thresholds", nargs="+", type=float, default=[0.2, 0.3, 0.4, 0.5, 0.6])
+    args = p.parse_args()
+    print("| image | lesion | true mm3 | predicted mm3 (touching) | overlap mm3 | lesion Dice | "
+          "prob inside | prob rim | prob edge |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    sweep: dict[float, list[float]] = {t: [] for t in args.thresholds}
+    ratios = []
+    for image, prob, cord, predicted, truth, vox in cases(args.bids_dir, args.out_dir):
+        true_lab, n_true = ndimage.label(truth, CONNECTIVITY)
+        pred_lab, _ = ndimage.label(predicted, CONNECTIVITY)
+        for k in range(1, n_true + 1):
+            lesion = true_lab == k
+            touching = np.setdiff1d(np.unique(pred_lab[lesion]), [0])
+            pred = np.isin(pred_lab, touching) if touching.size else np.zeros_like(lesion)
+            rim = ndimage.binary_dilation(lesion, CONNECTIVITY) & ~lesion & cord
+            edge = lesion & ~ndimage.binary_erosion(lesion, CONNECTIVITY)
+            if pred.any():
+                ratios.append(pred.sum() / lesion.sum())
+            print(f"| {image} | {k} | {lesion.sum() * vox:.0f} | {pred.sum() * vox:.0f} | "
+                  f"{(pred & lesion).sum() * vox:.0f} | {dice(pred, lesion):.3f} | {prob[lesion].mean():.2f} | "
+                  f"{prob[rim].mean() if rim.any() else float('nan'):.2f} | {prob[edge].mean():.2f} |")
+        for t in args.thresholds:
+            _, mask = threshold_masks(cord.astype(np.float32), prob, t, DEFAULT_MIN_LESION_MM3, vox)
+            sweep[t].append(dice(mask, truth))
+    if ratios:
+        print(f"\npredicted / true volume of the found lesions: median {np.median(ratios):.2f} "
+              f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} lesions)")
+    print("\n| threshold | mean lesion Dice per image |")
+    print("|---|---|")
+    for t, values in sweep.items():
+        print(f"| {t} | {np.mean(values):.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
