@@ -200,3 +200,26 @@ def test_bfloat16_inference_gives_the_float32_masks(monkeypatch, synth_two_subje
     assert np.abs(cord16 - cord32).max() < 0.1
     a, b = cord32 >= 0.5, cord16 >= 0.5
     assert a.sum() > 1000 and 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.99
+
+
+def test_interpolated_weights_lie_between_the_two_networks():
+    from bids_sclesion.model.io import interpolate_state
+
+    cfg = NetworkConfig(channels=(4, 8), strides=(2,))
+    torch.manual_seed(0)
+    base, tuned = build_network(cfg).state_dict(), build_network(cfg).state_dict()
+    for alpha in (0.0, 0.3, 1.0):
+        mixed = interpolate_state(base, tuned, alpha)
+        for name, value in mixed.items():
+            if value.is_floating_point():
+                torch.testing.assert_close(value, (1 - alpha) * base[name] + alpha * tuned[name])
+            else:
+                assert torch.equal(value, tuned[name])
+    # The network takes the mixed weights as they are, and two different networks were mixed.
+    build_network(cfg).load_state_dict(interpolate_state(base, tuned, 0.5))
+    assert any(not torch.equal(base[k], tuned[k]) for k in base if base[k].is_floating_point())
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate_state(base, tuned, 1.5)
+    wider = build_network(NetworkConfig(channels=(4, 16), strides=(2,))).state_dict()
+    with pytest.raises(ModelError, match="differ in shape"):
+        interpolate_state(base, wider, 0.5)

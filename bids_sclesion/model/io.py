@@ -19,8 +19,8 @@ from ..utils.io import atomic_path
 from .metadata import METADATA, WEIGHTS, ModelError, model_version, read_metadata, write_metadata
 from .network import NetworkConfig, build_network
 
-__all__ = ["BUNDLED", "METADATA", "WEIGHTS", "LoadedModel", "ModelError", "bundled_model_dir", "load_model",
-           "resolve_model", "save_model"]
+__all__ = ["BUNDLED", "METADATA", "WEIGHTS", "LoadedModel", "ModelError", "bundled_model_dir", "interpolate_state",
+           "load_model", "resolve_model", "save_model"]
 #: Models shipped in bids_sclesion/data/models: the cascade's two stages, the
 #: phantom-only single-stage model of release 0.1.0 (kept as a baseline) and the
 #: previous stage 2 (the starting point of the current one's recipe).
@@ -142,3 +142,22 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     network.load_state_dict(state)
     network.eval().to(device)
     return LoadedModel(network=network, metadata=metadata, path=model_dir)
+
+
+def interpolate_state(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
+                      alpha: float) -> dict[str, torch.Tensor]:
+    """Weights ``(1 - alpha) * base + alpha * tuned`` of two networks of one architecture.
+
+    Moving a fine-tuned network part of the way back to the weights it started from keeps much of what the
+    fine-tuning gained while losing less of what the base did well (weight-space ensembles: Wortsman et al.
+    2022, CVPR). Integer tensors (counters) are taken from ``tuned``.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if set(base) != set(tuned):
+        raise ModelError("the two networks do not have the same weights")
+    wrong = [k for k in tuned if tuple(base[k].shape) != tuple(tuned[k].shape)]
+    if wrong:
+        raise ModelError(f"the two networks differ in shape at {len(wrong)} weights, e.g. {wrong[0]}")
+    return {k: torch.lerp(base[k].float(), tuned[k].float(), alpha) if tuned[k].is_floating_point() else tuned[k]
+            for k in tuned}
