@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bids_sclesion.model.metadata import read_metadata, write_metadata
 from bids_sclesion.evaluate import evaluate_outputs, format_summary
+from bids_sclesion.core.lesions import DEFAULT_THRESHOLD
 from bids_sclesion.model.network import OUTPUT_CHANNELS
 
 
@@ -113,7 +114,7 @@ def main() -> int:
 ## What it does
 A 3D residual U-Net (MONAI `UNet`, channels {meta['network']['channels']}, instance norm) that outputs {outputs}. Input: {grid}.
 Contrasts seen in training: {', '.join(meta['contrasts'])}. Inference: sliding window
-{meta['inference']['roi_size']} with Gaussian blending, threshold {meta['inference']['threshold']};
+{meta['inference']['roi_size']} with Gaussian blending, threshold {meta['inference'].get('threshold', DEFAULT_THRESHOLD)};
 lesion components outside the cord are removed.{stored}
 
 ## Training data

@@ -23,8 +23,9 @@ __all__ = ["BUNDLED", "METADATA", "WEIGHTS", "LoadedModel", "ModelError", "bundl
            "load_model", "resolve_model", "save_model"]
 #: Models shipped in bids_sclesion/data/models: the cascade's two stages, the
 #: phantom-only single-stage model of release 0.1.0 (kept as a baseline) and the
-#: previous stage 2 (the starting point of the current one's recipe).
-BUNDLED = ("stage1", "stage2", "default", "stage2_v2")
+#: previous stages 2 (v3, which the current one's recipe starts from and interpolates
+#: back towards, and v2, which v3 was made from).
+BUNDLED = ("stage1", "stage2", "default", "stage2_v2", "stage2_v3")
 
 
 @dataclass
