@@ -15,7 +15,9 @@ set -euo pipefail
 WORK=$(cd "$1" && pwd)
 ALPHA=${2:-0.3}
 HERE=$(cd "$(dirname "$0")" && pwd)
+# WEIGHTS (the fine-tuning's dataset weights, e.g. "5 1 1 1"; default the config's 3 1 1 1) passes through.
 SEED=1 TRAIN_OPTIONS=${TRAIN_OPTIONS:---cpu-bf16} bash "$HERE/stage2_v3_finetune.sh" "$WORK" 4000 4
-python "$HERE/../analyses/interpolate_models.py" stage2_v3 "$WORK/stage2_v3_finetune_4000_seed1" "$WORK/stage2_v4" \
-    --alpha "$ALPHA"
+tuned=stage2_v3_finetune_4000_seed1
+[ -z "${WEIGHTS:-}" ] || tuned=${tuned}_w$(echo $WEIGHTS | tr ' ' -)
+python "$HERE/../analyses/interpolate_models.py" stage2_v3 "$WORK/$tuned" "$WORK/stage2_v4" --alpha "$ALPHA"
 echo "[stage2_v4] done: $WORK/stage2_v4"
