@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bids_sclesion.model.io import interpolate_state, load_model, resolve_model, save_model
+from bids_sclesion.model.io import ModelError, interpolate_state, load_model, resolve_model, save_model
 from bids_sclesion.model.metadata import weights_sha256
 
 
@@ -26,16 +26,16 @@ def main() -> int:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the tuned model (0: base, 1: tuned)")
     args = p.parse_args()
-    if not 0.0 <= args.alpha <= 1.0:
-        raise SystemExit(f"--alpha must lie in [0, 1], got {args.alpha}")
     base, tuned = load_model(args.base), load_model(args.tuned)
-    if base.metadata["network"] != tuned.metadata["network"]:
-        raise SystemExit(f"{args.base} and {args.tuned}: different architectures")
-    init_from = str(tuned.metadata.get("training", {}).get("init_from", ""))
+    init_from = str(tuned.metadata.get("training", {}).get("init_from") or "")
     if init_from and resolve_model(init_from).resolve() != resolve_model(args.base).resolve():
         print(f"warning: {args.tuned} was initialised from {init_from}, not from {args.base}")
     network = tuned.network
-    network.load_state_dict(interpolate_state(base.network.state_dict(), tuned.network.state_dict(), args.alpha))
+    try:  # interpolate_state checks the share and that both networks have the same weights and shapes
+        state = interpolate_state(base.network.state_dict(), tuned.network.state_dict(), args.alpha)
+    except (ValueError, ModelError) as exc:
+        raise SystemExit(f"{args.base}, {args.tuned}: {exc}") from exc
+    network.load_state_dict(state)
     metadata = dict(tuned.metadata)
     metadata["name"] = args.out_dir.name
     metadata["interpolation"] = {

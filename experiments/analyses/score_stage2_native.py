@@ -36,7 +36,6 @@ def cascade_cases(bids_dir: Path, work_dir: Path, lesion_label: str, cord_label:
     """(source image, straight image, to_straight, to_orig, lesion label, cord label) of each processed image."""
     for sub, suffix, wf in straightened_work_folders(work_dir):
         straight = wf / "segment_straightened_cord/straight_image.nii.gz"
-        warps = wf / "straightening_warps"
         sources = sorted(bids_dir.glob(f"{sub}/**/anat/{sub}_*{suffix}.nii.gz"))
         if len(sources) != 1:
             continue  # sessions or several runs of one suffix: the work folder name does not tell them apart
@@ -45,8 +44,7 @@ def cascade_cases(bids_dir: Path, work_dir: Path, lesion_label: str, cord_label:
         stem = source.name[: -len(".nii.gz")]
         lesion, cord = labels / f"{stem}_{lesion_label}.nii.gz", labels / f"{stem}_{cord_label}.nii.gz"
         if lesion.exists() and cord.exists():
-            yield (source, suffix, straight, work_warp(warps.parent, "to_straight_xfm"), work_warp(warps.parent, "to_orig_xfm"),
-                   lesion, cord)
+            yield (source, suffix, straight, work_warp(wf, "to_straight_xfm"), work_warp(wf, "to_orig_xfm"), lesion, cord)
 
 
 def main() -> int:
