@@ -9,14 +9,21 @@
 #
 # Usage: experiments/recipes/stage2_v4.sh WORK_DIR [ALPHA]
 #   ALPHA (0.3): the fine-tuning's share of the weights. Makes WORK_DIR/stage2_v4 (about 13 min of training on
-#   2 cores in bfloat16 after 6-9 min of preprocessing). The fine-tuning is not bit-for-bit the same on another CPU
-#   (bfloat16 kernels differ): its validations, and the model, vary from one machine to the next.
+#   2 cores in bfloat16, about 35 min in float32, after 6-9 min of preprocessing). The fine-tuning is not
+#   bit-for-bit the same on another CPU (bfloat16 kernels differ, and a CPU without them trains in float32):
+#   its validations, and the model, vary from one machine to the next.
 set -euo pipefail
 WORK=$(cd "$1" && pwd)
 ALPHA=${2:-0.3}
 HERE=$(cd "$(dirname "$0")" && pwd)
 # WEIGHTS (the fine-tuning's dataset weights, e.g. "5 1 1 1"; default the config's 3 1 1 1) passes through.
-SEED=1 TRAIN_OPTIONS=${TRAIN_OPTIONS:---cpu-bf16} bash "$HERE/stage2_v3_finetune.sh" "$WORK" 4000 4
+# bfloat16 where the CPU computes it natively (as the bundled model was trained), else float32: the same recipe,
+# not the same numbers (set TRAIN_OPTIONS to choose).
+if [ -z "${TRAIN_OPTIONS+set}" ]; then
+    if grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then TRAIN_OPTIONS=--cpu-bf16; else
+        TRAIN_OPTIONS=""; echo "[stage2_v4] this CPU has no native bfloat16: training in float32 (slower)"; fi
+fi
+SEED=1 TRAIN_OPTIONS=$TRAIN_OPTIONS bash "$HERE/stage2_v3_finetune.sh" "$WORK" 4000 4
 tuned=stage2_v3_finetune_4000_seed1
 [ -z "${WEIGHTS:-}" ] || tuned=${tuned}_w$(echo $WEIGHTS | tr ' ' -)
 python "$HERE/../analyses/interpolate_models.py" stage2_v3 "$WORK/$tuned" "$WORK/stage2_v4" --alpha "$ALPHA"
