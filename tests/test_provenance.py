@@ -11,7 +11,7 @@ def test_model_record_names_version_and_weights_hash():
     record = model_record(resolve_model("stage2"))
     weights = (resolve_model("stage2") / "model.safetensors").read_bytes()
     assert record["SHA256"] == hashlib.sha256(weights).hexdigest()
-    assert record["Version"] == "4.0.0", "the model's own version, not the software's"
+    assert record["Version"] == "4.1.0", "the model's own version, not the software's"
     assert model_record(resolve_model("stage1"))["Version"] != record["Version"]
 
 
@@ -26,6 +26,6 @@ def test_run_provenance_is_written_as_toml_that_reads_back():
     assert back["models"]["Stage2"]["SHA256"] == provenance["Models"]["Stage2"]["SHA256"]
     assert back["execution"] == {"nprocs": 2, "path": 'C:\\\\a "quoted" path'}
     text = citation_text(provenance)
-    assert "N4" in text and "stage2 `stage2` version 4.0.0" in text and "References" in text
+    assert "N4" in text and "stage2 `stage2` version 4.1.0" in text and "References" in text
     single = run_provenance(model_record(resolve_model("default")), None, {"Threshold": 0.5, "MinLesionVolumeMM3": 5.0})
     assert set(single["Models"]) == {"Model"}
