@@ -5,11 +5,13 @@
 # to v3's: 0.7 x v3 + 0.3 x the fine-tuning (experiments/analyses/interpolate_models.py). The fine-tuning alone
 # gains on real anatomy but loses 0.03 lesion Dice on the seed-2500 phantoms; the interpolation keeps most of the
 # first and little of the second (docs/real_anatomy.md, "Weights between v3 and its fine-tuning").
+# Stage 2 4.0.0 is this recipe as it stands (data drawn 3:1:1:1, bfloat16); 4.1.0, bundled now, is
+# WEIGHTS="5 1 1 1" trained in float32 (docs/real_anatomy.md, "Stage 2 4.1.0").
 # gm-challenge and spine-mini stay out of training (benchmarks/real_anatomy.py measures them).
 #
 # Usage: experiments/recipes/stage2_v4.sh WORK_DIR [ALPHA]
 #   ALPHA (0.3): the fine-tuning's share of the weights. Makes WORK_DIR/stage2_v4 (about 13 min of training on
-#   2 cores in bfloat16, about 35 min in float32, after 6-9 min of preprocessing). The fine-tuning is not
+#   2 cores in bfloat16, about 43 min in float32, after 6-9 min of preprocessing). The fine-tuning is not
 #   bit-for-bit the same on another CPU (bfloat16 kernels differ, and a CPU without them trains in float32):
 #   its validations, and the model, vary from one machine to the next.
 set -euo pipefail
@@ -17,10 +19,12 @@ WORK=$(cd "$1" && pwd)
 ALPHA=${2:-0.3}
 HERE=$(cd "$(dirname "$0")" && pwd)
 # WEIGHTS (the fine-tuning's dataset weights, e.g. "5 1 1 1"; default the config's 3 1 1 1) passes through.
-# bfloat16 where the CPU computes it natively (as the bundled model was trained), else float32: the same recipe,
-# not the same numbers (set TRAIN_OPTIONS to choose).
+# bfloat16 where the CPU computes it natively, else float32: the same recipe, not the same numbers (set
+# TRAIN_OPTIONS to choose).
 if [ -z "${TRAIN_OPTIONS+set}" ]; then
-    if grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then TRAIN_OPTIONS=--cpu-bf16; else
+    # the training's own test, so that the recipe never asks for what --cpu-bf16 would refuse
+    if python -c 'from bids_sclesion.training.config import cpu_has_native_bf16 as f; raise SystemExit(not f())'; then
+        TRAIN_OPTIONS=--cpu-bf16; else
         TRAIN_OPTIONS=""; echo "[stage2_v4] this CPU has no native bfloat16: training in float32 (slower)"; fi
 fi
 SEED=1 TRAIN_OPTIONS=$TRAIN_OPTIONS bash "$HERE/stage2_v3_finetune.sh" "$WORK" 4000 4
