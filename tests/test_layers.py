@@ -83,6 +83,21 @@ def test_experiment_recipes_are_valid_shell_and_no_recipe_is_left_in_scripts():
     assert not list((PACKAGE.parent / "scripts").glob("train_*.sh")), "training recipes belong in experiments/"
 
 
+def test_finetune_folder_names_the_bundled_fine_tunings():
+    """Both stage-2 recipes find the fine-tuning by datasets.sh's one naming function."""
+    import subprocess
+
+    def folder(env: str) -> str:
+        script = f'. "{EXPERIMENTS / "datasets.sh"}"; {env} finetune_folder 4000'
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert folder("") == "stage2_v3_finetune_4000"
+    assert folder('SEED=1 WEIGHTS="5 1 1 1"') == "stage2_v3_finetune_4000_seed1_w5-1-1-1"  # 4.1.0's fine-tuning
+    assert folder("LR=2e-4 SEED=1") == "stage2_v3_finetune_4000_lr2e-4_seed1"
+    for recipe in ("stage2_v3_finetune.sh", "stage2_v4.sh"):
+        assert "finetune_folder" in (EXPERIMENTS / "recipes" / recipe).read_text(), recipe
+
+
 def test_no_function_over_120_lines_and_no_module_over_450():
     too_long = []
     for path in sorted(PACKAGE.rglob("*.py")):

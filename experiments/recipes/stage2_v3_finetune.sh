@@ -27,10 +27,9 @@ phantoms train_synth 18 1000
 real_lesions 101
 real_lesions 102
 held_out=$(held_out_subjects)
-out=stage2_v3_finetune_$ITERATIONS
-[ "$LR" = 5e-4 ] || out=${out}_lr$LR
-[ -z "${SEED:-}" ] || { out=${out}_seed$SEED; TRAIN_OPTIONS="$TRAIN_OPTIONS --seed $SEED"; }
-[ -z "${WEIGHTS:-}" ] || { out=${out}_w$(echo $WEIGHTS | tr ' ' -); TRAIN_OPTIONS="$TRAIN_OPTIONS --dataset-weights $WEIGHTS"; }
+out=$(finetune_folder "$ITERATIONS")
+[ -z "${SEED:-}" ] || TRAIN_OPTIONS="$TRAIN_OPTIONS --seed $SEED"
+[ -z "${WEIGHTS:-}" ] || TRAIN_OPTIONS="$TRAIN_OPTIONS --dataset-weights $WEIGHTS"
 # shellcheck disable=SC2086
 bids_sclesion-train train_synth "$out" --config "$DATASETS_REPO/experiments/configs/stage2_v3_finetune.yaml" \
     --exclude-subjects $held_out --learning-rate "$LR" --iterations "$ITERATIONS" \

@@ -28,7 +28,7 @@ if [ -z "${TRAIN_OPTIONS+set}" ]; then
         TRAIN_OPTIONS=""; echo "[stage2_v4] this CPU has no native bfloat16: training in float32 (slower)"; fi
 fi
 SEED=1 TRAIN_OPTIONS=$TRAIN_OPTIONS bash "$HERE/stage2_v3_finetune.sh" "$WORK" 4000 4
-tuned=stage2_v3_finetune_4000_seed1
-[ -z "${WEIGHTS:-}" ] || tuned=${tuned}_w$(echo $WEIGHTS | tr ' ' -)
+. "$HERE/../datasets.sh"
+tuned=$(SEED=1 finetune_folder 4000)  # the fine-tuning's folder, named as stage2_v3_finetune.sh names it
 python "$HERE/../analyses/interpolate_models.py" stage2_v3 "$WORK/$tuned" "$WORK/stage2_v4" --alpha "$ALPHA"
 echo "[stage2_v4] done: $WORK/stage2_v4"
