@@ -24,7 +24,7 @@ def _batches(data, seed=1, rank=0, profile="standard"):
                         base_channels=2, augmentation=profile, seed=seed, rank=rank)
 
 
-@pytest.mark.parametrize("profile", ["standard", "domain"])
+@pytest.mark.parametrize("profile", ["standard", "domain", "domain-straight"])
 def test_a_batch_depends_on_its_iteration_only(profile):
     data = _toy_data()
     forward = [_batches(data, profile=profile)[i] for i in (1, 2, 3)]
@@ -51,10 +51,29 @@ def test_loader_workers_give_the_batches_of_the_training_process():
 def test_seeding_restarts_every_random_stream_of_the_augmentation():
     patch = {"image": np.random.default_rng(2).random((1, 24, 24, 24), dtype=np.float32),
              "label": np.zeros((2, 24, 24, 24), np.float32)}
-    for profile in ("standard", "domain"):
+    for profile in ("standard", "domain", "domain-straight"):
         augment = training_augmentation(None, profile)
         runs = []
         for _ in range(2):
             seed_augmentation(augment, 7)
             runs.append([np.asarray(augment(dict(patch))["image"]) for _ in range(6)])
         assert all(np.array_equal(a, b) for a, b in zip(*runs)), profile
+
+
+def test_domain_straight_never_turns_the_cord_axis():
+    """The straightened grid's last axis runs along the cord in every image: stage 2's domain randomisation
+    keeps it there, while the whole-image profile may move it to any axis."""
+    label = np.zeros((2, 24, 24, 24), np.float32)
+    label[0, 10:14, 10:14, :] = 1  # a cord along the last axis
+    patch = {"image": np.random.default_rng(3).random((1, 24, 24, 24), dtype=np.float32), "label": label}
+
+    def longest_axes(profile: str) -> set[int]:
+        augment = seed_augmentation(training_augmentation(None, profile), 11)
+        axes = set()
+        for _ in range(40):
+            cord = np.asarray(augment(dict(patch))["label"])[0] > 0.5
+            axes.add(int(np.argmax([np.ptp(np.nonzero(cord)[a]) for a in range(3)])))
+        return axes
+
+    assert longest_axes("domain-straight") == {2}
+    assert len(longest_axes("domain")) > 1

@@ -52,8 +52,9 @@ class TrainingConfig:
         "native: whole-image model (stage 1); straight: model on the straightened cord (stage 2)",
         choices=["native", "straight"]))
     augmentation: str = field(default="standard", metadata=option(
-        "domain: axis order, contrast curve, inversion and blur randomised (for real scanners)",
-        choices=["standard", "domain"]))
+        "domain: axis order, contrast curve, inversion and blur randomised (for real scanners); domain-straight: "
+        "the same without the axis order, for stage 2's straightened grid",
+        choices=["standard", "domain", "domain-straight"]))
     exclude_subjects: tuple[str, ...] = field(default=(), metadata=option(
         "subjects held out", nargs="+", metavar="sub-XX"))
     require_lesion: bool = field(default=True, metadata=option(

@@ -189,10 +189,11 @@ def training_augmentation(seed: int | None = None, profile: str = "standard") ->
 
     ``profile="domain"`` randomises much more (axis order, contrast curve,
     inversion, slice thickness, bias): for a cord model meant to work on any
-    real scanner and contrast.
+    real scanner and contrast. ``"domain-straight"`` is the same without the
+    axis order, for the straightened grid, whose axes always mean the same.
     """
-    if profile == "domain":
-        return _domain_randomisation(seed)
+    if profile in ("domain", "domain-straight"):
+        return _domain_randomisation(seed, permute_axes=profile == "domain")
     if profile != "standard":
         raise ValueError(f"unknown augmentation profile {profile!r}")
     keys = ["image", "label"]
@@ -221,11 +222,15 @@ def training_augmentation(seed: int | None = None, profile: str = "standard") ->
     return aug
 
 
-def _domain_randomisation(seed: int | None) -> Compose:
+#: The augmentation profiles of ``--augmentation``.
+AUGMENTATION_PROFILES = ("standard", "domain", "domain-straight")
+
+
+def _domain_randomisation(seed: int | None, permute_axes: bool = True) -> Compose:
     keys = ["image", "label"]
     aug = Compose(
         [
-            RandAxisPermuted(keys, prob=0.3, seed=seed),
+            *([RandAxisPermuted(keys, prob=0.3, seed=seed)] if permute_axes else []),
             RandAffined(
                 keys, prob=0.5, rotate_range=(0.3, 0.3, 0.3), scale_range=(0.15, 0.15, 0.15),
                 mode=("bilinear", "nearest"), padding_mode="border",
