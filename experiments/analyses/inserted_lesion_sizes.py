@@ -6,7 +6,8 @@ Usage: python experiments/analyses/inserted_lesion_sizes.py LESION_BIDS_DIR OUT_
 LESION_BIDS_DIR is a dataset of lesions inserted into real cords (``benchmarks/real_anatomy.py`` makes
 ``WORK/data/real_lesions_v*_seed*``), OUT_DIR the app's outputs on it (``WORK/runs/NAME/lesions``). Per true
 lesion: its volume, the volume of the predicted lesions that touch it, their overlap, the lesion's own Dice,
-and the mean lesion probability inside it, in its one-voxel rim outside, and at its edge voxels. Then, per image,
+the mean lesion probability inside it, in its one-voxel rim outside, and at its edge voxels, the share of it on the
+manual cord's surface (its outer voxel in each slice) and the share inside the app's cord mask. Then, per image,
 lesion Dice with the lesion probability thresholded at each of ``--thresholds`` (the app's mask uses 0.5 and
 drops lesions under 5 mm3). A diagnosis only: a rule chosen from these figures would be chosen on the test set.
 """
@@ -34,10 +35,19 @@ def cases(bids: Path, out: Path):
         if not (outputs["lesion_prob"].exists() and truth_path.exists()):
             continue
         prob_img = nib.load(str(outputs["lesion_prob"]))
+        cord_path = truth_path.with_name(truth_path.name.replace("_lesion-manual", "_seg-manual"))
+        manual_cord = np.asarray(nib.load(str(cord_path)).dataobj) > 0.5 if cord_path.exists() else None
         yield (src.name, np.asarray(prob_img.dataobj, np.float32),
                np.asarray(nib.load(str(outputs["cord_mask"])).dataobj) > 0,
                np.asarray(nib.load(str(outputs["lesion_mask"])).dataobj) > 0,
-               np.asarray(nib.load(str(truth_path)).dataobj) > 0.5, voxel_volume(prob_img.affine))
+               np.asarray(nib.load(str(truth_path)).dataobj) > 0.5, voxel_volume(prob_img.affine), manual_cord)
+
+
+def cord_surface(cord: np.ndarray) -> np.ndarray:
+    """The outer voxels of a cord mask in each slice across its last axis (axial images; for others the slices
+    run along the image's last axis, which still marks the voxels that touch the outside in-plane)."""
+    inner = np.stack([ndimage.binary_erosion(cord[..., z]) for z in range(cord.shape[-1])], axis=-1)
+    return cord & ~inner
 
 
 def main() -> int:
@@ -47,13 +57,14 @@ def main() -> int:
     p.add_argument("--thresholds", nargs="+", type=float, default=[0.2, 0.3, 0.4, 0.5, 0.6])
     args = p.parse_args()
     print("| image | lesion | true mm3 | predicted mm3 (touching) | overlap mm3 | lesion Dice | "
-          "prob inside | prob rim | prob edge |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "prob inside | prob rim | prob edge | on cord surface | in app cord |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     sweep: dict[float, list[float]] = {t: [] for t in args.thresholds}
-    ratios = []
-    for image, prob, cord, predicted, truth, vox in cases(args.bids_dir, args.out_dir):
+    ratios, where = [], []
+    for image, prob, cord, predicted, truth, vox, manual_cord in cases(args.bids_dir, args.out_dir):
         true_lab, n_true = ndimage.label(truth, CONNECTIVITY)
         pred_lab, _ = ndimage.label(predicted, CONNECTIVITY)
+        surface = cord_surface(manual_cord) if manual_cord is not None else None
         for k in range(1, n_true + 1):
             lesion = true_lab == k
             touching = np.setdiff1d(np.unique(pred_lab[lesion]), [0])
@@ -62,15 +73,24 @@ def main() -> int:
             edge = lesion & ~ndimage.binary_erosion(lesion, CONNECTIVITY)
             if pred.any():
                 ratios.append(pred.sum() / lesion.sum())
+            on_surface = float((lesion & surface).sum() / lesion.sum()) if surface is not None else float("nan")
+            in_cord = float((lesion & cord).sum() / lesion.sum())
+            where.append((on_surface, in_cord, float(prob[lesion].mean())))
             print(f"| {image} | {k} | {lesion.sum() * vox:.0f} | {pred.sum() * vox:.0f} | "
                   f"{(pred & lesion).sum() * vox:.0f} | {dice(pred, lesion):.3f} | {prob[lesion].mean():.2f} | "
-                  f"{prob[rim].mean() if rim.any() else float('nan'):.2f} | {prob[edge].mean():.2f} |")
+                  f"{prob[rim].mean() if rim.any() else float('nan'):.2f} | {prob[edge].mean():.2f} | "
+                  f"{on_surface:.2f} | {in_cord:.2f} |")
         for t in args.thresholds:
             _, mask = threshold_masks(cord.astype(np.float32), prob, t, DEFAULT_MIN_LESION_MM3, vox)
             sweep[t].append(dice(mask, truth))
     if ratios:
         print(f"\npredicted / true volume of the found lesions: median {np.median(ratios):.2f} "
               f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} lesions)")
+    known = np.array([w for w in where if np.isfinite(w[0])])
+    if len(known) > 2:
+        print(f"\ncorrelation with the lesion probability inside ({len(known)} lesions): share on the cord surface "
+              f"{np.corrcoef(known[:, 0], known[:, 2])[0, 1]:+.2f}, share inside the app's cord "
+              f"{np.corrcoef(known[:, 1], known[:, 2])[0, 1]:+.2f}")
     print("\n| threshold | mean lesion Dice per image |")
     print("|---|---|")
     for t, values in sweep.items():
