@@ -29,6 +29,10 @@ def _flips(on: bool) -> tuple[tuple[int, ...], ...]:
     return TTA_FLIPS if on else ()
 
 
+#: The profiles of ``--augmentation`` (``transforms.training_augmentation`` builds each).
+AUGMENTATION_PROFILES = ("standard", "domain", "domain-straight")
+
+
 @dataclass
 class TrainingConfig:
     suffixes: tuple[str, ...] = field(default=("T2w", "T1w", "PSIR", "STIR", "T2starw"), metadata=option(
@@ -54,7 +58,7 @@ class TrainingConfig:
     augmentation: str = field(default="standard", metadata=option(
         "domain: axis order, contrast curve, inversion and blur randomised (for real scanners); domain-straight: "
         "the same without the axis order, for stage 2's straightened grid",
-        choices=["standard", "domain", "domain-straight"]))
+        choices=list(AUGMENTATION_PROFILES)))
     exclude_subjects: tuple[str, ...] = field(default=(), metadata=option(
         "subjects held out", nargs="+", metavar="sub-XX"))
     require_lesion: bool = field(default=True, metadata=option(

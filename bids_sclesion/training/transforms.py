@@ -222,10 +222,6 @@ def training_augmentation(seed: int | None = None, profile: str = "standard") ->
     return aug
 
 
-#: The augmentation profiles of ``--augmentation``.
-AUGMENTATION_PROFILES = ("standard", "domain", "domain-straight")
-
-
 def _domain_randomisation(seed: int | None, permute_axes: bool = True) -> Compose:
     keys = ["image", "label"]
     aug = Compose(
