@@ -30,7 +30,7 @@ from bids_sclesion.core.straighten import apply_points, field_target_points
 from bids_sclesion.model.cascade import segment_straightened
 from bids_sclesion.model.io import load_model, resolve_model
 from bids_sclesion.model.metadata import read_metadata
-from work_folders import straightened_work_folders, work_warp  # beside this script
+from work_folders import lesion_label_file, straightened_work_folders, work_warp  # beside this script
 
 PHANTOM_SUBJECT = re.compile(r"^sub-\d+$")
 
@@ -55,10 +55,10 @@ def fit_cases(cache: Path, subjects: set[str]):
 def transfer_cases(bids: Path, work: Path):
     """(name, straight image, lesion labels on the straight grid) of an app run on inserted lesions."""
     for subject, suffix, folder in straightened_work_folders(work):
-        labels = sorted((bids / "derivatives" / "labels" / subject).glob(f"**/{subject}_*{suffix}_lesion-manual.nii.gz"))
-        if len(labels) != 1:
-            continue  # several runs of one suffix: the work folder does not say which
-        truth_img = nib.load(str(labels[0]))
+        label = lesion_label_file(bids, subject, suffix)
+        if label is None:
+            continue
+        truth_img = nib.load(str(label))
         to_straight = nib.load(str(work_warp(folder, "to_straight_xfm")))
         truth = apply_points(np.asarray(truth_img.dataobj, np.float32), truth_img.affine,
                              field_target_points(to_straight), cval=0.0) >= 0.5

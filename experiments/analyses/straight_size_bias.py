@@ -30,7 +30,7 @@ from scipy import ndimage
 from bids_sclesion.core.straighten import apply_points, field_target_points
 from bids_sclesion.model.cascade import segment_straightened
 from bids_sclesion.model.io import load_model
-from work_folders import straightened_work_folders, work_warp  # beside this script
+from work_folders import lesion_label_file, straightened_work_folders, work_warp  # beside this script
 
 THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 
@@ -59,14 +59,13 @@ def main() -> int:
     extents = defaultdict(list)
     for sub, suffix, wf in straightened_work_folders(args.work_dir):
         straight_path = wf / "segment_straightened_cord/straight_image.nii.gz"
-        label_dir = args.bids_dir / "derivatives/labels" / sub
-        labels = sorted(label_dir.glob(f"**/{sub}_*{suffix}_{args.lesion_label}.nii.gz"))
-        if len(labels) != 1:
-            continue  # sessions or several runs of one suffix: the work folder name does not tell them apart
-        truth_img = nib.load(str(labels[0]))
+        label = lesion_label_file(args.bids_dir, sub, suffix, args.lesion_label)
+        if label is None:
+            continue
+        truth_img = nib.load(str(label))
         to_straight = nib.load(str(work_warp(wf, "to_straight_xfm")))
         if args.fine_lesion_label:
-            fine_path = labels[0].with_name(labels[0].name.replace(args.lesion_label, args.fine_lesion_label))
+            fine_path = label.with_name(label.name.replace(args.lesion_label, args.fine_lesion_label))
             if not fine_path.exists():
                 continue
             truth_img = nib.load(str(fine_path))

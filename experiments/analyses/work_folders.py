@@ -25,3 +25,10 @@ def work_warp(folder: Path, name: str) -> Path:
     warps = Path(folder) / "straightening_warps"
     plain = warps / f"{name}.nii"
     return plain if plain.exists() else warps / f"{name}.nii.gz"
+
+
+def lesion_label_file(bids_dir: str | Path, subject: str, suffix: str, label: str = "lesion-manual"):
+    """The one ``<subject>_*<suffix>_<label>.nii.gz`` of ``bids_dir``'s labels, or None when there is none or
+    several (sessions or runs of one suffix: the work folder name does not tell them apart)."""
+    labels = sorted((Path(bids_dir) / "derivatives" / "labels" / subject).glob(f"**/{subject}_*{suffix}_{label}.nii.gz"))
+    return labels[0] if len(labels) == 1 else None
