@@ -22,13 +22,14 @@ held_out_subjects() {
 }
 
 # finetune_folder ITERATIONS: the folder of stage2_v3_finetune.sh's model, named after what its environment
-# changes (LR when not 5e-4, SEED, WEIGHTS, AUGMENTATION). stage2_v4.sh finds the fine-tuning by the same name.
+# changes (LR when not 5e-4, SEED, WEIGHTS, AUGMENTATION, DICE_WEIGHT). stage2_v4.sh finds the fine-tuning by the same name.
 finetune_folder() {
     local out=stage2_v3_finetune_$1
     [ "${LR:-5e-4}" = 5e-4 ] || out=${out}_lr$LR
     [ -z "${SEED:-}" ] || out=${out}_seed$SEED
     [ -z "${WEIGHTS:-}" ] || out=${out}_w$(echo $WEIGHTS | tr ' ' -)
     [ -z "${AUGMENTATION:-}" ] || out=${out}_$AUGMENTATION
+    [ -z "${DICE_WEIGHT:-}" ] || out=${out}_dice$DICE_WEIGHT
     echo "$out"
 }
 

@@ -96,6 +96,7 @@ def test_finetune_folder_names_the_bundled_fine_tunings():
     assert folder("LR=2e-4 SEED=1") == "stage2_v3_finetune_4000_lr2e-4_seed1"
     assert folder('SEED=1 WEIGHTS="5 1 1 1" AUGMENTATION=domain-straight') == \
         "stage2_v3_finetune_4000_seed1_w5-1-1-1_domain-straight"
+    assert folder('SEED=1 WEIGHTS="5 1 1 1" DICE_WEIGHT=3') == "stage2_v3_finetune_4000_seed1_w5-1-1-1_dice3"
     for recipe in ("stage2_v3_finetune.sh", "stage2_v4.sh"):
         assert "finetune_folder" in (EXPERIMENTS / "recipes" / recipe).read_text(), recipe
 

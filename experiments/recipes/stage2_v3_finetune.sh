@@ -11,7 +11,8 @@
 #   set, _wW1-W2-W3-W4 when WEIGHTS is set); VALIDATIONS (4) validations choose its iteration (lesion F1).
 #   Environment: LR (5e-4), SEED (the training's: split, weights, batches; default 0), WEIGHTS (the dataset
 #   weights phantoms, inserted 101, inserted 102, healthy real cords; default the config's 3 1 1 1), AUGMENTATION
-#   (--augmentation, default standard; the folder gets _AUGMENTATION), THREADS (2), TRAIN_OPTIONS (e.g. --cpu-bf16).
+#   (--augmentation, default standard; the folder gets _AUGMENTATION), DICE_WEIGHT (--dice-weight, default the
+#   config's; the folder gets _diceDICE_WEIGHT), THREADS (2), TRAIN_OPTIONS (e.g. --cpu-bf16).
 #   About 6 min per 1000 iterations on 2 cores in bfloat16, after the cache is filled.
 # Measured: docs/real_anatomy.md.
 set -euo pipefail
@@ -31,6 +32,7 @@ out=$(finetune_folder "$ITERATIONS")
 [ -z "${SEED:-}" ] || TRAIN_OPTIONS="$TRAIN_OPTIONS --seed $SEED"
 [ -z "${WEIGHTS:-}" ] || TRAIN_OPTIONS="$TRAIN_OPTIONS --dataset-weights $WEIGHTS"
 [ -z "${AUGMENTATION:-}" ] || TRAIN_OPTIONS="$TRAIN_OPTIONS --augmentation $AUGMENTATION"
+[ -z "${DICE_WEIGHT:-}" ] || TRAIN_OPTIONS="$TRAIN_OPTIONS --dice-weight $DICE_WEIGHT"
 # shellcheck disable=SC2086
 bids_sclesion-train train_synth "$out" --config "$DATASETS_REPO/experiments/configs/stage2_v3_finetune.yaml" \
     --exclude-subjects $held_out --learning-rate "$LR" --iterations "$ITERATIONS" \
