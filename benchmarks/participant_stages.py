@@ -3,6 +3,7 @@
 
 Usage: python benchmarks/participant_stages.py [--inputs sag2d,3d] [--threads 1,2] [--devices cpu[,cuda]]
                                               [--precisions float32,auto] [--no-baseline] [--json FILE]
+                                              [--stage1 stage1,MODEL_DIR]
 
 Inputs (phantoms rendered on the grids of real protocols):
   sag2d  sagittal 2D T2w TSE, 320 x 320 x 15 voxels of 0.7 x 0.7 x 3 mm
@@ -15,7 +16,8 @@ result (``--precisions``: the cascade in float32 first, then with the app's defa
 bfloat16 on a CPU with native bfloat16: the agreement table then compares the two). PyTorch and MONAI are imported
 before the run and timed apart ("imports": a process pays it once, however many images it segments), so the step
 times are those of each image of a run; the wall time includes it. The 0.1.0 single-stage pipeline is run in the
-same session as the baseline (ratio column).
+same session as the baseline (ratio column). ``--stage1`` runs the cascade once per stage-1 model named (the
+bundled ``stage1`` by default), in the same session, so that a candidate is timed beside the bundled one.
 Targets on a 2-core CPU: whole pipeline <= 30 s per image, segmentation <= 5 s, peak memory <= 3 GB.
 """
 from __future__ import annotations
@@ -119,13 +121,17 @@ def main() -> int:
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the 0.1.0 single-stage run (no ratio column): for a quick check of a device")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.add_argument("--stage1", default="stage1",
+                   help="comma-separated stage-1 models (bundled names or folders): the cascade runs with each")
     args = p.parse_args()
+    stage1_models = args.stage1.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.inputs.split(","):
             bids = Path(tmp) / kind / "bids"
             make_input(kind, bids)
-            configs = [("cascade", dev, int(t), [], precision) for dev in args.devices.split(",")
+            configs = [(_cascade_name(model), dev, int(t), [] if model == "stage1" else ["--model", model], precision)
+                       for model in stage1_models for dev in args.devices.split(",")
                        for t in (args.threads.split(",") if dev == "cpu" else ["1"])
                        for precision in args.precisions.split(",")]
             if not args.no_baseline:
@@ -134,8 +140,8 @@ def main() -> int:
                 result = run_app(bids, Path(tmp) / kind / f"run{i}", threads, device, extra, precision)
                 row = {"input": kind, "pipeline": name, "device": device, "threads": threads,
                        "precision": _precision_used(Path(result["out"])), **result}
-                reference = next((r for r in rows if r["input"] == kind and r["pipeline"] == "cascade"), None)
-                if name == "cascade" and reference is not None:
+                reference = next((r for r in rows if r["input"] == kind and r["pipeline"].startswith("cascade")), None)
+                if name.startswith("cascade") and reference is not None:
                     row["agreement"] = mask_agreement(Path(reference["out"]), Path(result["out"]))
                 rows.append(row)
                 print(f"{kind} {name} {device} x{threads} {row['precision']}: {result['wall']:.1f} s, peak {result['peak_mb']:.0f} MB",
@@ -166,6 +172,11 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def _cascade_name(stage1: str) -> str:
+    """The pipeline column of a cascade run: ``cascade`` with the bundled stage 1, else the model's folder name."""
+    return "cascade" if stage1 == "stage1" else f"cascade, stage 1 {Path(stage1).name}"
 
 
 def _precision_used(out: Path) -> str:
