@@ -573,16 +573,16 @@ def test_bfloat16_on_the_cpu_trains_and_is_recorded(synth_two_subjects, tmp_path
     """--cpu-bf16 trains and says so in the model; a CPU without native bfloat16 is refused before any work."""
     import torch
 
-    from bids_sclesion.training.config import cpu_has_native_bf16
+    from bids_sclesion.model import inference
 
     common = ("--iterations", "3", "--val-every", "3", "--val-fraction", "0.5", "--seed", "1")
-    if cpu_has_native_bf16():
+    if inference.cpu_has_native_bfloat16():
         assert _tiny(synth_two_subjects, tmp_path / "bf16", tmp_path / "c", *common, "--cpu-bf16") == 0
         model = load_model(tmp_path / "bf16")
         assert model.metadata["training"]["config"]["cpu_bf16"] is True
         assert all(p.dtype == torch.float32 for p in model.network.parameters()), "weights stay float32"
         assert all(torch.isfinite(p).all() for p in model.network.parameters())
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(inference, "cpu_has_native_bfloat16", lambda: False)
     capsys.readouterr()
     assert _tiny(synth_two_subjects, tmp_path / "refused", tmp_path / "c", *common, "--cpu-bf16") == 1
     assert "no native bfloat16" in capsys.readouterr().err

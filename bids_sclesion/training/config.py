@@ -6,7 +6,6 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 
 #: Validation metrics early stopping and model selection can follow.
@@ -157,14 +156,12 @@ def config_from_options(options: dict, **fields_not_options) -> TrainingConfig:
 
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, through oneDNN)."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def check_cpu_bf16() -> None:
-    """Refuse bfloat16 on a CPU without native support: emulated, it is slower than float32."""
-    if not cpu_has_native_bf16():
+    """Refuse bfloat16 on a CPU without native support: emulated, it is slower than float32. The test is
+    inference's (``cpu_has_native_bfloat16``), so that training and ``--precision auto`` agree on every CPU."""
+    from ..model import inference  # here, not at import: the CLI's parser imports this module
+
+    if not inference.cpu_has_native_bfloat16():
         raise ValueError("--cpu-bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); train in float32")
 
 

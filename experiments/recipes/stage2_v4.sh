@@ -23,7 +23,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # TRAIN_OPTIONS to choose).
 if [ -z "${TRAIN_OPTIONS+set}" ]; then
     # the training's own test, so that the recipe never asks for what --cpu-bf16 would refuse
-    if python -c 'from bids_sclesion.training.config import cpu_has_native_bf16 as f; raise SystemExit(not f())'; then
+    if python -c 'from bids_sclesion.model.inference import cpu_has_native_bfloat16 as f; raise SystemExit(not f())'; then
         TRAIN_OPTIONS=--cpu-bf16; else
         TRAIN_OPTIONS=""; echo "[stage2_v4] this CPU has no native bfloat16: training in float32 (slower)"; fi
 fi
