@@ -23,6 +23,7 @@ from scipy import ndimage
 from bids_sclesion.core.image import voxel_volume
 from bids_sclesion.core.lesions import DEFAULT_MIN_LESION_MM3, threshold_masks
 from bids_sclesion.core.metrics import CONNECTIVITY, dice
+from bids_sclesion.core.morphometry import slicing
 from bids_sclesion.derivatives import SourceName
 
 
@@ -37,17 +38,19 @@ def cases(bids: Path, out: Path):
         prob_img = nib.load(str(outputs["lesion_prob"]))
         cord_path = truth_path.with_name(truth_path.name.replace("_lesion-manual", "_seg-manual"))
         manual_cord = np.asarray(nib.load(str(cord_path)).dataobj) > 0.5 if cord_path.exists() else None
-        yield (src.name, np.asarray(prob_img.dataobj, np.float32),
+        yield (src.name, prob_img.affine, np.asarray(prob_img.dataobj, np.float32),
                np.asarray(nib.load(str(outputs["cord_mask"])).dataobj) > 0,
                np.asarray(nib.load(str(outputs["lesion_mask"])).dataobj) > 0,
                np.asarray(nib.load(str(truth_path)).dataobj) > 0.5, voxel_volume(prob_img.affine), manual_cord)
 
 
-def cord_surface(cord: np.ndarray) -> np.ndarray:
-    """The outer voxels of a cord mask in each slice across its last axis (axial images; for others the slices
-    run along the image's last axis, which still marks the voxels that touch the outside in-plane)."""
-    inner = np.stack([ndimage.binary_erosion(cord[..., z]) for z in range(cord.shape[-1])], axis=-1)
-    return cord & ~inner
+def cord_surface(cord: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The outer voxels of a cord mask in each slice across the voxel axis closest to the cord's direction (the
+    slicing of the CSA), so that a sagittal image's surface is the cord's cross-section edge, not its side."""
+    axis = slicing(cord, affine)[0]
+    moved = np.moveaxis(cord, axis, -1)
+    inner = np.stack([ndimage.binary_erosion(moved[..., z]) for z in range(moved.shape[-1])], axis=-1)
+    return cord & ~np.moveaxis(inner, -1, axis)
 
 
 def main() -> int:
@@ -61,10 +64,10 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     sweep: dict[float, list[float]] = {t: [] for t in args.thresholds}
     ratios, where = [], []
-    for image, prob, cord, predicted, truth, vox, manual_cord in cases(args.bids_dir, args.out_dir):
+    for image, affine, prob, cord, predicted, truth, vox, manual_cord in cases(args.bids_dir, args.out_dir):
         true_lab, n_true = ndimage.label(truth, CONNECTIVITY)
         pred_lab, _ = ndimage.label(predicted, CONNECTIVITY)
-        surface = cord_surface(manual_cord) if manual_cord is not None else None
+        surface = cord_surface(manual_cord, affine) if manual_cord is not None else None
         for k in range(1, n_true + 1):
             lesion = true_lab == k
             touching = np.setdiff1d(np.unique(pred_lab[lesion]), [0])
