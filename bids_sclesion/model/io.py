@@ -24,8 +24,9 @@ __all__ = ["BUNDLED", "METADATA", "WEIGHTS", "LoadedModel", "ModelError", "bundl
 #: Models shipped in bids_sclesion/data/models: the cascade's two stages, the
 #: phantom-only single-stage model of release 0.1.0 (kept as a baseline) and the
 #: previous stages 2 (v3, which the current one's recipe starts from and interpolates
-#: back towards, and v2, which v3 was made from).
-BUNDLED = ("stage1", "stage2", "default", "stage2_v2", "stage2_v3")
+#: back towards, and v2, which v3 was made from), and a faster stage 1 on a 2 mm grid
+#: (``--model stage1_2mm``; docs/performance.md).
+BUNDLED = ("stage1", "stage2", "default", "stage2_v2", "stage2_v3", "stage1_2mm")
 
 
 @dataclass
