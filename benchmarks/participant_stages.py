@@ -130,7 +130,7 @@ def main() -> int:
         for kind in args.inputs.split(","):
             bids = Path(tmp) / kind / "bids"
             make_input(kind, bids)
-            configs = [(_cascade_name(model), dev, int(t), [] if model == "stage1" else ["--model", model], precision)
+            configs = [(_cascade_name(model), dev, int(t), ["--model", model], precision)
                        for model in stage1_models for dev in args.devices.split(",")
                        for t in (args.threads.split(",") if dev == "cpu" else ["1"])
                        for precision in args.precisions.split(",")]
