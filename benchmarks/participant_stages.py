@@ -3,7 +3,7 @@
 
 Usage: python benchmarks/participant_stages.py [--inputs sag2d,3d] [--threads 1,2] [--devices cpu[,cuda]]
                                               [--precisions float32,auto] [--no-baseline] [--json FILE]
-                                              [--stage1 stage1,MODEL_DIR]
+                                              [--stage1 stage1,MODEL_DIR,stage1@LOCATOR]
 
 Inputs (phantoms rendered on the grids of real protocols):
   sag2d  sagittal 2D T2w TSE, 320 x 320 x 15 voxels of 0.7 x 0.7 x 3 mm
@@ -17,7 +17,8 @@ bfloat16 on a CPU with native bfloat16: the agreement table then compares the tw
 before the run and timed apart ("imports": a process pays it once, however many images it segments), so the step
 times are those of each image of a run; the wall time includes it. The 0.1.0 single-stage pipeline is run in the
 same session as the baseline (ratio column). ``--stage1`` runs the cascade once per stage-1 model named (the
-bundled ``stage1`` by default), in the same session, so that a candidate is timed beside the bundled one.
+bundled ``stage1`` by default), in the same session, so that a candidate is timed beside the bundled one;
+``MODEL@LOCATOR`` runs that stage 1 inside the box of ``--cord-locator LOCATOR``, ``MODEL@none`` without one.
 Targets on a 2-core CPU: whole pipeline <= 30 s per image, segmentation <= 5 s, peak memory <= 3 GB.
 """
 from __future__ import annotations
@@ -130,7 +131,7 @@ def main() -> int:
         for kind in args.inputs.split(","):
             bids = Path(tmp) / kind / "bids"
             make_input(kind, bids)
-            configs = [(_cascade_name(model), dev, int(t), ["--model", model], precision)
+            configs = [(_cascade_name(model), dev, int(t), _stage1_options(model), precision)
                        for model in stage1_models for dev in args.devices.split(",")
                        for t in (args.threads.split(",") if dev == "cpu" else ["1"])
                        for precision in args.precisions.split(",")]
@@ -174,9 +175,18 @@ def main() -> int:
     return 0
 
 
+def _stage1_options(stage1: str) -> list[str]:
+    """The app's options for a ``--stage1`` entry: ``MODEL`` or ``MODEL@LOCATOR``."""
+    model, _, locator = stage1.partition("@")
+    return ["--model", model] + (["--cord-locator", locator] if locator else [])
+
+
 def _cascade_name(stage1: str) -> str:
-    """The pipeline column of a cascade run: ``cascade`` with the bundled stage 1, else the model's folder name."""
-    return "cascade" if stage1 == "stage1" else f"cascade, stage 1 {Path(stage1).name}"
+    """The pipeline column of a cascade run: ``cascade`` with the bundled stage 1, else the model's folder name
+    (and its locator's)."""
+    model, _, locator = stage1.partition("@")
+    name = "cascade" if model == "stage1" else f"cascade, stage 1 {Path(model).name}"
+    return name + (f" in the box of {Path(locator).name}" if locator else "")
 
 
 def _precision_used(out: Path) -> str:

@@ -3,7 +3,8 @@
 
 Usage:
   python benchmarks/real_anatomy.py WORK_DIR [--stage1 MODEL] [--stage2 MODEL]
-      [--stage1-folds DIR] [--stage2-folds DIR] [--name NAME] [--seed 11] [--nprocs 2]
+      [--stage1-folds DIR] [--stage2-folds DIR] [--locator MODEL | --locator-folds DIR]
+      [--name NAME] [--seed 11] [--nprocs 2]
       [--collections NAME ...] [--allow-seen] [--tta] [--precision auto|float32]
 
 Two datasets are made in WORK_DIR/data from ../shared/data (links; nothing is copied into the
@@ -14,7 +15,7 @@ labelled ones with synthetic lesions inserted into their manual cord
 collection, with models that did not train on that collection: ``--stage1-folds DIR`` /
 ``--stage2-folds DIR`` name a folder whose ``fold-<collection>`` model held that collection out (as
 ``experiments/analyses/crossval_real_cord.py`` writes them); otherwise ``--stage1`` / ``--stage2`` (default: the
-bundled models). Each model's ``model.json`` (and that of the model it was initialised from) says
+bundled models); ``--locator`` / ``--locator-folds`` likewise give the app's ``--cord-locator``. Each model's ``model.json`` (and that of the model it was initialised from) says
 which subjects it trained and validated on: a collection one of its models saw is not measured, and
 the table says so, unless ``--allow-seen`` (its rows are then marked ``seen by`` the stage that saw them).
 
@@ -126,20 +127,29 @@ def models_for(collection: str, args) -> tuple[str, str, list[str]]:
     """Stage 1 and stage 2 for ``collection``, and those of them that do not exist."""
     stage1 = str(args.stage1_folds / f"fold-{collection}") if args.stage1_folds else args.stage1
     stage2 = str(args.stage2_folds / f"fold-{collection}") if args.stage2_folds else args.stage2
-    missing = [m for m in (stage1, stage2) if not (resolve_model(m) / METADATA).is_file()]
+    missing = [m for m in (stage1, stage2, locator_for(collection, args)) if m
+               and not (resolve_model(m) / METADATA).is_file()]
     return stage1, stage2, missing
 
 
+def locator_for(collection: str, args) -> str | None:
+    """The app's ``--cord-locator`` for ``collection`` (``--locator-folds`` / ``--locator``), or None."""
+    folds, locator = getattr(args, "locator_folds", None), getattr(args, "locator", None)
+    if folds:
+        return str(folds / f"fold-{collection}")
+    return None if locator in (None, "none") else locator
+
+
 def collection_status(subjects: list[str], stage1: str, stage2: str, missing: list[str], allow_seen: bool,
-                      selected: bool = True) -> str:
+                      selected: bool = True, locator: str | None = None) -> str:
     """'yes' when the collection is measured by models that never saw it, else why not.
 
     A collection a model trained on is 'seen by stage 1' (or 'stage 2', or both) with ``allow_seen`` and
     is then measured; without it, 'no: trained on by ...'. The stage is named because the app's cord mask
     averages both stages' cord probabilities: a stage 2 that saw an image biases cord figures too.
     """
-    saw = {name: sorted(seen_subjects(model) & set(subjects)) for name, model in (("stage 1", stage1),
-                                                                                ("stage 2", stage2))}
+    named = (("stage 1", stage1), ("stage 2", stage2)) + ((("the cord locator", locator),) if locator else ())
+    saw = {name: sorted(seen_subjects(model) & set(subjects)) for name, model in named}
     saw = {name: who for name, who in saw.items() if who}
     if saw and not allow_seen:  # first: the reason that no other model of the same kind would mend
         return "no: trained on by " + " and ".join(f"{name} ({', '.join(who)})" for name, who in saw.items())
@@ -200,7 +210,8 @@ def report(name: str, models: dict, healthy: list[HealthyScore], lesions: list, 
     print(f"\n## Real-anatomy benchmark: {name}\n")
     print("| collection | stage 1 | stage 2 | measured |\n|---|---|---|---|")
     for collection, info in sorted(models.items()):
-        print(f"| {collection} | {info['stage1']} | {info['stage2']} | {info['status']} |")
+        stage1 = info["stage1"] + (f" (in the box of {info['locator']})" if info.get("locator") else "")
+        print(f"| {collection} | {stage1} | {info['stage2']} | {info['status']} |")
     print("\nLeft out: " + "; ".join(f"{k} ({v})" for k, v in LEFT_OUT.items()) + ".")
     print("\n### Healthy real cords, per image\n")
     print("| collection | image | cord Dice | false lesions | false mm3 | in grey matter mm3 | largest in GM mm3 |")
@@ -289,6 +300,9 @@ def main() -> int:
     p.add_argument("--stage2", default="stage2", help="stage-2 model for every collection (no --stage2-folds)")
     p.add_argument("--stage1-folds", type=Path, default=None, help="DIR/fold-<collection> held that collection out")
     p.add_argument("--stage2-folds", type=Path, default=None, help="as --stage1-folds, for stage 2")
+    p.add_argument("--locator", default="none",
+                   help="the app's --cord-locator for every collection (no --locator-folds; default: none)")
+    p.add_argument("--locator-folds", type=Path, default=None, help="as --stage1-folds, for the cord locator")
     p.add_argument("--name", default=None, help="name of this run's outputs (default: from the models)")
     p.add_argument("--seed", type=int, default=11, help="seed of the inserted lesions")
     p.add_argument("--nprocs", type=int, default=2)
@@ -327,8 +341,11 @@ def main() -> int:
     for collection, subjects in sorted(collections.items()):
         stage1, stage2, missing = models_for(collection, args)
         selected = not args.collections or collection in args.collections
-        status = collection_status(subjects, stage1, stage2, missing, args.allow_seen, selected)
+        locator = locator_for(collection, args)
+        status = collection_status(subjects, stage1, stage2, missing, args.allow_seen, selected, locator)
         models[collection] = {"stage1": stage1, "stage2": stage2, "status": status, "subjects": sorted(subjects)}
+        if locator:
+            models[collection]["locator"] = locator
         if selected and status.startswith("no: no model"):
             raise SystemExit(f"{collection}: {status}")
         if not is_measured(status):
@@ -338,7 +355,8 @@ def main() -> int:
             present = [s for s in subjects if (bids / s).is_dir()]
             if present:
                 run_app(bids, run_dir / kind, args.work_dir / "work" / work, present, stage1, stage2, args.nprocs,
-                        ("--tta",) * args.tta + ("--precision", args.precision))
+                        ("--tta",) * args.tta + ("--precision", args.precision)
+                        + (("--cord-locator", locator) if locator else ()))
     keep = set(measured)
     healthy = [s for s in score_healthy(real, run_dir / "healthy") if s.image.split("_")[0] in keep]
     lesions, _ = evaluate_outputs(lesion_dir, run_dir / "lesions") if (run_dir / "lesions").is_dir() else ([], {})

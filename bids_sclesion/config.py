@@ -12,6 +12,8 @@ from typing import Mapping
 from .core.lesions import DEFAULT_MIN_LESION_MM3, DEFAULT_THRESHOLD
 #: Bundled models the cascade uses unless told otherwise.
 DEFAULT_STAGE1, DEFAULT_STAGE2 = "stage1", "stage2"
+#: Coarse model that boxes the cord before the whole-image model runs (``--cord-locator``); None: no box.
+DEFAULT_LOCATOR: str | None = None
 CORD_FUSIONS = ("mean", "stage2")
 #: What the networks compute in. ``auto``: half precision where the hardware computes it natively (float16 on a CUDA
 #: GPU, bfloat16 on a CPU with AMX or AVX512-BF16), float32 elsewhere; ``float32``: the same result on every CPU.
@@ -24,6 +26,8 @@ class SegmentationSettings:
 
     model: str = DEFAULT_STAGE1  # whole-image model (stage 1 of the cascade, or the only one)
     model_hash: str = ""  # SHA-256 prefix of its weights: a changed model recomputes the cached steps
+    locator: str | None = DEFAULT_LOCATOR  # coarse whole-image model that boxes the cord for ``model``; None: no box
+    locator_hash: str = ""
     stage2_model: str | None = DEFAULT_STAGE2  # None: the whole-image model alone
     stage2_model_hash: str = ""
     threshold: float = DEFAULT_THRESHOLD

@@ -12,12 +12,14 @@ from .__about__ import __results_revision__, __url__, __version__
 from .utils.io import write_text
 
 
-def run_provenance(stage1: dict, stage2: dict | None, settings: dict) -> dict:
-    """The record every sidecar of a run carries; ``stage1`` and ``stage2`` are the models' identities
-    (``model.metadata.model_identity``: name, own version, weights' SHA-256)."""
+def run_provenance(stage1: dict, stage2: dict | None, settings: dict, locator: dict | None = None) -> dict:
+    """The record every sidecar of a run carries; ``stage1``, ``stage2`` and the cord ``locator`` are the
+    models' identities (``model.metadata.model_identity``: name, own version, weights' SHA-256)."""
     models = {"Stage1" if stage2 else "Model": stage1}
     if stage2:
         models["Stage2"] = stage2
+    if locator:
+        models["CordLocator"] = locator
     return {"Software": f"bids_sclesion {__version__}", "ResultsRevision": __results_revision__, "Models": models,
             "Settings": settings}
 
@@ -50,17 +52,22 @@ def to_toml(sections: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+_ROLE_WORDS = {"CordLocator": "cord locator"}
+
+
 def citation_text(provenance: dict) -> str:
     """Methods paragraph and references for a run, to paste into a paper."""
     models = provenance["Models"]
     settings = provenance["Settings"]
-    described = "; ".join(f"{role.lower()} `{m['Name']}` version {m['Version']} (weights SHA-256 {m['SHA256'][:16]}...)"
-                          for role, m in models.items())
+    described = "; ".join(f"{_ROLE_WORDS.get(role, role.lower())} `{m['Name']}` version {m['Version']} "
+                          f"(weights SHA-256 {m['SHA256'][:16]}...)" for role, m in models.items())
     cascade = "Stage2" in models
-    steps = ("the cord was found on the whole image by a 3D U-Net, the image straightened along the cord's "
+    where = ("inside a box around the cord that a coarser 3D U-Net had found first" if "CordLocator" in models
+             else "on the whole image")
+    steps = (f"the cord was found {where} by a 3D U-Net, the image straightened along the cord's "
              "centreline, and the cord and lesions segmented on the straightened cord by a second 3D U-Net, "
              "whose maps were brought back to the image's own grid" if cascade else
-             "the cord and lesions were segmented by a 3D U-Net on the whole image")
+             f"the cord and lesions were segmented by a 3D U-Net {where}")
     return f"""# Methods and citation
 
 Spinal cord and multiple-sclerosis lesion segmentation was performed with bids_sclesion {__version__}

@@ -117,6 +117,14 @@ def test_bad_participant_labels(synth_two_subjects, tmp_path, capsys, label, mes
     assert not (tmp_path / "out").exists(), "nothing is written when the selection is invalid"
 
 
+def test_a_cord_locator_that_is_not_a_model_is_refused(synth_two_subjects, tmp_path, capsys):
+    code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                 "-w", str(tmp_path / "work"), "--cord-locator", str(tmp_path / "no_model")])
+    assert code == ExitCode.INVALID_ARGUMENTS
+    assert str(tmp_path / "no_model") in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "nothing is written when a model is missing"
+
+
 def test_filters_that_select_nothing_exit_18(synth_two_subjects, tmp_path, capsys):
     filt = tmp_path / "filter.json"
     filt.write_text(json.dumps({"t2w": {"acquisition": "doesnotexist"}}))

@@ -29,3 +29,13 @@ def test_run_provenance_is_written_as_toml_that_reads_back():
     assert "N4" in text and "stage2 `stage2` version 4.1.0" in text and "References" in text
     single = run_provenance(model_record(resolve_model("default")), None, {"Threshold": 0.5, "MinLesionVolumeMM3": 5.0})
     assert set(single["Models"]) == {"Model"}
+
+
+def test_the_cord_locator_is_recorded_and_cited():
+    provenance = run_provenance(model_record(resolve_model("stage1")), model_record(resolve_model("stage2")),
+                                {"Threshold": 0.5, "MinLesionVolumeMM3": 5.0},
+                                locator=model_record(resolve_model("stage1_2mm")))
+    assert provenance["Models"]["CordLocator"]["Name"] == "stage1_2mm"
+    text = citation_text(provenance)
+    assert "cord locator `stage1_2mm` version 1.0.0" in text and "inside a box around the cord" in text
+    assert "inside a box" not in citation_text(run_provenance(model_record(resolve_model("stage1")), None, {}))

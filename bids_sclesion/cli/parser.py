@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import DEFAULT_STAGE1, DEFAULT_STAGE2, DEFAULT_THRESHOLD, PRECISIONS
+from ..config import DEFAULT_LOCATOR, DEFAULT_STAGE1, DEFAULT_STAGE2, DEFAULT_THRESHOLD, PRECISIONS
 from ..core.lesions import DEFAULT_MIN_LESION_MM3
 
 #: Anatomical suffixes the bundled models are trained for, including the
@@ -118,6 +118,11 @@ def get_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_STAGE1,
                    help="whole-image model (stage 1 of the cascade): bundled model name or model directory")
+    g.add_argument("--cord-locator", default=DEFAULT_LOCATOR or "none", metavar="MODEL",
+                   help="coarse whole-image model (bundled name or model directory) that first finds a box around "
+                        "the cord; the whole-image model then runs only inside it (faster, and nothing far from "
+                        "the cord is called cord or lesion). 'none': the whole-image model runs on the whole "
+                        f"image (default: {DEFAULT_LOCATOR or 'none'})")
     g.add_argument("--stage2-model", default=DEFAULT_STAGE2,
                    help="model applied to the straightened cord (stage 2): bundled model name or model directory")
     g.add_argument("--cascade-cord", choices=["mean", "stage2"], default="mean",

@@ -150,6 +150,8 @@ def run_participant(args) -> int:
     # Only now: naming the bundled models imports the network (MONAI, matplotlib), which needs the scratch
     # directories that _prepare_work_dir moves into the work directory when HOME is read-only.
     args.model, args.stage2_model = absolute_model(args.model), absolute_model(args.stage2_model)
+    locator = getattr(args, "cord_locator", None)
+    args.cord_locator = None if locator in (None, "", "none") else absolute_model(locator)
     if not args.skip_bids_validation:
         _validate_bids(bids_dir)
     filters = _load_filters(args.bids_filter_file)
@@ -201,7 +203,9 @@ def run_participant(args) -> int:
                     "Precision": segmentation.precision}
     provenance = run_provenance(model_identity(resolve_model(segmentation.model)),
                                 model_identity(resolve_model(stage2)) if stage2 else None,
-                                {k: v for k, v in run_settings.items() if v is not None})
+                                {k: v for k, v in run_settings.items() if v is not None},
+                                locator=(model_identity(resolve_model(segmentation.locator))
+                                         if segmentation.locator else None))
     settings = RunSettings(str(bids_dir), str(out_dir), str(work_dir), segmentation, json.dumps(provenance),
                            disc_labels)
     try:
@@ -270,7 +274,9 @@ def _segmentation_settings(args, stage2: str | None, omp_nthreads: int):
         except (ValueError, OSError) as exc:
             raise AppError(str(exc), ExitCode.INVALID_ARGUMENTS) from exc
     return SegmentationSettings(
-        model=str(args.model), model_hash=_model_hash(args.model), stage2_model=stage2,
+        model=str(args.model), model_hash=_model_hash(args.model),
+        locator=args.cord_locator, locator_hash=_model_hash(args.cord_locator) if args.cord_locator else "",
+        stage2_model=stage2,
         stage2_model_hash=_model_hash(stage2) if stage2 else "", threshold=args.threshold,
         min_lesion_mm3=args.min_lesion_volume, cord_fusion=args.cascade_cord, tta=args.tta, device=args.device,
         precision=args.precision,

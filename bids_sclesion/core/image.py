@@ -153,6 +153,8 @@ def resample_to_grid(
     matrix, offset = mapping[:3, :3], mapping[:3, 3]
     shape = tuple(int(n) for n in shape)
     source = np.asarray(data, dtype=np.float32)
+    if shape == source.shape[:3] and np.array_equal(mapping, np.eye(4)):
+        return source.copy()  # the same grid (a 1 mm image on a 1 mm model grid): interpolation would copy it
     upper = np.asarray(source.shape[:3], float) - 0.5
     diagonal = np.allclose(matrix, np.diag(np.diag(matrix)))
     with warnings.catch_warnings():

@@ -17,6 +17,10 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="canonical, bias-corrected image")
     model = traits.Str("default", usedefault=True, desc="bundled model name or model directory")
     model_hash = traits.Str(desc="content hash of the model weights (re-runs when the model changes)")
+    locator = traits.Str("", usedefault=True,
+                         desc="bundled model name or directory of a coarse model that boxes the cord first "
+                              "(the model then runs inside the box); empty: the model runs on the whole image")
+    locator_hash = traits.Str(desc="content hash of the locator's weights")
     software_version = traits.Str(desc="the app's version and results revision: cached results are recomputed when it changes")
     device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
     precision = traits.Enum(*PRECISIONS, usedefault=True, desc="config.PRECISIONS")
@@ -40,9 +44,12 @@ class SegmentCordLesion(SimpleInterface):
     def _run_interface(self, runtime):
         from ..model.segment import segment_image
 
+        from ..model.io import load_model
+
         model, device = _load_model(self.inputs)
+        locator = load_model(self.inputs.locator, device) if self.inputs.locator else None
         img = nib.load(self.inputs.in_file)
-        cord, lesion = segment_image(img, model, device, self.inputs.precision)
+        cord, lesion = segment_image(img, model, device, self.inputs.precision, locator=locator)
         self._results.update(_write_probabilities(runtime.cwd, cord, lesion, img.affine, model))
         self._results["precision"] = _dtype_name(device, self.inputs.precision)
         return runtime

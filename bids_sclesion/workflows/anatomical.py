@@ -45,7 +45,8 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
     reorient = pe.Node(Reorient(), name="reorient", mem_gb=0.5)
     n4 = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_bias_correction", n_procs=omp_nthreads, mem_gb=1.0)
     segment = pe.Node(
-        SegmentCordLesion(model=seg.model, model_hash=seg.model_hash, software_version=_SOFTWARE, device=seg.device,
+        SegmentCordLesion(model=seg.model, model_hash=seg.model_hash, locator=seg.locator or "",
+                          locator_hash=seg.locator_hash, software_version=_SOFTWARE, device=seg.device,
                           precision=seg.precision,
                           num_threads=omp_nthreads),
         name="segment_cord_lesion",
