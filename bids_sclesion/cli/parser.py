@@ -120,9 +120,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="whole-image model (stage 1 of the cascade): bundled model name or model directory")
     g.add_argument("--cord-locator", default=DEFAULT_LOCATOR or "none", metavar="MODEL",
                    help="coarse whole-image model (bundled name or model directory) that first finds a box around "
-                        "the cord; the whole-image model then runs only inside it (faster, and nothing far from "
-                        "the cord is called cord or lesion). 'none': the whole-image model runs on the whole "
-                        f"image (default: {DEFAULT_LOCATOR or 'none'})")
+                        "the cord; the whole-image model then runs only inside it: faster, but with stage1_2mm more small "
+                        "false lesions on healthy real cords (docs/real_anatomy.md). 'none': the whole-image model "
+                        f"runs on the whole image (default: {DEFAULT_LOCATOR or 'none'})")
     g.add_argument("--stage2-model", default=DEFAULT_STAGE2,
                    help="model applied to the straightened cord (stage 2): bundled model name or model directory")
     g.add_argument("--cascade-cord", choices=["mean", "stage2"], default="mean",
