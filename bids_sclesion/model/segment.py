@@ -45,8 +45,10 @@ def segment_image(
                                         flip_axes=model.flip_axes, precision=precision)
     out = []
     for p in prob_region[: len(OUTPUT_CHANNELS)]:  # a grey matter output, if any, is not used
-        full = np.zeros(model_input.data.shape, np.float32)
-        full[region] = p
+        full = p
+        if box is not None:  # the box's probabilities into a zero map of the whole grid
+            full = np.zeros(shape, np.float32)
+            full[region] = p
         out.append(np.clip(resample_to_grid(full, model_input.affine, img.shape[:3], img.affine, order=1), 0.0, 1.0))
     return out[0], out[1]
 
@@ -67,8 +69,7 @@ def locate_cord(img: nib.Nifti1Image, locator: LoadedModel, device: torch.device
         return None
     # The box in voxel edges (half a voxel out from the outermost centres), then its eight corners in mm.
     lo, hi = cord.min(axis=0) - 0.5, cord.max(axis=0) + 0.5
-    corners = np.array([[(lo, hi)[b][a] for a, b in enumerate(bits)] for bits in itertools.product((0, 1), repeat=3)])
-    mm = nib.affines.apply_affine(model_input.affine, corners)
+    mm = nib.affines.apply_affine(model_input.affine, box_corners(lo, hi))
     return np.stack([mm.min(axis=0) - margin_mm, mm.max(axis=0) + margin_mm])
 
 
@@ -90,10 +91,14 @@ def at_least(region: tuple[slice, ...], size: tuple[int, ...], shape: tuple[int,
     return tuple(out)
 
 
+def box_corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The eight corners (8, 3) of the axis-aligned box from ``lo`` to ``hi``."""
+    return np.array([[(lo, hi)[b][a] for a, b in enumerate(bits)] for bits in itertools.product((0, 1), repeat=3)])
+
+
 def box_on_grid(box: np.ndarray, affine: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
     """The voxels of the grid ``shape``/``affine`` that a scanner-space box (2, 3) overlaps, as slices."""
-    corners = np.array([[box[b][a] for a, b in enumerate(bits)] for bits in itertools.product((0, 1), repeat=3)])
-    ijk = nib.affines.apply_affine(np.linalg.inv(affine), corners)
+    ijk = nib.affines.apply_affine(np.linalg.inv(affine), box_corners(box[0], box[1]))
     lo = np.clip(np.floor(ijk.min(axis=0) + 0.5).astype(int), 0, np.asarray(shape[:3]))
     hi = np.clip(np.ceil(ijk.max(axis=0) + 0.5).astype(int), 0, np.asarray(shape[:3]))
     hi = np.maximum(hi, np.minimum(lo + 1, shape[:3]))  # never an empty region inside the grid
