@@ -4,6 +4,7 @@
 Usage: python benchmarks/participant_stages.py [--inputs sag2d,3d] [--threads 1,2] [--devices cpu[,cuda]]
                                               [--precisions float32,auto] [--no-baseline] [--json FILE]
                                               [--stage1 stage1,MODEL_DIR,stage1@LOCATOR]
+                                              [--stage1-flips unsure,all]
 
 Inputs (phantoms rendered on the grids of real protocols):
   sag2d  sagittal 2D T2w TSE, 320 x 320 x 15 voxels of 0.7 x 0.7 x 3 mm
@@ -19,6 +20,7 @@ times are those of each image of a run; the wall time includes it. The 0.1.0 sin
 same session as the baseline (ratio column). ``--stage1`` runs the cascade once per stage-1 model named (the
 bundled ``stage1`` by default), in the same session, so that a candidate is timed beside the bundled one;
 ``MODEL@LOCATOR`` runs that stage 1 inside the box of ``--cord-locator LOCATOR``, ``MODEL@none`` without one.
+``--stage1-flips`` runs each once per value of the app's ``--stage1-flips`` named (default: the app's default).
 Targets on a 2-core CPU: whole pipeline <= 30 s per image, segmentation <= 5 s, peak memory <= 3 GB.
 """
 from __future__ import annotations
@@ -124,6 +126,8 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.add_argument("--stage1", default="stage1",
                    help="comma-separated stage-1 models (bundled names or folders): the cascade runs with each")
+    p.add_argument("--stage1-flips", default="unsure",
+                   help="comma-separated values of the app's --stage1-flips: the cascade runs with each")
     args = p.parse_args()
     stage1_models = args.stage1.split(",")
     rows = []
@@ -131,8 +135,8 @@ def main() -> int:
         for kind in args.inputs.split(","):
             bids = Path(tmp) / kind / "bids"
             make_input(kind, bids)
-            configs = [(_cascade_name(model), dev, int(t), _stage1_options(model), precision)
-                       for model in stage1_models for dev in args.devices.split(",")
+            configs = [(_cascade_name(model, flips), dev, int(t), _stage1_options(model, flips), precision)
+                       for model in stage1_models for flips in args.stage1_flips.split(",") for dev in args.devices.split(",")
                        for t in (args.threads.split(",") if dev == "cpu" else ["1"])
                        for precision in args.precisions.split(",")]
             if not args.no_baseline:
@@ -175,18 +179,19 @@ def main() -> int:
     return 0
 
 
-def _stage1_options(stage1: str) -> list[str]:
-    """The app's options for a ``--stage1`` entry: ``MODEL`` or ``MODEL@LOCATOR``."""
+def _stage1_options(stage1: str, flips: str = "unsure") -> list[str]:
+    """The app's options for a ``--stage1`` entry (``MODEL`` or ``MODEL@LOCATOR``) and a ``--stage1-flips``."""
     model, _, locator = stage1.partition("@")
-    return ["--model", model] + (["--cord-locator", locator] if locator else [])
+    return ["--model", model, "--stage1-flips", flips] + (["--cord-locator", locator] if locator else [])
 
 
-def _cascade_name(stage1: str) -> str:
+def _cascade_name(stage1: str, flips: str = "unsure") -> str:
     """The pipeline column of a cascade run: ``cascade`` with the bundled stage 1, else the model's folder name
-    (and its locator's)."""
+    (and its locator's), and where its flips ran unless in the default's windows."""
     model, _, locator = stage1.partition("@")
     name = "cascade" if model == "stage1" else f"cascade, stage 1 {Path(model).name}"
-    return name + (f" in the box of {Path(locator).name}" if locator else "")
+    return (name + (f" in the box of {Path(locator).name}" if locator else "")
+            + (", flips in every window" if flips == "all" else ""))
 
 
 def _precision_used(out: Path) -> str:

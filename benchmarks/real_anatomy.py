@@ -5,7 +5,7 @@ Usage:
   python benchmarks/real_anatomy.py WORK_DIR [--stage1 MODEL] [--stage2 MODEL]
       [--stage1-folds DIR] [--stage2-folds DIR] [--locator MODEL | --locator-folds DIR]
       [--name NAME] [--seed 11] [--nprocs 2]
-      [--collections NAME ...] [--allow-seen] [--tta] [--precision auto|float32]
+      [--collections NAME ...] [--allow-seen] [--tta] [--precision auto|float32] [--stage1-flips unsure|all]
 
 Two datasets are made in WORK_DIR/data from ../shared/data (links; nothing is copied into the
 repository): ``real`` holds every real image of a clinical kind (manual cord and grey-matter masks
@@ -44,7 +44,7 @@ from make_real_lesion_dataset import build as build_lesion_dataset  # noqa: E402
 
 from bids_sclesion.model.metadata import METADATA, read_metadata  # noqa: E402
 from bids_sclesion.cli.run import main as app  # noqa: E402
-from bids_sclesion.config import PRECISIONS  # noqa: E402
+from bids_sclesion.config import PRECISIONS, STAGE1_FLIPS  # noqa: E402
 from bids_sclesion.core.image import voxel_volume  # noqa: E402
 from bids_sclesion.derivatives import source_of_lesion_table  # noqa: E402
 from bids_sclesion.evaluate import (HealthyScore, evaluate_outputs, score_healthy_arrays,  # noqa: E402
@@ -314,6 +314,8 @@ def main() -> int:
     p.add_argument("--tta", action="store_true", help="run the app with --tta (stage 2 averaged over flips)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the app's --precision (auto: bfloat16 on a CPU that computes it natively)")
+    p.add_argument("--stage1-flips", choices=STAGE1_FLIPS, default=STAGE1_FLIPS[0],
+                   help="the app's --stage1-flips (where stage 1's test-time flips run)")
     p.add_argument("--allow-seen", action="store_true",
                    help="also measure collections a model trained on (marked 'seen by' the stage that saw them; not a valid figure)")
     args = p.parse_args()
@@ -355,7 +357,7 @@ def main() -> int:
             present = [s for s in subjects if (bids / s).is_dir()]
             if present:
                 run_app(bids, run_dir / kind, args.work_dir / "work" / work, present, stage1, stage2, args.nprocs,
-                        ("--tta",) * args.tta + ("--precision", args.precision)
+                        ("--tta",) * args.tta + ("--precision", args.precision, "--stage1-flips", args.stage1_flips)
                         + (("--cord-locator", locator) if locator else ()))
     keep = set(measured)
     healthy = [s for s in score_healthy(real, run_dir / "healthy") if s.image.split("_")[0] in keep]
@@ -363,6 +365,7 @@ def main() -> int:
     lesions = [s for s in lesions if s.image.split("_")[0] in keep]
     result = report(name, models, healthy, lesions, sources)
     result["lesion_dataset"] = lesion_dir.name
+    result["stage1_flips"] = args.stage1_flips
     result["minutes"] = (time.time() - started) / 60
     (run_dir / "summary.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     print(f"\n{result['minutes']:.1f} min; saved {run_dir / 'summary.json'}")

@@ -15,6 +15,10 @@ DEFAULT_STAGE1, DEFAULT_STAGE2 = "stage1", "stage2"
 #: Coarse model that boxes the cord before the whole-image model runs (``--cord-locator``); None: no box.
 DEFAULT_LOCATOR: str | None = None
 CORD_FUSIONS = ("mean", "stage2")
+#: Where stage 1's test-time flips run: ``unsure``, only in the sliding windows where its plain pass reaches
+#: ``FLIP_ABOVE`` in some output (the cord's neighbourhood); ``all``, in every window (4.x's results).
+STAGE1_FLIPS = ("unsure", "all")
+FLIP_ABOVE = 0.1
 #: What the networks compute in. ``auto``: half precision where the hardware computes it natively (float16 on a CUDA
 #: GPU, bfloat16 on a CPU with AMX or AVX512-BF16), float32 elsewhere; ``float32``: the same result on every CPU.
 PRECISIONS = ("auto", "float32")
@@ -28,6 +32,7 @@ class SegmentationSettings:
     model_hash: str = ""  # SHA-256 prefix of its weights: a changed model recomputes the cached steps
     locator: str | None = DEFAULT_LOCATOR  # coarse whole-image model that boxes the cord for ``model``; None: no box
     locator_hash: str = ""
+    stage1_flips: str = "unsure"  # one of STAGE1_FLIPS
     stage2_model: str | None = DEFAULT_STAGE2  # None: the whole-image model alone
     stage2_model_hash: str = ""
     threshold: float = DEFAULT_THRESHOLD
@@ -41,6 +46,8 @@ class SegmentationSettings:
     def __post_init__(self):
         if self.cord_fusion not in CORD_FUSIONS:
             raise ValueError(f"cord_fusion must be one of {CORD_FUSIONS}, not {self.cord_fusion!r}")
+        if self.stage1_flips not in STAGE1_FLIPS:
+            raise ValueError(f"stage1_flips must be one of {STAGE1_FLIPS}, not {self.stage1_flips!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.tta and not self.stage2_model:

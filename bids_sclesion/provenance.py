@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .__about__ import __results_revision__, __url__, __version__
+from .config import FLIP_ABOVE
 from .utils.io import write_text
 
 
@@ -64,6 +65,9 @@ def citation_text(provenance: dict) -> str:
     cascade = "Stage2" in models
     where = ("inside a box around the cord that a coarser 3D U-Net had found first" if "CordLocator" in models
              else "on the whole image")
+    if settings.get("Stage1Flips") == "unsure":
+        where += (" (its flipped test-time copies computed only in the sliding windows where the plain pass "
+                  f"reached a probability of {FLIP_ABOVE})")
     steps = (f"the cord was found {where} by a 3D U-Net, the image straightened along the cord's "
              "centreline, and the cord and lesions segmented on the straightened cord by a second 3D U-Net, "
              "whose maps were brought back to the image's own grid" if cascade else

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import DEFAULT_LOCATOR, DEFAULT_STAGE1, DEFAULT_STAGE2, DEFAULT_THRESHOLD, PRECISIONS
+from ..config import (DEFAULT_LOCATOR, DEFAULT_STAGE1, DEFAULT_STAGE2, DEFAULT_THRESHOLD, FLIP_ABOVE, PRECISIONS,
+                      STAGE1_FLIPS)
 from ..core.lesions import DEFAULT_MIN_LESION_MM3
 
 #: Anatomical suffixes the bundled models are trained for, including the
@@ -123,6 +124,11 @@ def get_parser() -> argparse.ArgumentParser:
                         "the cord; the whole-image model then runs only inside it: faster, but with stage1_2mm more small "
                         "false lesions on healthy real cords (docs/real_anatomy.md). 'none': the whole-image model "
                         f"runs on the whole image (default: {DEFAULT_LOCATOR or 'none'})")
+    g.add_argument("--stage1-flips", choices=STAGE1_FLIPS, default=STAGE1_FLIPS[0],
+                   help="where the whole-image model's test-time flips run: 'unsure', only in the sliding windows "
+                        f"where its plain pass reaches probability {FLIP_ABOVE} (about half the time of 'all' on a "
+                        "3D image, the same masks on the real-anatomy benchmark, docs/performance.md); 'all', in "
+                        "every window (the results of versions 4.x)")
     g.add_argument("--stage2-model", default=DEFAULT_STAGE2,
                    help="model applied to the straightened cord (stage 2): bundled model name or model directory")
     g.add_argument("--cascade-cord", choices=["mean", "stage2"], default="mean",

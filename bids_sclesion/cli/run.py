@@ -200,7 +200,7 @@ def run_participant(args) -> int:
     run_settings = {"Threshold": segmentation.threshold, "MinLesionVolumeMM3": segmentation.min_lesion_mm3,
                     "Cascade": segmentation.cascade, "CascadeCord": segmentation.cord_fusion if stage2 else None,
                     "TTA": segmentation.tta, "Contrasts": list(suffixes), "Device": segmentation.device,
-                    "Precision": segmentation.precision}
+                    "Precision": segmentation.precision, "Stage1Flips": segmentation.stage1_flips}
     provenance = run_provenance(model_identity(resolve_model(segmentation.model)),
                                 model_identity(resolve_model(stage2)) if stage2 else None,
                                 {k: v for k, v in run_settings.items() if v is not None},
@@ -276,6 +276,7 @@ def _segmentation_settings(args, stage2: str | None, omp_nthreads: int):
     return SegmentationSettings(
         model=str(args.model), model_hash=_model_hash(args.model),
         locator=args.cord_locator, locator_hash=_model_hash(args.cord_locator) if args.cord_locator else "",
+        stage1_flips=getattr(args, "stage1_flips", "unsure"),
         stage2_model=stage2,
         stage2_model_hash=_model_hash(stage2) if stage2 else "", threshold=args.threshold,
         min_lesion_mm3=args.min_lesion_volume, cord_fusion=args.cascade_cord, tta=args.tta, device=args.device,

@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from ..config import PRECISIONS
+from ..config import FLIP_ABOVE, PRECISIONS, STAGE1_FLIPS
 from ..core.image import nifti_image, voxel_volume
 from ..core.lesions import DEFAULT_THRESHOLD, lesion_table, table_to_tsv, threshold_masks, voxel_uncertainty
 from . import WORK_IMAGE
@@ -21,6 +21,7 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
                          desc="bundled model name or directory of a coarse model that boxes the cord first "
                               "(the model then runs inside the box); empty: the model runs on the whole image")
     locator_hash = traits.Str(desc="content hash of the locator's weights")
+    flips = traits.Enum(*STAGE1_FLIPS, usedefault=True, desc="where the test-time flips run (config.STAGE1_FLIPS)")
     software_version = traits.Str(desc="the app's version and results revision: cached results are recomputed when it changes")
     device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
     precision = traits.Enum(*PRECISIONS, usedefault=True, desc="config.PRECISIONS")
@@ -49,7 +50,8 @@ class SegmentCordLesion(SimpleInterface):
         model, device = _load_model(self.inputs)
         locator = load_model(self.inputs.locator, device) if self.inputs.locator else None
         img = nib.load(self.inputs.in_file)
-        cord, lesion = segment_image(img, model, device, self.inputs.precision, locator=locator)
+        cord, lesion = segment_image(img, model, device, self.inputs.precision, locator=locator,
+                                     flip_above=FLIP_ABOVE if self.inputs.flips == "unsure" else None)
         self._results.update(_write_probabilities(runtime.cwd, cord, lesion, img.affine, model))
         self._results["precision"] = _dtype_name(device, self.inputs.precision)
         return runtime

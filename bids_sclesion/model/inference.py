@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import torch
+from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import sliding_window_inference
 
 from ..config import PRECISIONS
@@ -52,6 +53,7 @@ def predict_probabilities(
     flip_axes: tuple[tuple[int, ...], ...] = (),
     return_copies: bool = False,
     precision: str = "auto",
+    flip_above: float | None = None,
 ) -> np.ndarray:
     """Return sigmoid probabilities, shape (outputs, *spatial shape): cord, lesion (then grey matter, if trained).
 
@@ -62,7 +64,9 @@ def predict_probabilities(
     test-time augmentation: the probabilities of each flipped copy (axes of
     the volume) are flipped back and averaged with the plain prediction;
     ``return_copies`` returns every copy instead, shape (copies, outputs, ...). ``precision``: see
-    ``PRECISIONS`` (probabilities are float32 either way).
+    ``PRECISIONS`` (probabilities are float32 either way). ``flip_above``: the flipped copies are computed
+    only in the windows where the plain prediction reaches this probability in some output (see
+    :func:`flips_where_unsure`); None: in every window.
     """
     device = torch.device(device)
     dtype = inference_dtype(device, precision)
@@ -77,6 +81,11 @@ def predict_probabilities(
     with torch.inference_mode():
         autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
                     else contextlib.nullcontext())
+        if flip_above is not None and flip_axes and not return_copies:
+            with autocast:
+                plain = torch.sigmoid(sliding_window_with_fallback(network, tensor, roi, overlap).float()).cpu()
+                prob = flips_where_unsure(network, tensor, plain, roi, overlap, flip_axes, flip_above)
+            return prob[0, :, : shape[0], : shape[1], : shape[2]].numpy()
         prob, copies = None, []
         for axes in ((),) + tuple(tuple(a) for a in flip_axes):
             dims = [a + 2 for a in axes]
@@ -92,6 +101,46 @@ def predict_probabilities(
             return np.stack(copies)
         prob = (prob / (1 + len(flip_axes)))[0].numpy()
     return prob[:, : shape[0], : shape[1], : shape[2]]
+
+
+def flips_where_unsure(network: torch.nn.Module, x: torch.Tensor, plain: torch.Tensor, roi: tuple[int, ...],
+                       overlap: float, flip_axes: tuple[tuple[int, ...], ...], flip_above: float,
+                       batch: int = 2) -> torch.Tensor:
+    """Average the plain probabilities ``plain`` (1, outputs, ...) with flipped copies computed only in the
+    sliding windows where ``plain`` reaches ``flip_above`` in some output.
+
+    Far from the cord the plain pass is sure (every probability near 0); near it the flips still smooth the
+    edges. Each flipped copy uses the windows that sliding over the flipped volume would use (the plain
+    grid, mirrored), so that where every window is flipped the result is the plain four-copy mean. A voxel's
+    flipped copy counts with the share of its Gaussian window weight that the flipped windows cover, so the
+    average fades to the plain pass where no window around the voxel was flipped.
+    """
+    size = tuple(int(n) for n in x.shape[2:])
+    interval = [r if r == n else max(int(r * (1 - overlap)), 1) for r, n in zip(roi, size)]
+    grid = dense_patch_slices(size, roi, interval)
+    weight = compute_importance_map(roi, mode="gaussian", device="cpu")
+    everything = (slice(None), slice(None))
+    total, votes = plain.clone(), torch.ones(size)
+    for axes in flip_axes:
+        dims = [a + 2 for a in axes]
+        windows = [tuple(slice(n - s.stop, n - s.start) if d in axes else s for d, (s, n) in enumerate(zip(w, size)))
+                   for w in grid]
+        full, covered = torch.zeros(size), torch.zeros(size)
+        for w in windows:
+            full[w] += weight
+        windows = [w for w in windows if float(plain[everything + w].max()) >= flip_above]
+        logits = torch.zeros_like(plain)
+        for start in range(0, len(windows), batch):
+            chunk = windows[start: start + batch]
+            patches = torch.cat([torch.flip(x[everything + w], dims) for w in chunk])
+            out = torch.flip(network(patches).float(), dims).cpu()
+            for w, o in zip(chunk, out):
+                logits[everything + w] += o[None] * weight
+                covered[w] += weight
+        share = torch.where(full > 0, covered / full.clamp(min=1e-12), 0.0).clamp(max=1.0)
+        total += torch.sigmoid(logits / covered.clamp(min=1e-12)) * share
+        votes += share
+    return total / votes
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

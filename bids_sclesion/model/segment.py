@@ -23,7 +23,7 @@ LOCATOR_MARGIN_MM = 10.0
 
 def segment_image(
     img: nib.Nifti1Image, model: LoadedModel, device: torch.device | str = "cpu", precision: str = "auto",
-    locator: LoadedModel | None = None,
+    locator: LoadedModel | None = None, flip_above: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cord and lesion probabilities on ``img``'s own grid (``precision``: ``config.PRECISIONS``).
 
@@ -42,7 +42,7 @@ def segment_image(
               else tuple(slice(0, n) for n in shape))
     prob_region = predict_probabilities(model.network, model_input.data[region], device, roi_size=model.roi_size,
                                         overlap=model.overlap, size_divisor=model.size_divisor,
-                                        flip_axes=model.flip_axes, precision=precision)
+                                        flip_axes=model.flip_axes, precision=precision, flip_above=flip_above)
     out = []
     for p in prob_region[: len(OUTPUT_CHANNELS)]:  # a grey matter output, if any, is not used
         full = p

@@ -47,7 +47,7 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
     segment = pe.Node(
         SegmentCordLesion(model=seg.model, model_hash=seg.model_hash, locator=seg.locator or "",
                           locator_hash=seg.locator_hash, software_version=_SOFTWARE, device=seg.device,
-                          precision=seg.precision, num_threads=omp_nthreads),
+                          precision=seg.precision, num_threads=omp_nthreads, flips=seg.stage1_flips),
         name="segment_cord_lesion",
         n_procs=omp_nthreads,
         mem_gb=2.0,
