@@ -16,8 +16,9 @@ DEFAULT_STAGE1, DEFAULT_STAGE2 = "stage1", "stage2"
 DEFAULT_LOCATOR: str | None = None
 CORD_FUSIONS = ("mean", "stage2")
 #: Where stage 1's test-time flips run: ``unsure``, only in the sliding windows where its plain pass reaches
-#: ``FLIP_ABOVE`` in some output (the cord's neighbourhood); ``all``, in every window (4.x's results).
-STAGE1_FLIPS = ("unsure", "all")
+#: ``FLIP_ABOVE`` in some output (the cord's neighbourhood); ``all``, in every window (4.x's results); ``none``:
+#: the plain pass alone.
+STAGE1_FLIPS = ("unsure", "all", "none")
 FLIP_ABOVE = 0.1
 #: What the networks compute in. ``auto``: half precision where the hardware computes it natively (float16 on a CUDA
 #: GPU, bfloat16 on a CPU with AMX or AVX512-BF16), float32 elsewhere; ``float32``: the same result on every CPU.

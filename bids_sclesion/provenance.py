@@ -68,6 +68,8 @@ def citation_text(provenance: dict) -> str:
     if settings.get("Stage1Flips") == "unsure":
         where += (" (its flipped test-time copies computed only in the sliding windows where the plain pass "
                   f"reached a probability of {FLIP_ABOVE})")
+    elif settings.get("Stage1Flips") == "none":
+        where += " (without test-time flips)"
     steps = (f"the cord was found {where} by a 3D U-Net, the image straightened along the cord's "
              "centreline, and the cord and lesions segmented on the straightened cord by a second 3D U-Net, "
              "whose maps were brought back to the image's own grid" if cascade else

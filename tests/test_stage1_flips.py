@@ -17,18 +17,18 @@ ROI = (16, 16, 16)
 
 
 class CountingNetwork(torch.nn.Module):
-    """A small U-Net (not flip-invariant) plus ``rod_weight`` times the input less 2, so that with a weight the
-    bright rod alone is sure; counts the windows it is given."""
+    """A small U-Net (not flip-invariant) plus ``rod_weight`` times the input less ``level``, so that with a
+    weight the bright rod alone is sure; counts the windows it is given."""
 
-    def __init__(self, rod_weight: float = 0.0):
+    def __init__(self, rod_weight: float = 0.0, level: float = 2.0):
         super().__init__()
         torch.manual_seed(3)
         self.net = build_network(NetworkConfig(channels=(4, 8), strides=(2,))).eval()
-        self.rod_weight, self.windows = rod_weight, 0
+        self.rod_weight, self.level, self.windows = rod_weight, level, 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.windows += x.shape[0]
-        return self.net(x) + self.rod_weight * (x - 2.0)
+        return self.net(x) + self.rod_weight * (x - self.level)
 
 
 def volume(shape=(40, 30, 20)) -> np.ndarray:
@@ -96,3 +96,25 @@ def test_the_setting_is_checked_recorded_and_cited():
     unsure = citation_text(run_provenance(stage1, None, {"Stage1Flips": "unsure"}))
     assert "only in the sliding windows where the plain pass reached a probability of 0.1" in unsure
     assert "sliding windows" not in citation_text(run_provenance(stage1, None, {"Stage1Flips": "all"}))
+
+
+def test_segment_image_runs_the_flips_the_setting_names():
+    import nibabel as nib
+    from pathlib import Path
+
+    from bids_sclesion.model.io import LoadedModel
+    from bids_sclesion.model.segment import segment_image
+
+    network = CountingNetwork(rod_weight=20.0, level=0.7)  # the model's input is normalised to [0, 1]
+    metadata = {"name": "counting", "spacing_mm": [1.0] * 3, "network": {"channels": [4, 8], "strides": [2]},
+                "inference": {"roi_size": list(ROI), "overlap": 0.25, "flip_axes": [list(a) for a in FLIPS]}}
+    model = LoadedModel(network, metadata, Path("counting"))
+    img = nib.Nifti1Image(volume((64, 64, 16)), np.eye(4))
+    windows = {}
+    for flips in ("none", "unsure", "all"):
+        network.windows = 0
+        segment_image(img, model, flips=flips)
+        windows[flips] = network.windows
+    assert windows["none"] < windows["unsure"] < windows["all"] == 4 * windows["none"]
+    with pytest.raises(ValueError, match="flips must be one of"):
+        segment_image(img, model, flips="some")

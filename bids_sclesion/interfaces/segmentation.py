@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import isdefined, BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from ..config import FLIP_ABOVE, PRECISIONS, STAGE1_FLIPS
+from ..config import PRECISIONS, STAGE1_FLIPS
 from ..core.image import nifti_image, voxel_volume
 from ..core.lesions import DEFAULT_THRESHOLD, lesion_table, table_to_tsv, threshold_masks, voxel_uncertainty
 from . import WORK_IMAGE
@@ -51,7 +51,7 @@ class SegmentCordLesion(SimpleInterface):
         locator = load_model(self.inputs.locator, device) if self.inputs.locator else None
         img = nib.load(self.inputs.in_file)
         cord, lesion = segment_image(img, model, device, self.inputs.precision, locator=locator,
-                                     flip_above=FLIP_ABOVE if self.inputs.flips == "unsure" else None)
+                                     flips=self.inputs.flips)
         self._results.update(_write_probabilities(runtime.cwd, cord, lesion, img.affine, model))
         self._results["precision"] = _dtype_name(device, self.inputs.precision)
         return runtime

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from ..config import FLIP_ABOVE, STAGE1_FLIPS
 from ..core.image import resample_to_grid
 from ..core.preprocess import to_model_grid
 from .inference import predict_probabilities
@@ -23,14 +24,17 @@ LOCATOR_MARGIN_MM = 10.0
 
 def segment_image(
     img: nib.Nifti1Image, model: LoadedModel, device: torch.device | str = "cpu", precision: str = "auto",
-    locator: LoadedModel | None = None, flip_above: float | None = None,
+    locator: LoadedModel | None = None, flips: str = "all",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cord and lesion probabilities on ``img``'s own grid (``precision``: ``config.PRECISIONS``).
 
     With a ``locator`` (a coarser whole-image model), ``model`` runs only inside a box around the cord the
     locator finds (:func:`locate_cord`); outside it both probabilities are 0. Where the locator finds no
-    cord, ``model`` runs on the whole image.
+    cord, ``model`` runs on the whole image. ``flips`` (``config.STAGE1_FLIPS``): where the model's test-time
+    flips run: in every window, only where its plain pass reaches ``config.FLIP_ABOVE``, or nowhere.
     """
+    if flips not in STAGE1_FLIPS:
+        raise ValueError(f"flips must be one of {STAGE1_FLIPS}, not {flips!r}")
     model_input = to_model_grid(img, model.spacing)
     box = None
     if locator is not None:
@@ -42,7 +46,8 @@ def segment_image(
               else tuple(slice(0, n) for n in shape))
     prob_region = predict_probabilities(model.network, model_input.data[region], device, roi_size=model.roi_size,
                                         overlap=model.overlap, size_divisor=model.size_divisor,
-                                        flip_axes=model.flip_axes, precision=precision, flip_above=flip_above)
+                                        flip_axes=model.flip_axes if flips != "none" else (), precision=precision,
+                                        flip_above=FLIP_ABOVE if flips == "unsure" else None)
     out = []
     for p in prob_region[: len(OUTPUT_CHANNELS)]:  # a grey matter output, if any, is not used
         full = p
