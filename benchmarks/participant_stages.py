@@ -191,7 +191,7 @@ def _cascade_name(stage1: str, flips: str = "unsure") -> str:
     model, _, locator = stage1.partition("@")
     name = "cascade" if model == "stage1" else f"cascade, stage 1 {Path(model).name}"
     return (name + (f" in the box of {Path(locator).name}" if locator else "")
-            + (", flips in every window" if flips == "all" else ""))
+            + {"all": ", flips in every window", "none": ", no flips"}.get(flips, ""))
 
 
 def _precision_used(out: Path) -> str:

@@ -127,8 +127,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--stage1-flips", choices=STAGE1_FLIPS, default=STAGE1_FLIPS[0],
                    help="where the whole-image model's test-time flips run: 'unsure', only in the sliding windows "
                         f"where its plain pass reaches probability {FLIP_ABOVE} (the masks of 'all' on every real "
-                        "image of the benchmark, in about 80 %% of its time on a 3D image: docs/performance.md); 'all', in "
-                        "every window (the results of versions 4.x); 'none', the plain pass alone")
+                        "image of the benchmark, in 60-80 %% of its time on a 3D image: docs/performance.md); 'all', "
+                        "in every window (the results of versions 4.x); 'none', the plain pass alone (fastest; "
+                        "not better on real anatomy: docs/real_anatomy.md)")
     g.add_argument("--stage2-model", default=DEFAULT_STAGE2,
                    help="model applied to the straightened cord (stage 2): bundled model name or model directory")
     g.add_argument("--cascade-cord", choices=["mean", "stage2"], default="mean",

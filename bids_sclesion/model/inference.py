@@ -120,25 +120,29 @@ def flips_where_unsure(network: torch.nn.Module, x: torch.Tensor, plain: torch.T
     grid = dense_patch_slices(size, roi, interval)
     weight = compute_importance_map(roi, mode="gaussian", device="cpu")
     everything = (slice(None), slice(None))
+    full = [torch.zeros(size) for _ in flip_axes]  # each copy's window weight if every window were flipped
+    tasks = []  # (copy, window) pairs to compute
+    for copy, axes in enumerate(flip_axes):
+        for w in grid:
+            w = tuple(slice(n - s.stop, n - s.start) if d in axes else s for d, (s, n) in enumerate(zip(w, size)))
+            full[copy][w] += weight
+            if float(plain[everything + w].max()) >= flip_above:
+                tasks.append((copy, w))
+    logits = [torch.zeros_like(plain) for _ in flip_axes]
+    covered = [torch.zeros(size) for _ in flip_axes]
+    for start in range(0, len(tasks), batch):
+        chunk = tasks[start: start + batch]
+        patches = [torch.flip(x[everything + w], [a + 2 for a in flip_axes[c]]) for c, w in chunk]
+        # Always a full batch: on a CPU one window alone can take longer than two together.
+        patches += patches[:1] * (batch - len(chunk))
+        out = network(torch.cat(patches)).float().cpu()
+        for (c, w), o in zip(chunk, out):
+            logits[c][everything + w] += torch.flip(o, [a + 1 for a in flip_axes[c]])[None] * weight
+            covered[c][w] += weight
     total, votes = plain.clone(), torch.ones(size)
-    for axes in flip_axes:
-        dims = [a + 2 for a in axes]
-        windows = [tuple(slice(n - s.stop, n - s.start) if d in axes else s for d, (s, n) in enumerate(zip(w, size)))
-                   for w in grid]
-        full, covered = torch.zeros(size), torch.zeros(size)
-        for w in windows:
-            full[w] += weight
-        windows = [w for w in windows if float(plain[everything + w].max()) >= flip_above]
-        logits = torch.zeros_like(plain)
-        for start in range(0, len(windows), batch):
-            chunk = windows[start: start + batch]
-            patches = torch.cat([torch.flip(x[everything + w], dims) for w in chunk])
-            out = torch.flip(network(patches).float(), dims).cpu()
-            for w, o in zip(chunk, out):
-                logits[everything + w] += o[None] * weight
-                covered[w] += weight
-        share = torch.where(full > 0, covered / full.clamp(min=1e-12), 0.0).clamp(max=1.0)
-        total += torch.sigmoid(logits / covered.clamp(min=1e-12)) * share
+    for copy in range(len(flip_axes)):
+        share = torch.where(full[copy] > 0, covered[copy] / full[copy].clamp(min=1e-12), 0.0).clamp(max=1.0)
+        total += torch.sigmoid(logits[copy] / covered[copy].clamp(min=1e-12)) * share
         votes += share
     return total / votes
 
