@@ -118,16 +118,19 @@ def test_sampling_several_maps_at_once_is_sampling_each():
     # voxel coordinates from far outside to far inside, half-voxel edges and the one-voxel fringe included
     vox = np.stack([rng.uniform(-4, n + 3, size=5000) for n in maps[0].shape], axis=-1)
     vox[:6] = [[-0.5, 0, 0], [-0.7, 3, 3], [11.6, 3, 3], [12.0, 3, 3], [-1.0, 3, 3], [11.2, 9.4, 7.5]]
-    points = vox @ affine[:3, :3].T + affine[:3, 3]
-    for cval in (0.0, np.nan):
+    points64 = vox @ affine[:3, :3].T + affine[:3, 3]
+    # float32 points (as the straightening fields give) too: the candidates are found in float32 first
+    for points, cval in ((points64, 0.0), (points64, np.nan), (points64.astype(np.float32), 0.0)):
+        vox = (points @ np.linalg.inv(affine)[:3, :3].T + np.linalg.inv(affine)[:3, 3]).T
         together = apply_points_to_maps(maps, affine, points, order=1, cval=cval)
         for data, got in zip(maps, together):
-            coords = np.where((vox.T >= -0.5) & (vox.T <= np.array(data.shape)[:, None] - 0.5),
-                              np.clip(vox.T, 0, np.array(data.shape)[:, None] - 1), vox.T)
+            upper = np.array(data.shape)[:, None]
+            coords = np.where((vox >= -0.5) & (vox <= upper - 0.5), np.clip(vox, 0, upper - 1), vox)
             expected = ndimage.map_coordinates(data, coords, order=1, mode="constant", cval=cval)
+            expected[~np.all((vox > -1) & (vox < upper), axis=0)] = cval
             np.testing.assert_array_equal(got, expected)
             np.testing.assert_array_equal(apply_points(data, affine, points, order=1, cval=cval), expected)
-    assert np.isnan(apply_points(maps[0], affine, points[:5000], cval=np.nan)).any()
+    assert np.isnan(apply_points(maps[0], affine, points64, cval=np.nan)).any()
 
 
 def test_grid_world_points_are_the_affine_applied_to_every_voxel():

@@ -190,16 +190,30 @@ def apply_points_to_maps(maps: Sequence[np.ndarray], affine: np.ndarray, points_
     native voxels lie outside the straight grid).
     """
     inv = np.linalg.inv(affine)
-    vox = (points_mm.reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3]).T  # (3, N)
+    points = points_mm.reshape(-1, 3)
     shape = np.asarray(maps[0].shape[:3])
-    near = np.all((vox > -1) & (vox < shape[:, None]), axis=0) if order <= 1 else None
-    coords = clamp_to_voxel_extent(vox if near is None else vox[:, near], shape)
+    near = None
+    if order <= 1:
+        # A float32 pass with a margin finds the candidates (most of a native 3D grid lies far outside);
+        # the candidates' coordinates are then computed in float64 as for every point before, so the set
+        # and the values are those of the plain float64 computation.
+        near = np.ones(len(points), bool)
+        for axis in range(3):
+            coord = points @ inv[axis, :3].astype(np.float32) + np.float32(inv[axis, 3])
+            near &= (coord > -1.01) & (coord < shape[axis] + 0.01)
+        near = np.flatnonzero(near)
+        vox = (points[near] @ inv[:3, :3].T + inv[:3, 3]).T  # (3, candidates)
+        exact = np.all((vox > -1) & (vox < shape[:, None]), axis=0)
+        near, vox = near[exact], vox[:, exact]
+    else:
+        vox = (points @ inv[:3, :3].T + inv[:3, 3]).T  # (3, N)
+    coords = clamp_to_voxel_extent(vox, shape)
     out = []
     for data in maps:
         values = ndimage.map_coordinates(np.asarray(data, np.float32), coords, order=order, mode="constant",
                                          cval=cval, prefilter=order > 1)
         if near is not None:
-            values, sampled = np.full(near.shape, cval, np.float32), values
+            values, sampled = np.full(len(points), cval, np.float32), values
             values[near] = sampled
         out.append(values.reshape(points_mm.shape[:-1]))
     return out

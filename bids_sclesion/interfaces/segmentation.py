@@ -136,7 +136,7 @@ class SegmentStraightened(SimpleInterface):
             prob = prob.mean(axis=0)
         native = unstraighten(prob, to_straight.affine, straight_points, zooms)
         self._results.update(_write_probabilities(runtime.cwd, native[0], native[1], ref.affine, model))
-        out = os.path.join(runtime.cwd, "straight_image.nii.gz")
+        out = os.path.join(runtime.cwd, "straight_image" + WORK_IMAGE)  # uncompressed, as every work image
         nib.save(nib.Nifti1Image(straight_image, to_straight.affine), out)
         self._results["straight_image"] = out
         return runtime
