@@ -45,6 +45,30 @@ def test_canonical_and_back_is_exact():
     assert np.allclose(back, data, atol=1e-5)
 
 
+def test_a_reordered_grid_is_gathered_as_interpolation_gives_it(monkeypatch):
+    """Back from canonical to the scanner's orientation: the voxels are gathered, the values those of
+    interpolating at whole-voxel positions; a grid reaching outside the source is interpolated as before."""
+    from bids_sclesion.core import image
+
+    rng = np.random.default_rng(1)
+    data = rng.random((12, 10, 8)).astype(np.float32)
+    affine = np.array([[0, 0, -3.0, 10], [-0.7, 0, 0, 5], [0, -0.7, 0, -2], [0, 0, 0, 1]])
+    can = to_canonical(nib.Nifti1Image(data, affine))
+    source = np.asarray(can.dataobj, np.float32)
+    mapping = np.linalg.inv(can.affine) @ affine
+    gathered = image.reorder_voxels(source, np.round(mapping[:3, :3]), np.round(mapping[:3, 3]), data.shape)
+    assert gathered is not None and np.array_equal(gathered, data)
+    shifted = affine.copy()
+    shifted[:3, 3] += 2 * affine[:3, 0]  # two voxels along the first axis: the last two fall outside
+    mapping = np.linalg.inv(can.affine) @ shifted
+    assert image.reorder_voxels(source, np.round(mapping[:3, :3]), np.round(mapping[:3, 3]), data.shape) is None
+    fast = [resample_to_grid(source, can.affine, data.shape, a) for a in (affine, shifted)]
+    monkeypatch.setattr(image, "reorder_voxels", lambda *args: None)
+    interpolated = [resample_to_grid(source, can.affine, data.shape, a) for a in (affine, shifted)]
+    for got, expected in zip(fast, interpolated):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_resample_to_spacing_keeps_field_of_view():
     data = np.zeros((30, 30, 10), np.float32)
     data[10:20, 10:20, 3:7] = 1

@@ -155,6 +155,9 @@ def resample_to_grid(
     source = np.asarray(data, dtype=np.float32)
     if shape == source.shape[:3] and np.array_equal(mapping, np.eye(4)):
         return source.copy()  # the same grid (a 1 mm image on a 1 mm model grid): interpolation would copy it
+    reordered = reorder_voxels(source, matrix, offset, shape)
+    if reordered is not None:
+        return reordered
     upper = np.asarray(source.shape[:3], float) - 0.5
     diagonal = np.allclose(matrix, np.diag(np.diag(matrix)))
     with warnings.catch_warnings():
@@ -174,6 +177,29 @@ def resample_to_grid(
             inside[i] = np.all((coords >= -0.5) & (coords <= upper[:, None]), axis=0).reshape(shape[1:])
     out[~inside] = cval
     return out
+
+
+def reorder_voxels(source: np.ndarray, matrix: np.ndarray, offset: np.ndarray,
+                   shape: tuple[int, ...]) -> np.ndarray | None:
+    """``source`` on a grid whose voxels are its own voxels reordered (the target index maps to the source index
+    by a signed axis permutation ``matrix`` and a whole-voxel ``offset``, every target voxel inside the source),
+    or None for any other grid.
+
+    A canonical (RAS) image brought back to its scanner's orientation is such a grid: its voxels are gathered,
+    which is what interpolation at whole-voxel positions gives, without interpolating.
+    """
+    if not (np.all(np.isin(matrix, (-1.0, 0.0, 1.0))) and np.all(np.abs(matrix).sum(axis=0) == 1)
+            and np.all(np.abs(matrix).sum(axis=1) == 1) and np.all(offset == np.round(offset))):
+        return None
+    source_axis = np.abs(matrix).argmax(axis=0)  # the source axis of each target axis
+    index = []
+    for axis in range(3):
+        s = source_axis[axis]
+        i = (matrix[s, axis] * np.arange(shape[axis]) + offset[s]).astype(int)
+        if i.min() < 0 or i.max() >= source.shape[s]:
+            return None
+        index.append(i)
+    return np.ascontiguousarray(np.transpose(source, source_axis)[np.ix_(*index)], dtype=np.float32)
 
 
 def voxel_volume(affine: np.ndarray) -> float:
