@@ -118,3 +118,25 @@ def test_segment_image_runs_the_flips_the_setting_names():
     assert windows["none"] < windows["unsure"] < windows["all"] == 4 * windows["none"]
     with pytest.raises(ValueError, match="flips must be one of"):
         segment_image(img, model, flips="some")
+
+
+def test_out_of_memory_in_a_flipped_window_retries_it_with_a_warning(caplog):
+    class OutOfMemoryOnce(torch.nn.Module):
+        """Raises an out-of-memory error the first time it gets a flipped batch (its second call)."""
+
+        def __init__(self, network):
+            super().__init__()
+            self.network, self.calls = network, 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == -(-network_windows_per_pass(data.shape) // 2) + 1:  # the plain pass: batches of 2
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.network(x)
+
+    network, data = CountingNetwork(rod_weight=10.0), volume((64, 64, 16))
+    expected = run(network, data, flip_above=0.5)
+    with caplog.at_level("WARNING", logger="bids_sclesion.inference"):
+        got = run(OutOfMemoryOnce(network), data, flip_above=0.5)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert any("flipped windows" in r.getMessage() for r in caplog.records)

@@ -135,7 +135,7 @@ def flips_where_unsure(network: torch.nn.Module, x: torch.Tensor, plain: torch.T
         patches = [torch.flip(x[everything + w], [a + 2 for a in flip_axes[c]]) for c, w in chunk]
         # Always a full batch: on a CPU one window alone can take longer than two together.
         patches += patches[:1] * (batch - len(chunk))
-        out = network(torch.cat(patches)).float().cpu()
+        out = _predict_windows(network, torch.cat(patches))
         for (c, w), o in zip(chunk, out):
             logits[c][everything + w] += torch.flip(o, [a + 1 for a in flip_axes[c]])[None] * weight
             covered[c][w] += weight
@@ -145,6 +145,26 @@ def flips_where_unsure(network: torch.nn.Module, x: torch.Tensor, plain: torch.T
         total += torch.sigmoid(logits[copy] / covered[copy].clamp(min=1e-12)) * share
         votes += share
     return total / votes
+
+
+def _predict_windows(network: torch.nn.Module, patches: torch.Tensor) -> torch.Tensor:
+    """The network's float32 output for a batch of windows, in CPU memory; on out-of-memory, the batch runs on
+    the CPU instead (logged as a warning), as the sliding window's last fallback does."""
+    try:
+        return network(patches).float().cpu()
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        device = patches.device
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        LOGGER.warning("out of memory on %s for %d flipped windows (%s); retrying them on the CPU", device,
+                       len(patches), str(exc).splitlines()[0][:120])
+        network.to("cpu")
+        try:
+            return network(patches.cpu().float()).float()
+        finally:
+            network.to(device)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
