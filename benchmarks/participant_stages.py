@@ -4,7 +4,7 @@
 Usage: python benchmarks/participant_stages.py [--inputs sag2d,3d] [--threads 1,2] [--devices cpu[,cuda]]
                                               [--precisions float32,auto] [--no-baseline] [--json FILE]
                                               [--stage1 stage1,MODEL_DIR,stage1@LOCATOR]
-                                              [--stage1-flips unsure,all]
+                                              [--stage1-flips unsure,all,none]
 
 Inputs (phantoms rendered on the grids of real protocols):
   sag2d  sagittal 2D T2w TSE, 320 x 320 x 15 voxels of 0.7 x 0.7 x 3 mm

@@ -5,7 +5,7 @@ Usage:
   python benchmarks/real_anatomy.py WORK_DIR [--stage1 MODEL] [--stage2 MODEL]
       [--stage1-folds DIR] [--stage2-folds DIR] [--locator MODEL | --locator-folds DIR]
       [--name NAME] [--seed 11] [--nprocs 2]
-      [--collections NAME ...] [--allow-seen] [--tta] [--precision auto|float32] [--stage1-flips unsure|all]
+      [--collections NAME ...] [--allow-seen] [--tta] [--precision auto|float32] [--stage1-flips unsure|all|none]
 
 Two datasets are made in WORK_DIR/data from ../shared/data (links; nothing is copied into the
 repository): ``real`` holds every real image of a clinical kind (manual cord and grey-matter masks

@@ -120,12 +120,15 @@ def flips_where_unsure(network: torch.nn.Module, x: torch.Tensor, plain: torch.T
     grid = dense_patch_slices(size, roi, interval)
     weight = compute_importance_map(roi, mode="gaussian", device="cpu")
     everything = (slice(None), slice(None))
-    full = [torch.zeros(size) for _ in flip_axes]  # each copy's window weight if every window were flipped
+    plain_weight = torch.zeros(size)  # the plain grid's window weight per voxel
+    for w in grid:
+        plain_weight[w] += weight
+    # each copy's window weight if every window were flipped: its grid is the plain one mirrored
+    full = [torch.flip(plain_weight, list(axes)) for axes in flip_axes]
     tasks = []  # (copy, window) pairs to compute
     for copy, axes in enumerate(flip_axes):
         for w in grid:
             w = tuple(slice(n - s.stop, n - s.start) if d in axes else s for d, (s, n) in enumerate(zip(w, size)))
-            full[copy][w] += weight
             if float(plain[everything + w].max()) >= flip_above:
                 tasks.append((copy, w))
     logits = [torch.zeros_like(plain) for _ in flip_axes]
@@ -155,16 +158,27 @@ def _predict_windows(network: torch.nn.Module, patches: torch.Tensor) -> torch.T
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not _is_out_of_memory(exc):
             raise
-        device = patches.device
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        LOGGER.warning("out of memory on %s for %d flipped windows (%s); retrying them on the CPU", device,
+        _release_memory(patches.device)
+        LOGGER.warning("out of memory on %s for %d flipped windows (%s); retrying them on the CPU", patches.device,
                        len(patches), str(exc).splitlines()[0][:120])
-        network.to("cpu")
-        try:
+        with _network_on_cpu(network, patches.device):
             return network(patches.cpu().float()).float()
-        finally:
-            network.to(device)
+
+
+@contextlib.contextmanager
+def _network_on_cpu(network: torch.nn.Module, device: torch.device):
+    """The network on the CPU for the block, then back on ``device``: the last out-of-memory fallback."""
+    network.to("cpu")
+    try:
+        yield
+    finally:
+        network.to(device)
+
+
+def _release_memory(device: torch.device) -> None:
+    """After an out-of-memory error: give the cached GPU memory back before retrying."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -187,18 +201,15 @@ def sliding_window_with_fallback(network: torch.nn.Module, x: torch.Tensor, roi:
     for i, (what, kwargs) in enumerate(attempts):
         try:
             if kwargs is None:
-                network.to("cpu")
-                try:  # a CUDA float16 autocast does not reach the CPU; a CPU bfloat16 one, if any, still applies
+                # a CUDA float16 autocast does not reach the CPU; a CPU bfloat16 one, if any, still applies
+                with _network_on_cpu(network, device):
                     return sliding_window_inference(x.cpu().float(), roi, sw_batch_size=1, predictor=network,
                                                     overlap=overlap, mode="gaussian")
-                finally:
-                    network.to(device)
             return sliding_window_inference(x, roi, predictor=network, overlap=overlap, mode="gaussian", **kwargs)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc) or i == len(attempts) - 1:
                 raise
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            _release_memory(device)
             LOGGER.warning("out of memory on %s for a volume of %s voxels (%s); retrying %s",
                            device, "x".join(str(d) for d in x.shape[2:]), str(exc).splitlines()[0][:120],
                            attempts[i + 1][0])
