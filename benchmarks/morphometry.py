@@ -6,9 +6,10 @@ Usage:
       [--stage2-folds DIR] [--allow-seen] [--phantoms 8] [--nprocs 2] [--skip-app]
 
 Printed:
-  1. Phantoms (exact truth): CSA of the true cord mask on the acquisition grid against the drawn
-     ellipse (pi * r_lr * r_ap); discs found by the template against the drawn discs (correctly
-     numbered images, position error); level agreement per cord voxel given the drawn discs.
+  1. Phantoms (exact truth), with vertebrae drawn after real anatomy (``--realistic-spine``) and with the
+     default blocks: CSA of the true cord mask on the acquisition grid against the drawn ellipse
+     (pi * r_lr * r_ap); discs found by the template against the drawn discs (correctly numbered
+     images, position error); level agreement per cord voxel given the drawn discs.
   2. Real landmarks: C2 and T2 of the four 3D T2w scans of sct-t2w-bids (never used to build the
      template) against the levels given from the manual cord mask and from the app's own cord mask,
      and the landmark's distance along the cord from the middle of the level found.
@@ -38,24 +39,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from real_anatomy import (SHARED, build_real_dataset, collection_status, is_measured, models_for,  # noqa: E402
                           run_app)
 
+from bids_sclesion.config import DEFAULT_STAGE1  # noqa: E402
 from bids_sclesion.core.centerline import CenterlineError, extract_centerline  # noqa: E402
 from bids_sclesion.core.morphometry import cord_csa, level_name  # noqa: E402
 from bids_sclesion.core.vertebrae import (Disc, NoDiscFound, discs_from_labels, find_discs,  # noqa: E402
                                           level_map, segment_lengths)
 from bids_sclesion.phantoms import random_acquisition, random_anatomy, render_image  # noqa: E402
+from bids_sclesion.phantoms.spine import random_real_spine  # noqa: E402
 
 #: Healthy adult C2-C3 CSA reported in the literature (mm2; e.g. Kato 2012, Papinutto 2015, Cohen-Adad 2021).
 HEALTHY_C2C3 = (65.0, 85.0)
 PHANTOM_CONTRASTS = ("T2w", "STIR", "PSIR", "T1w")
+#: Key of the random stream of the phantoms' vertebrae drawn after real anatomy.
+SPINE_STREAM = 4
 
 
-def phantom_part(n_seeds: int) -> dict:
+def phantom_part(n_seeds: int, spine: str = "real") -> dict:
+    """``spine``: "real" draws the vertebrae after real anatomy (:mod:`bids_sclesion.phantoms.spine`),
+    "blocks" as the default phantoms do."""
     csa_errors, disc_errors, agreement = [], [], []
     outcomes = {"numbered correctly": 0, "numbered wrongly": 0, "no level (n/a)": 0}
     for seed in range(n_seeds):
         for contrast in PHANTOM_CONTRASTS:
             rng = np.random.default_rng(1000 + seed)
             anatomy = random_anatomy(rng, fov_top=110.0)
+            if spine == "real":
+                anatomy.spine = random_real_spine(np.random.default_rng([1000 + seed, SPINE_STREAM]),
+                                                  len(anatomy.disc_z))
             acq = random_acquisition(rng, contrast, anatomy, 110.0)
             image, cord_img, _ = render_image(rng, anatomy, acq)[:3]
             cord = np.asarray(cord_img.dataobj) > 0
@@ -94,13 +104,14 @@ def phantom_part(n_seeds: int) -> dict:
             if good:
                 disc_errors.extend(np.abs(errors).tolist())
     csa = np.array(csa_errors)
-    return {"images": n_seeds * len(PHANTOM_CONTRASTS),
+    return {"spine": spine, "images": n_seeds * len(PHANTOM_CONTRASTS),
             "csa_error_mean_percent": round(100 * float(csa.mean()), 2),
             "csa_abs_error_median_percent": round(100 * float(np.median(np.abs(csa))), 2),
             "level_agreement_given_discs_min": round(min(agreement), 4) if agreement else None,
             "level_agreement_given_discs_mean": round(float(np.mean(agreement)), 4) if agreement else None,
             "template_outcomes": outcomes,
-            "disc_error_median_mm_when_correct": round(float(np.median(disc_errors)), 2) if disc_errors else None}
+            "disc_error_median_mm_when_correct": round(float(np.median(disc_errors)), 2) if disc_errors else None,
+            "disc_error_p90_mm_when_correct": round(float(np.percentile(disc_errors, 90)), 2) if disc_errors else None}
 
 
 def _landmark_levels(image: nib.Nifti1Image, cord: np.ndarray, landmarks: np.ndarray, suffix: str) -> dict:
@@ -193,7 +204,7 @@ def real_csa(real: Path, app_out: Path, status: dict[str, str]) -> list[dict]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("work_dir", type=Path)
-    p.add_argument("--stage1", default="stage1")
+    p.add_argument("--stage1", default=DEFAULT_STAGE1)
     p.add_argument("--stage2", default="stage2")
     p.add_argument("--stage1-folds", type=Path, default=None)
     p.add_argument("--stage2-folds", type=Path, default=None)
@@ -206,10 +217,13 @@ def main() -> int:
     args = p.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)
     started = time.time()
-    result: dict = {"phantoms": phantom_part(args.phantoms)}
-    print("== Phantoms (exact truth)")
-    for key, value in result["phantoms"].items():
-        print(f"  {key}: {value}")
+    result: dict = {"phantoms": phantom_part(args.phantoms, "real"),
+                    "phantoms_default_spine": phantom_part(args.phantoms, "blocks")}
+    for name, part in (("vertebrae drawn after real anatomy", "phantoms"),
+                       ("default vertebrae (identical blocks)", "phantoms_default_spine")):
+        print(f"== Phantoms (exact truth), {name}")
+        for key, value in result[part].items():
+            print(f"  {key}: {value}")
     if not args.shared.is_dir():
         print(f"{args.shared}: no real data; real parts skipped")
         return 0

@@ -39,6 +39,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_sclesion.config import DEFAULT_STAGE1
 from bids_sclesion.phantoms.acquisition import random_acquisition, render_image
 from bids_sclesion.phantoms.anatomy import random_anatomy
 from bids_sclesion.workflows.base import node_run_seconds
@@ -124,7 +125,7 @@ def main() -> int:
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the 0.1.0 single-stage run (no ratio column): for a quick check of a device")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
-    p.add_argument("--stage1", default="stage1",
+    p.add_argument("--stage1", default=DEFAULT_STAGE1,
                    help="comma-separated stage-1 models (bundled names or folders): the cascade runs with each")
     p.add_argument("--stage1-flips", default="unsure",
                    help="comma-separated values of the app's --stage1-flips: the cascade runs with each")
@@ -189,7 +190,7 @@ def _cascade_name(stage1: str, flips: str = "unsure") -> str:
     """The pipeline column of a cascade run: ``cascade`` with the bundled stage 1, else the model's folder name
     (and its locator's), and where its flips ran unless in the default's windows."""
     model, _, locator = stage1.partition("@")
-    name = "cascade" if model == "stage1" else f"cascade, stage 1 {Path(model).name}"
+    name = "cascade" if model == DEFAULT_STAGE1 else f"cascade, stage 1 {Path(model).name}"
     return (name + (f" in the box of {Path(locator).name}" if locator else "")
             + {"all": ", flips in every window", "none": ", no flips"}.get(flips, ""))
 

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_real_cord_dataset import CASES  # noqa: E402
 from make_real_lesion_dataset import build as build_lesion_dataset  # noqa: E402
 
+from bids_sclesion.config import DEFAULT_STAGE1  # noqa: E402
 from bids_sclesion.model.metadata import METADATA, read_metadata  # noqa: E402
 from bids_sclesion.cli.run import main as app  # noqa: E402
 from bids_sclesion.config import PRECISIONS, STAGE1_FLIPS  # noqa: E402
@@ -296,7 +297,7 @@ def check_targets(healthy: list[HealthyScore], healthy_summary: dict, lesion_sum
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("work_dir", type=Path)
-    p.add_argument("--stage1", default="stage1", help="stage-1 model for every collection (no --stage1-folds)")
+    p.add_argument("--stage1", default=DEFAULT_STAGE1, help="stage-1 model for every collection (no --stage1-folds)")
     p.add_argument("--stage2", default="stage2", help="stage-2 model for every collection (no --stage2-folds)")
     p.add_argument("--stage1-folds", type=Path, default=None, help="DIR/fold-<collection> held that collection out")
     p.add_argument("--stage2-folds", type=Path, default=None, help="as --stage1-folds, for stage 2")

@@ -147,7 +147,7 @@ def test_grey_matter_contrast_places_grey_matter_between_white_matter_and_lesion
 
 
 def test_varied_grey_matter_changes_shape_and_adds_lesions_on_it(tmp_path):
-    from bids_sclesion.phantoms.anatomy import GREY_MATTER_HORNS, grey_matter_lesions, vary_grey_matter
+    from bids_sclesion.phantoms.grey_matter import GREY_MATTER_HORNS, grey_matter_lesions, vary_grey_matter
 
     rng = np.random.default_rng(4)
     anatomy = random_anatomy(rng, brainstem=False)
@@ -259,3 +259,55 @@ def test_realistic_lesions_option_changes_lesions_only(tmp_path):
     assert lesions[0] is not None and len(lesions[0]) == len(lesions[1])
     assert all("shape" not in les for les in lesions[0]), "the default sidecar is that of earlier versions"
     assert all(les["shape"] in ("oval", "wedge") for les in lesions[1])
+
+
+def test_a_spine_drawn_after_real_anatomy():
+    """Per-disc heights with an annulus around a nucleus of its own size, thin endplates, the dens rising
+    from C2 to its tip below the foramen magnum; the default phantoms are untouched by the option."""
+    from bids_sclesion.phantoms.anatomy import Tissue
+    from bids_sclesion.phantoms.spine import random_real_spine
+
+    rng = np.random.default_rng(11)
+    anatomy = random_anatomy(rng, brainstem=True)
+    default_labels = anatomy.render(np.array([0.0]), np.arange(-10.0, 40.0, 0.5), np.arange(-150.0, 100.0, 0.5))[0]
+    anatomy.spine = random_real_spine(np.random.default_rng(1), len(anatomy.disc_z))
+    zs = np.arange(-150.0, 100.0, 0.25)
+    cx, cy = anatomy.centerline(zs)
+    # A column through the middle of the vertebral bodies (the cord is nearly straight here).
+    canal_ry = anatomy.cord_r_ap + anatomy.canal_margin_ap
+    body_v = 0.6 + canal_ry + 2.0 + anatomy.body_r_ap
+    nucleus_v = body_v - 0.1 * anatomy.body_r_ap  # the nucleus's centre
+    column = np.array([anatomy.render(np.array([cx[k]]), np.array([cy[k] + nucleus_v]), np.array([z]))[0][0, 0, 0]
+                       for k, z in enumerate(zs)])
+    for i, (z, half) in enumerate(zip(anatomy.disc_z, anatomy.spine.disc_half_heights)):
+        if not zs[0] + 10 < z < zs[-1] - 10:
+            continue
+        in_disc = np.abs(zs - z) < half - 0.3
+        assert np.isin(column[in_disc], [Tissue.LIGAMENT, Tissue.DISC]).all(), i
+        if anatomy.spine.nucleus_fractions[i] > 0.1:
+            assert (column[in_disc] == Tissue.DISC).any(), i
+        endplate = (np.abs(zs - z) > half + 0.1) & (np.abs(zs - z) < half + 0.7)
+        assert (column[endplate] == Tissue.CORTICAL).all(), i
+    tip = anatomy.foramen_z - anatomy.spine.dens_tip_below_foramen
+    dens_v = body_v - 0.35 * anatomy.body_r_ap
+    k = int(np.argmin(np.abs(zs - (tip - 6.0))))
+    assert anatomy.render(np.array([cx[k]]), np.array([cy[k] + dens_v]), np.array([zs[k]]))[0][0, 0, 0] in (
+        Tissue.MARROW, Tissue.CORTICAL)
+    k = int(np.argmin(np.abs(zs - (tip + 1.5))))
+    assert anatomy.render(np.array([cx[k]]), np.array([cy[k] + dens_v]), np.array([zs[k]]))[0][0, 0, 0] not in (
+        Tissue.MARROW, Tissue.CORTICAL)
+    anatomy.spine = None
+    again = anatomy.render(np.array([0.0]), np.arange(-10.0, 40.0, 0.5), np.arange(-150.0, 100.0, 0.5))[0]
+    assert np.array_equal(default_labels, again)
+
+
+def test_realistic_spine_option_changes_the_spine_only(tmp_path):
+    kw = dict(n_subjects=1, contrasts=("T2w",), seed=7, fov_scale=0.4)
+    plain = generate_dataset(tmp_path / "plain", **kw)
+    spine = generate_dataset(tmp_path / "spine", realistic_spine=True, **kw)
+    labels = "derivatives/labels/sub-01/anat/sub-01_T2w"
+    for suffix in ("seg-manual", "lesion-manual"):
+        truth = [np.asarray(nib.load(f"{root}/{labels}_{suffix}.nii.gz").dataobj) for root in (plain, spine)]
+        assert np.array_equal(*truth), suffix
+    images = [np.asarray(nib.load(f"{root}/sub-01/anat/sub-01_T2w.nii.gz").dataobj) for root in (plain, spine)]
+    assert not np.array_equal(*images), "the vertebrae differ"

@@ -37,5 +37,5 @@ def test_the_cord_locator_is_recorded_and_cited():
                                 locator=model_record(resolve_model("stage1_2mm")))
     assert provenance["Models"]["CordLocator"]["Name"] == "stage1_2mm"
     text = citation_text(provenance)
-    assert "cord locator `stage1_2mm` version 1.0.0" in text and "inside a box around the cord" in text
+    assert "cord locator `stage1_2mm` version 2.0.0" in text and "inside a box around the cord" in text
     assert "inside a box" not in citation_text(run_provenance(model_record(resolve_model("stage1")), None, {}))

@@ -103,3 +103,4 @@ def test_real_landmarks_fall_in_their_levels():
         landmarks = np.asarray(nib.load(str(path)).dataobj)
         for value in (2, 9):
             assert levels[tuple(np.argwhere(landmarks == value)[0])] == value, (sub, value)
+

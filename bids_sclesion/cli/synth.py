@@ -31,6 +31,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="lesions by the published pattern (lateral/dorsal columns, mostly reaching the surface, "
                         "3-30 mm, oval or wedge, irregular edges; docs/phantoms.md) instead of ellipsoids; the "
                         "anatomy and acquisitions stay those of the same seed")
+    p.add_argument("--realistic-spine", action="store_true",
+                   help="vertebrae drawn after real anatomy (discs of their own height with a dark annulus and a "
+                        "nucleus of varied size, thin endplates, the dens and C1's arch; docs/phantoms.md) instead "
+                        "of identical blocks; only the spine changes")
     p.add_argument("--nprocs", type=int, default=1, metavar="N",
                    help="make subjects in N processes (the files are the same as with one)")
     p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
@@ -49,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                                fov_scale=args.fov_scale, first_subject=args.first_subject,
                                grey_matter=args.grey_matter, jobs=args.nprocs,
                                varied_grey_matter=args.varied_grey_matter,
-                               realistic_lesions=args.realistic_lesions)
+                               realistic_lesions=args.realistic_lesions,
+                               realistic_spine=args.realistic_spine)
     except ValueError as exc:
         print(f"bids_sclesion-synth: error: {exc}", file=sys.stderr)
         return 2

@@ -21,11 +21,11 @@ from .network import NetworkConfig, build_network
 
 __all__ = ["BUNDLED", "METADATA", "WEIGHTS", "LoadedModel", "ModelError", "bundled_model_dir", "interpolate_state",
            "load_model", "resolve_model", "save_model"]
-#: Models shipped in bids_sclesion/data/models: the cascade's two stages, the
+#: Models shipped in bids_sclesion/data/models: the cascade's two stages (``stage1_2mm``,
+#: on a 2 mm grid, and ``stage2``), the 1 mm stage 1 of 4.x (``--model stage1``), the
 #: phantom-only single-stage model of release 0.1.0 (kept as a baseline) and the
 #: previous stages 2 (v3, which the current one's recipe starts from and interpolates
-#: back towards, and v2, which v3 was made from), and a faster stage 1 on a 2 mm grid
-#: (``--model stage1_2mm``; docs/performance.md).
+#: back towards, and v2, which v3 was made from).
 BUNDLED = ("stage1", "stage2", "default", "stage2_v2", "stage2_v3", "stage1_2mm")
 
 

@@ -13,6 +13,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from .spine import RealSpine, draw_real_vertebrae
 from .lesion_shape import LesionGeometry, draw_lesion_geometry, lesion_level, wavy_field
 
 
@@ -108,6 +109,8 @@ class Anatomy:
     #: cord's AP radius, >0 anterior). 1 and 0 draw the reference butterfly.
     gm_width: float = 1.0
     gm_shift: float = 0.0
+    #: Vertebrae drawn after real anatomy (:mod:`.spine`); ``None`` draws the default blocks.
+    spine: RealSpine | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,27 +218,7 @@ class Anatomy:
         canal_ry = ry + self.canal_margin_ap
         canal_v0 = 0.6  # canal centre slightly anterior to the cord (mm)
         canal_d = np.sqrt((u / canal_rx) ** 2 + ((v - canal_v0) / canal_ry) ** 2)
-        disc_z = np.asarray(self.disc_z, np.float64)
-        dz = np.min(np.abs(zs[:, None] - disc_z[None, :]), axis=1)[None, None, :]
-        in_disc = dz < self.disc_thickness / 2
-        body_v0 = canal_v0 + canal_ry + 2.0 + self.body_r_ap
-        body_d = np.abs(u / self.body_r_lr) ** 2.5 + np.abs((v - body_v0) / self.body_r_ap) ** 2.5
-        below_skull = Z < self.foramen_z - 4
-        vert = below_skull & (body_d <= 1.0)
-        labels[vert & in_disc] = Tissue.DISC
-        bone = vert & ~in_disc
-        labels[bone] = Tissue.MARROW
-        shell = bone & ((body_d > 0.72) | (dz < self.disc_thickness / 2 + 1.0))
-        labels[shell] = Tissue.CORTICAL
-        # Posterior arch (laminae) and spinous process, at the level of the bodies.
-        arch = below_skull & ~in_disc & (dz > self.disc_thickness) & (canal_d > 1.15) & (canal_d < 1.75) & (v < 0.3 * canal_ry)
-        labels[arch] = Tissue.CORTICAL
-        arch_core = arch & (canal_d > 1.3) & (canal_d < 1.6)
-        labels[arch_core] = Tissue.MARROW
-        spinous = below_skull & ~in_disc & (dz > self.disc_thickness) & (np.abs(u) < 2.5) & (v < -canal_ry * 1.5) & (
-            v > -canal_ry * 1.5 - 22.0
-        )
-        labels[spinous] = Tissue.MARROW
+        self._draw_vertebrae(labels, u, v, Z, zs, canal_d, canal_ry, canal_v0)
         # Clivus: bone in front of the brainstem above the foramen magnum.
         clivus = above_fm & (v > canal_ry + 2) & (v < canal_ry + 14) & (np.abs(u) < 12)
         labels[clivus] = Tissue.MARROW
@@ -273,6 +256,33 @@ class Anatomy:
             np.maximum(lesion, frac.astype(np.float32), out=lesion)
         return labels, cord, lesion
 
+    def _draw_vertebrae(self, labels, u, v, Z, zs, canal_d, canal_ry, canal_v0) -> None:
+        below_skull = Z < self.foramen_z - 4
+        body_v0 = canal_v0 + canal_ry + 2.0 + self.body_r_ap
+        disc_z = np.asarray(self.disc_z, np.float64)
+        dz = np.min(np.abs(zs[:, None] - disc_z[None, :]), axis=1)[None, None, :]
+        if self.spine is not None:
+            near_disc = draw_real_vertebrae(labels, self.spine, self.foramen_z, self.disc_z,
+                                            (self.body_r_lr, self.body_r_ap), u, v, Z, zs, body_v0, Tissue)
+            between = ~near_disc[None, None, :]
+        else:
+            in_disc = dz < self.disc_thickness / 2
+            body_d = np.abs(u / self.body_r_lr) ** 2.5 + np.abs((v - body_v0) / self.body_r_ap) ** 2.5
+            vert = below_skull & (body_d <= 1.0)
+            labels[vert & in_disc] = Tissue.DISC
+            bone = vert & ~in_disc
+            labels[bone] = Tissue.MARROW
+            shell = bone & ((body_d > 0.72) | (dz < self.disc_thickness / 2 + 1.0))
+            labels[shell] = Tissue.CORTICAL
+            between = ~in_disc & (dz > self.disc_thickness)
+        # Posterior arch (laminae) and spinous process, at the level of the bodies.
+        arch = below_skull & between & (canal_d > 1.15) & (canal_d < 1.75) & (v < 0.3 * canal_ry)
+        labels[arch] = Tissue.CORTICAL
+        arch_core = arch & (canal_d > 1.3) & (canal_d < 1.6)
+        labels[arch_core] = Tissue.MARROW
+        spinous = below_skull & between & (np.abs(u) < 2.5) & (v < -canal_ry * 1.5) & (v > -canal_ry * 1.5 - 22.0)
+        labels[spinous] = Tissue.MARROW
+
 
 def _shaped_lesion(les: Lesion, u: np.ndarray, v: np.ndarray, Z: np.ndarray) -> np.ndarray:
     """Partial-volume fraction of an "oval" or "wedge" lesion at cross-section coordinates ``u`` (towards +x)
@@ -297,39 +307,6 @@ def _butterfly(un: np.ndarray, vn: np.ndarray, width: float = 1.0, shift: float 
     posterior = (pu / (0.09 * width)) ** 2 + ((vn + 0.42) / 0.4) ** 2 <= 1
     bar = (au < 0.36) & (np.abs(vn + 0.02) < 0.11 * width)
     return (anterior | posterior | bar) & (np.sqrt(un**2 + (vn + shift) ** 2) < 0.9)
-
-
-#: Centres of the grey matter's horns in normalised cord coordinates (|u|, v): anterior, posterior.
-GREY_MATTER_HORNS = ((0.36, 0.25), (0.2, -0.42))
-
-
-def vary_grey_matter(rng: np.random.Generator, anatomy: Anatomy) -> None:
-    """Give ``anatomy`` a grey matter of another width and position (real butterflies vary)."""
-    anatomy.gm_width = float(rng.uniform(0.75, 1.4))
-    anatomy.gm_shift = float(rng.uniform(-0.08, 0.08))
-
-
-def grey_matter_lesions(rng: np.random.Generator, anatomy: Anatomy, z_range: tuple[float, float], count: int,
-                        first_id: int = 1) -> list[Lesion]:
-    """Lesions centred on a grey matter horn or on its boundary with the white matter, so that a
-    lesion on or across the grey matter is labelled a lesion while the grey matter around it is not."""
-    lesions = []
-    zlo, zhi = z_range[0], min(z_range[1], anatomy.foramen_z - 12)
-    for i in range(count):
-        half_len = rng.uniform(1.5, 10.0)
-        z0 = rng.uniform(zlo + half_len, max(zlo + half_len + 1, zhi - half_len))
-        hu, hv = GREY_MATTER_HORNS[int(rng.integers(2))]
-        side = 1.0 if rng.random() < 0.5 else -1.0
-        # On the horn (offset 0) or reaching across its edge (offset up to about one horn width).
-        u = side * hu + rng.normal(0, 0.12)
-        v = hv + anatomy.gm_shift + rng.normal(0, 0.12)
-        rx, ry = anatomy.cord_radii(np.array([z0]))
-        r_lr = float(np.clip(rng.uniform(0.8, 2.5), 0.6, 0.45 * rx[0]))
-        r_ap = float(np.clip(r_lr * rng.uniform(0.7, 1.3), 0.6, 0.5 * ry[0]))
-        lesions.append(Lesion(lesion_id=first_id + i, z_mm=float(z0), u=float(u), v=float(v),
-                              half_length_mm=float(max(half_len, r_lr)), radius_lr_mm=r_lr, radius_ap_mm=r_ap,
-                              contrast_gain=float(rng.uniform(0.8, 1.15))))
-    return lesions
 
 
 def random_anatomy(rng: np.random.Generator, brainstem: bool | None = None, fov_top: float = 110.0) -> Anatomy:

@@ -10,8 +10,9 @@ import numpy as np
 from .. import __version__
 from ..utils.io import write_json, write_nifti, write_text
 from .acquisition import CONTRASTS, random_acquisition, render_image, render_tissue_mask
-from .anatomy import (Tissue, evolve_lesions, grey_matter_lesions, random_anatomy, random_lesions, realistic_lesions,
-                      vary_grey_matter)
+from .anatomy import Tissue, evolve_lesions, random_anatomy, random_lesions, realistic_lesions
+from .grey_matter import grey_matter_lesions, vary_grey_matter
+from .spine import random_real_spine
 
 _SEQUENCE = {
     "T2w": dict(ScanningSequence="SE", SequenceVariant="SK", MRAcquisitionType="2D", RepetitionTime=3.5, EchoTime=0.1),
@@ -26,6 +27,8 @@ _NONSTANDARD_SUFFIXES = ("PSIR", "STIR")
 _GREY_MATTER_STREAM = 7919
 #: Key of the random stream of ``realistic_lesions``.
 _LESION_STREAM = 7927
+#: Key of the random stream of ``realistic_spine``.
+_SPINE_STREAM = 7933
 
 
 def generate_dataset(
@@ -40,6 +43,7 @@ def generate_dataset(
     jobs: int = 1,
     varied_grey_matter: bool = False,
     realistic_lesions: bool = False,
+    realistic_spine: bool = False,
 ) -> Path:
     """Generate ``n_subjects`` synthetic subjects under ``out_dir`` (BIDS).
 
@@ -54,6 +58,8 @@ def generate_dataset(
     ``realistic_lesions`` draws the lesions by the published pattern of :mod:`.lesion_shape` (columns,
     surface, 3-30 mm, oval or wedge, irregular edges) instead of ellipsoids, as many per subject and from a
     stream of their own: the anatomy and the acquisitions stay those of the same seed without it.
+    ``realistic_spine`` draws the vertebrae after real anatomy (:mod:`.spine`: discs of their own height with
+    an annulus and a nucleus, the dens and C1's arch), from a stream of its own; only the spine changes.
     """
     out = Path(out_dir)
     unknown = [c for c in contrasts if c not in CONTRASTS]
@@ -64,7 +70,7 @@ def generate_dataset(
 
     indices = range(first_subject, first_subject + n_subjects)
     job = _SubjectJob(out, n_sessions, tuple(contrasts), seed, fov_scale, grey_matter, varied_grey_matter,
-                      realistic_lesions)
+                      realistic_lesions, realistic_spine)
     if jobs > 1 and n_subjects > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -97,12 +103,16 @@ class _SubjectJob:
     grey_matter: bool
     varied_grey_matter: bool = False
     realistic_lesions: bool = False
+    realistic_spine: bool = False
 
     def __call__(self, index: int) -> tuple[str, str]:
         sub = f"{index:02d}"
         rng = np.random.default_rng([self.seed, index])
         fov_top = 110.0
         anatomy = random_anatomy(rng, fov_top=fov_top)
+        if self.realistic_spine:
+            anatomy.spine = random_real_spine(np.random.default_rng([self.seed, index, _SPINE_STREAM]),
+                                              len(anatomy.disc_z))
         z_range = (fov_top - 200.0 * self.fov_scale + 20, fov_top - 10)
         lesions = random_lesions(rng, anatomy, z_range)
         if self.realistic_lesions:  # as many lesions, drawn by the published pattern from a stream of their own
