@@ -13,8 +13,7 @@ in several places at once. This module draws, per disc and per vertebra:
   basion-dens interval of healthy adults), and C1's anterior arch in front of the dens, behind a thin joint.
 
 Published dimensions: cervical disc and body heights, Gilad & Nissan 1986 (Spine 11:154); dens height,
-Doherty & Heptonstall 1981 (J Bone Joint Surg Br 63:36); basion-dens interval, Harris et al. 1994 (AJR
-162:881). ``docs/phantoms.md`` ("A spine drawn after real anatomy") shows the profiles.
+Doherty & Heggeness 1995 (Spine 20:513); basion-dens interval, Harris et al. 1994 (AJR 162:881). ``docs/phantoms.md`` ("A spine drawn after real anatomy") shows the profiles.
 """
 from __future__ import annotations
 
