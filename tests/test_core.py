@@ -208,3 +208,21 @@ def test_cord_plausibility_tells_a_cord_from_a_blob(radius_mm, length_mm, plausi
     else:
         with pytest.raises(CenterlineError, match="no spinal cord in the field of view"):
             check_cord_plausible(cord > 0.5, affine, centerline)
+
+
+@pytest.mark.parametrize("start_mm,plausible", [(70, False), (2, True), (150, True)])
+def test_a_cord_in_the_middle_of_a_long_field_of_view_must_reach_an_end(start_mm, plausible):
+    """A cord-sized blob 24 mm long, alone in the middle of a 180 mm field of view, is not a spinal cord; the same
+    blob reaching either end of the image is (a cord runs on beyond the field of view)."""
+    from bids_sclesion.core.centerline import CenterlineError, check_cord_plausible, extract_centerline
+
+    shape = (40, 40, 180)
+    x, y, z = np.meshgrid(*[np.arange(n) - n / 2 for n in shape[:2]], np.arange(shape[2]), indexing="ij")
+    end = min(start_mm + 24, shape[2] - 1)
+    cord = ((x ** 2 + y ** 2 <= 4.5 ** 2) & (z >= start_mm) & (z <= end)).astype(np.float32)
+    centerline = extract_centerline(cord, np.eye(4))
+    if plausible:
+        check_cord_plausible(cord > 0.5, np.eye(4), centerline)
+    else:
+        with pytest.raises(CenterlineError, match="reaches neither end"):
+            check_cord_plausible(cord > 0.5, np.eye(4), centerline)

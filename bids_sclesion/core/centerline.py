@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import interpolate, ndimage
 from .image import voxel_volume
+from .metrics import CONNECTIVITY
 
 
 class CenterlineError(ValueError):
@@ -34,8 +35,16 @@ MIN_CORD_LENGTH_MM = 10.0
 MIN_BEND_WAVELENGTH_MM = 20.0
 
 
+#: A spinal cord runs on beyond any clinical field of view on at least one side (above, the mask stops at the
+#: brainstem; below, at the conus): a "cord" that comes within :data:`END_MARGIN_MM` of neither end of the image
+#: along its own axis and covers less than :data:`MIN_FOV_SHARE` of it is an isolated blob (a patch of brain).
+END_MARGIN_MM = 10.0
+MIN_FOV_SHARE = 0.3
+
+
 def check_cord_plausible(cord: np.ndarray, affine: np.ndarray, centerline: "Centerline") -> None:
-    """Raise :class:`CenterlineError` when the cord mask cannot be a spinal cord (too thin, too thick, too short)."""
+    """Raise :class:`CenterlineError` when the cord mask cannot be a spinal cord (too thin, too thick, too short,
+    or an isolated blob in the middle of the field of view)."""
     volume = float(np.count_nonzero(cord)) * voxel_volume(affine)
     length = max(centerline.length_mm, 1e-6)
     area = volume / length
@@ -44,6 +53,30 @@ def check_cord_plausible(cord: np.ndarray, affine: np.ndarray, centerline: "Cent
             f"no spinal cord in the field of view: the only cord-like structure found measures {volume:.0f} mm3 "
             f"over {length:.0f} mm (mean cross-section {area:.0f} mm2; a spinal cord has 40-100 mm2 over "
             f"at least {MIN_CORD_LENGTH_MM:.0f} mm). Is this a spinal cord image?")
+    # On its largest connected part: a cord is one structure, and scattered fragments (which the masks drop
+    # later) must not make a blob look long.
+    labels, n = ndimage.label(cord, CONNECTIVITY)
+    largest = labels == (1 + int(np.argmax(np.bincount(labels.ravel())[1:]))) if n > 1 else cord
+    share, reaches_an_end = field_of_view_cover(largest, affine, centerline)
+    if not reaches_an_end and share < MIN_FOV_SHARE:
+        raise CenterlineError(
+            f"no spinal cord in the field of view: the only cord-like structure found covers {100 * share:.0f} % "
+            f"of the image along its own axis and reaches neither end of it (a spinal cord runs on beyond the field "
+            f"of view on at least one side). Is this a spinal cord image?")
+
+
+def field_of_view_cover(cord: np.ndarray, affine: np.ndarray, centerline: "Centerline") -> tuple[float, bool]:
+    """Along the image axis closest to the cord's direction: the share of the image the mask covers, and whether
+    it comes within :data:`END_MARGIN_MM` of either end."""
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    direction = np.linalg.solve(affine[:3, :3], centerline.points[-1] - centerline.points[0]) * zooms
+    axis = int(np.argmax(np.abs(direction)))
+    present = np.flatnonzero(np.any(cord, axis=tuple(a for a in range(3) if a != axis)))
+    n = cord.shape[axis]
+    if present.size == 0:
+        return 0.0, False
+    margin = END_MARGIN_MM / zooms[axis]
+    return (present[-1] - present[0] + 1) / n, bool(present[0] <= margin or present[-1] >= n - 1 - margin)
 
 
 @dataclass

@@ -25,11 +25,6 @@ from scipy import ndimage
 
 from .centerline import Centerline
 
-#: Contrasts on which a disc may be darker or brighter than the vertebral bodies in front of the cord (long T1
-#: against fatty marrow, but cellular marrow is as dark, and the posterior annulus is dark on every contrast):
-#: the template (T2-weighted) is matched with either sign, and the better fit is kept. On T2-weighted images
-#: the sign is the template's.
-EITHER_SIGN_CONTRASTS = frozenset({"T1w", "PSIR", "MP2RAGE", "UNIT1"})
 #: The band sampled in front of the cord's centre (mm anterior, and half-width left-right).
 BAND_ANTERIOR_MM = (9.0, 22.0)
 BAND_HALF_WIDTH_MM = 4.0
@@ -195,10 +190,11 @@ def find_discs(image: np.ndarray, affine: np.ndarray, centerline: Centerline, su
                           f"least {MIN_OVERLAP_MM:.0f} mm are needed to number the vertebrae")
     t_profile = np.interp(np.arange(0, len(template["profile"]) * template["step_mm"], step),
                           np.arange(len(template["profile"])) * template["step_mm"], template["profile"])
-    signs = (1.0, -1.0) if suffix in EITHER_SIGN_CONTRASTS else (1.0,)
-    # Every fit of every sign competes, so that the margin also weighs a fit of the other sign that numbers
-    # the vertebrae differently.
-    rows = np.vstack([match_candidates(profile, t_profile, step, sign) for sign in signs])
+    # The template's sign on every contrast: in front of the cord a disc's posterior annulus is dark on all of
+    # them, and real cervical discs are darker than the bodies there on T2w as on T1w. Reversing the sign for
+    # T1-like contrasts put the discs of phantoms drawn after real anatomy half a vertebra off
+    # (docs/morphometry.md). So ``suffix`` no longer changes the match.
+    rows = match_candidates(profile, t_profile, step)
     if len(rows) == 0:
         raise NoDiscFound("the profile in front of the cord overlaps the template nowhere long enough")
     r, scale, offset = (float(v) for v in rows[int(np.argmax(rows[:, 0]))])
