@@ -259,13 +259,13 @@ class Anatomy:
     def _draw_vertebrae(self, labels, u, v, Z, zs, canal_d, canal_ry, canal_v0) -> None:
         below_skull = Z < self.foramen_z - 4
         body_v0 = canal_v0 + canal_ry + 2.0 + self.body_r_ap
-        disc_z = np.asarray(self.disc_z, np.float64)
-        dz = np.min(np.abs(zs[:, None] - disc_z[None, :]), axis=1)[None, None, :]
         if self.spine is not None:
             near_disc = draw_real_vertebrae(labels, self.spine, self.foramen_z, self.disc_z,
                                             (self.body_r_lr, self.body_r_ap), u, v, Z, zs, body_v0, Tissue)
             between = ~near_disc[None, None, :]
         else:
+            disc_z = np.asarray(self.disc_z, np.float64)
+            dz = np.min(np.abs(zs[:, None] - disc_z[None, :]), axis=1)[None, None, :]
             in_disc = dz < self.disc_thickness / 2
             body_d = np.abs(u / self.body_r_lr) ** 2.5 + np.abs((v - body_v0) / self.body_r_ap) ** 2.5
             vert = below_skull & (body_d <= 1.0)
