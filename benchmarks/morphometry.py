@@ -36,8 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from real_anatomy import (SHARED, build_real_dataset, collection_status, is_measured, models_for,  # noqa: E402
-                          run_app)
+from real_anatomy import (SHARED, app_model_options, build_real_dataset, collection_status,  # noqa: E402
+                          fallback_for, is_measured, models_for, run_app)
 
 from bids_sclesion.config import DEFAULT_STAGE1  # noqa: E402
 from bids_sclesion.core.centerline import CenterlineError, extract_centerline  # noqa: E402
@@ -208,6 +208,8 @@ def main() -> int:
     p.add_argument("--stage2", default="stage2")
     p.add_argument("--stage1-folds", type=Path, default=None)
     p.add_argument("--stage2-folds", type=Path, default=None)
+    p.add_argument("--stage1-fallback", default=None, help="as in real_anatomy.py")
+    p.add_argument("--fallback-folds", type=Path, default=None, help="as --stage1-folds, for the stage-1 fallback")
     p.add_argument("--allow-seen", action="store_true")
     p.add_argument("--phantoms", type=int, default=8, help="phantom subjects (each in %d contrasts)"
                    % len(PHANTOM_CONTRASTS))
@@ -236,11 +238,13 @@ def main() -> int:
         collections.setdefault(collection, []).append(subject)
     for collection, subjects in sorted(collections.items()):
         stage1, stage2, missing = models_for(collection, args)
-        state = collection_status(subjects, stage1, stage2, missing, args.allow_seen)
+        state = collection_status(subjects, stage1, stage2, missing, args.allow_seen,
+                                  fallback=fallback_for(collection, args))
         labelled = [s for s in subjects if (real / "derivatives" / "labels" / s).is_dir()]
         status.update({s: state for s in subjects})
         if is_measured(state) and labelled and not args.skip_app:
-            run_app(real, app_out, args.work_dir / "work", labelled, stage1, stage2, args.nprocs)
+            run_app(real, app_out, args.work_dir / "work", labelled, stage1, stage2, args.nprocs,
+                    app_model_options(collection, args))
     print("\n== Real landmarks (sct-t2w-bids: C2 and T2 vertebral bodies)")
     landmarks = real_landmarks(args.shared, app_out if app_out.is_dir() else None)
     for row in landmarks:

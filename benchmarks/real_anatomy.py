@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_real_cord_dataset import CASES  # noqa: E402
 from make_real_lesion_dataset import build as build_lesion_dataset  # noqa: E402
 
-from bids_sclesion.config import DEFAULT_STAGE1  # noqa: E402
+from bids_sclesion.config import DEFAULT_STAGE1, DEFAULT_STAGE1_FALLBACK  # noqa: E402
 from bids_sclesion.model.metadata import METADATA, read_metadata  # noqa: E402
 from bids_sclesion.cli.run import main as app  # noqa: E402
 from bids_sclesion.config import PRECISIONS, STAGE1_FLIPS  # noqa: E402
@@ -128,7 +128,7 @@ def models_for(collection: str, args) -> tuple[str, str, list[str]]:
     """Stage 1 and stage 2 for ``collection``, and those of them that do not exist."""
     stage1 = str(args.stage1_folds / f"fold-{collection}") if args.stage1_folds else args.stage1
     stage2 = str(args.stage2_folds / f"fold-{collection}") if args.stage2_folds else args.stage2
-    missing = [m for m in (stage1, stage2, locator_for(collection, args)) if m
+    missing = [m for m in (stage1, stage2, locator_for(collection, args), fallback_for(collection, args)) if m
                and not (resolve_model(m) / METADATA).is_file()]
     return stage1, stage2, missing
 
@@ -141,15 +141,33 @@ def locator_for(collection: str, args) -> str | None:
     return None if locator in (None, "none") else locator
 
 
+def fallback_for(collection: str, args) -> str | None:
+    """The app's ``--stage1-fallback`` for ``collection``: ``--fallback-folds`` / ``--stage1-fallback``; with
+    ``--stage1-folds`` and neither, None, so that no model that saw the collection can make its cord."""
+    folds, fallback = getattr(args, "fallback_folds", None), getattr(args, "stage1_fallback", None)
+    if folds:
+        return str(folds / f"fold-{collection}")
+    if fallback is None:
+        fallback = None if getattr(args, "stage1_folds", None) else DEFAULT_STAGE1_FALLBACK
+    return None if fallback in (None, "none") else fallback
+
+
+def app_model_options(collection: str, args) -> tuple[str, ...]:
+    """The app's ``--cord-locator`` and ``--stage1-fallback`` options for ``collection``."""
+    locator, fallback = locator_for(collection, args), fallback_for(collection, args)
+    return (("--cord-locator", locator) if locator else ()) + ("--stage1-fallback", fallback or "none")
+
+
 def collection_status(subjects: list[str], stage1: str, stage2: str, missing: list[str], allow_seen: bool,
-                      selected: bool = True, locator: str | None = None) -> str:
+                      selected: bool = True, locator: str | None = None, fallback: str | None = None) -> str:
     """'yes' when the collection is measured by models that never saw it, else why not.
 
     A collection a model trained on is 'seen by stage 1' (or 'stage 2', or both) with ``allow_seen`` and
     is then measured; without it, 'no: trained on by ...'. The stage is named because the app's cord mask
     averages both stages' cord probabilities: a stage 2 that saw an image biases cord figures too.
     """
-    named = (("stage 1", stage1), ("stage 2", stage2)) + ((("the cord locator", locator),) if locator else ())
+    named = ((("stage 1", stage1), ("stage 2", stage2)) + ((("the cord locator", locator),) if locator else ())
+             + ((("the stage-1 fallback", fallback),) if fallback else ()))
     saw = {name: sorted(seen_subjects(model) & set(subjects)) for name, model in named}
     saw = {name: who for name, who in saw.items() if who}
     if saw and not allow_seen:  # first: the reason that no other model of the same kind would mend
@@ -211,7 +229,8 @@ def report(name: str, models: dict, healthy: list[HealthyScore], lesions: list, 
     print(f"\n## Real-anatomy benchmark: {name}\n")
     print("| collection | stage 1 | stage 2 | measured |\n|---|---|---|---|")
     for collection, info in sorted(models.items()):
-        stage1 = info["stage1"] + (f" (in the box of {info['locator']})" if info.get("locator") else "")
+        stage1 = (info["stage1"] + (f" (in the box of {info['locator']})" if info.get("locator") else "")
+                  + (f" (fallback {info['fallback']})" if info.get("fallback") else ""))
         print(f"| {collection} | {stage1} | {info['stage2']} | {info['status']} |")
     print("\nLeft out: " + "; ".join(f"{k} ({v})" for k, v in LEFT_OUT.items()) + ".")
     print("\n### Healthy real cords, per image\n")
@@ -304,6 +323,10 @@ def main() -> int:
     p.add_argument("--locator", default="none",
                    help="the app's --cord-locator for every collection (no --locator-folds; default: none)")
     p.add_argument("--locator-folds", type=Path, default=None, help="as --stage1-folds, for the cord locator")
+    p.add_argument("--stage1-fallback", default=None,
+                   help="the app's --stage1-fallback for every collection (no --fallback-folds; default: the app's "
+                        f"default, {DEFAULT_STAGE1_FALLBACK}, or none with --stage1-folds: a bundled model saw every image)")
+    p.add_argument("--fallback-folds", type=Path, default=None, help="as --stage1-folds, for the stage-1 fallback")
     p.add_argument("--name", default=None, help="name of this run's outputs (default: from the models)")
     p.add_argument("--seed", type=int, default=11, help="seed of the inserted lesions")
     p.add_argument("--nprocs", type=int, default=2)
@@ -344,11 +367,13 @@ def main() -> int:
     for collection, subjects in sorted(collections.items()):
         stage1, stage2, missing = models_for(collection, args)
         selected = not args.collections or collection in args.collections
-        locator = locator_for(collection, args)
-        status = collection_status(subjects, stage1, stage2, missing, args.allow_seen, selected, locator)
+        locator, fallback = locator_for(collection, args), fallback_for(collection, args)
+        status = collection_status(subjects, stage1, stage2, missing, args.allow_seen, selected, locator, fallback)
         models[collection] = {"stage1": stage1, "stage2": stage2, "status": status, "subjects": sorted(subjects)}
         if locator:
             models[collection]["locator"] = locator
+        if fallback:
+            models[collection]["fallback"] = fallback
         if selected and status.startswith("no: no model"):
             raise SystemExit(f"{collection}: {status}")
         if not is_measured(status):
@@ -359,7 +384,7 @@ def main() -> int:
             if present:
                 run_app(bids, run_dir / kind, args.work_dir / "work" / work, present, stage1, stage2, args.nprocs,
                         ("--tta",) * args.tta + ("--precision", args.precision, "--stage1-flips", args.stage1_flips)
-                        + (("--cord-locator", locator) if locator else ()))
+                        + app_model_options(collection, args))
     keep = set(measured)
     healthy = [s for s in score_healthy(real, run_dir / "healthy") if s.image.split("_")[0] in keep]
     lesions, _ = evaluate_outputs(lesion_dir, run_dir / "lesions") if (run_dir / "lesions").is_dir() else ([], {})

@@ -13,6 +13,10 @@ from .core.lesions import DEFAULT_MIN_LESION_MM3, DEFAULT_THRESHOLD
 #: Bundled models the cascade uses unless told otherwise. Stage 1 is the 2 mm model since it did better on the
 #: real-anatomy benchmark than the 1 mm ``stage1`` (docs/real_anatomy.md); ``--model stage1`` keeps the 1 mm one.
 DEFAULT_STAGE1, DEFAULT_STAGE2 = "stage1_2mm", "stage2"
+#: Whole-image model that segments the image again where the default stage 1 finds no plausible spinal cord
+#: (``--stage1-fallback``): the 2 mm model found none on a held-out 3D T1w where the 1 mm one found a cord
+#: (docs/real_anatomy.md). None: no second try.
+DEFAULT_STAGE1_FALLBACK: str | None = "stage1"
 #: Coarse model that boxes the cord before the whole-image model runs (``--cord-locator``); None: no box.
 DEFAULT_LOCATOR: str | None = None
 CORD_FUSIONS = ("mean", "stage2")
@@ -34,6 +38,8 @@ class SegmentationSettings:
     model_hash: str = ""  # SHA-256 prefix of its weights: a changed model recomputes the cached steps
     locator: str | None = DEFAULT_LOCATOR  # coarse whole-image model that boxes the cord for ``model``; None: no box
     locator_hash: str = ""
+    fallback: str | None = DEFAULT_STAGE1_FALLBACK  # whole-image model tried where ``model``'s cord is implausible
+    fallback_hash: str = ""
     stage1_flips: str = "unsure"  # one of STAGE1_FLIPS
     stage2_model: str | None = DEFAULT_STAGE2  # None: the whole-image model alone
     stage2_model_hash: str = ""

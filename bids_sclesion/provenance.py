@@ -13,14 +13,17 @@ from .config import FLIP_ABOVE
 from .utils.io import write_text
 
 
-def run_provenance(stage1: dict, stage2: dict | None, settings: dict, locator: dict | None = None) -> dict:
-    """The record every sidecar of a run carries; ``stage1``, ``stage2`` and the cord ``locator`` are the
-    models' identities (``model.metadata.model_identity``: name, own version, weights' SHA-256)."""
+def run_provenance(stage1: dict, stage2: dict | None, settings: dict, locator: dict | None = None,
+                   fallback: dict | None = None) -> dict:
+    """The record every sidecar of a run carries; ``stage1``, ``stage2``, the cord ``locator`` and stage 1's
+    ``fallback`` are the models' identities (``model.metadata.model_identity``: name, own version, weights' SHA-256)."""
     models = {"Stage1" if stage2 else "Model": stage1}
     if stage2:
         models["Stage2"] = stage2
     if locator:
         models["CordLocator"] = locator
+    if fallback:
+        models["Stage1Fallback"] = fallback
     return {"Software": f"bids_sclesion {__version__}", "ResultsRevision": __results_revision__, "Models": models,
             "Settings": settings}
 
@@ -53,7 +56,7 @@ def to_toml(sections: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-_ROLE_WORDS = {"CordLocator": "cord locator"}
+_ROLE_WORDS = {"CordLocator": "cord locator", "Stage1Fallback": "stage-1 fallback"}
 
 
 def citation_text(provenance: dict) -> str:
@@ -70,6 +73,9 @@ def citation_text(provenance: dict) -> str:
                   f"reached a probability of {FLIP_ABOVE})")
     elif settings.get("Stage1Flips") == "none":
         where += " (without test-time flips)"
+    if "Stage1Fallback" in models:
+        where += (" (where that cord could not be a spinal cord, the stage-1 fallback segmented the whole image "
+                  "again and its cord was kept if it could)")
     steps = (f"the cord was found {where} by a 3D U-Net, the image straightened along the cord's "
              "centreline, and the cord and lesions segmented on the straightened cord by a second 3D U-Net, "
              "whose maps were brought back to the image's own grid" if cascade else

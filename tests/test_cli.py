@@ -117,9 +117,10 @@ def test_bad_participant_labels(synth_two_subjects, tmp_path, capsys, label, mes
     assert not (tmp_path / "out").exists(), "nothing is written when the selection is invalid"
 
 
-def test_a_cord_locator_that_is_not_a_model_is_refused(synth_two_subjects, tmp_path, capsys):
+@pytest.mark.parametrize("option", ["--cord-locator", "--stage1-fallback"])
+def test_a_cord_locator_or_fallback_that_is_not_a_model_is_refused(synth_two_subjects, tmp_path, capsys, option):
     code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
-                 "-w", str(tmp_path / "work"), "--cord-locator", str(tmp_path / "no_model")])
+                 "-w", str(tmp_path / "work"), option, str(tmp_path / "no_model")])
     assert code == ExitCode.INVALID_ARGUMENTS
     assert str(tmp_path / "no_model") in capsys.readouterr().err
     assert not (tmp_path / "out").exists(), "nothing is written when a model is missing"

@@ -39,3 +39,12 @@ def test_the_cord_locator_is_recorded_and_cited():
     text = citation_text(provenance)
     assert "cord locator `stage1_2mm` version 2.0.0" in text and "inside a box around the cord" in text
     assert "inside a box" not in citation_text(run_provenance(model_record(resolve_model("stage1")), None, {}))
+
+
+def test_the_stage1_fallback_is_recorded_and_cited():
+    provenance = run_provenance(model_record(resolve_model("stage1_2mm")), model_record(resolve_model("stage2")),
+                                {"Threshold": 0.5}, fallback=model_record(resolve_model("stage1")))
+    assert provenance["Models"]["Stage1Fallback"]["Name"] == "stage1"
+    text = citation_text(provenance)
+    assert "stage-1 fallback `stage1`" in text and "segmented the whole image again" in text
+    assert "fallback" not in citation_text(run_provenance(model_record(resolve_model("stage1")), None, {}))

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import (DEFAULT_LOCATOR, DEFAULT_STAGE1, DEFAULT_STAGE2, DEFAULT_THRESHOLD, FLIP_ABOVE, PRECISIONS,
-                      STAGE1_FLIPS)
+from ..config import (DEFAULT_LOCATOR, DEFAULT_STAGE1, DEFAULT_STAGE1_FALLBACK, DEFAULT_STAGE2, DEFAULT_THRESHOLD,
+                      FLIP_ABOVE, PRECISIONS, STAGE1_FLIPS)
 from ..core.lesions import DEFAULT_MIN_LESION_MM3
 
 #: Anatomical suffixes the bundled models are trained for, including the
@@ -124,6 +124,11 @@ def get_parser() -> argparse.ArgumentParser:
                         "the cord; the whole-image model then runs only inside it: faster, but with stage1_2mm more small "
                         "false lesions on healthy real cords (docs/real_anatomy.md). 'none': the whole-image model "
                         f"runs on the whole image (default: {DEFAULT_LOCATOR or 'none'})")
+    g.add_argument("--stage1-fallback", default=DEFAULT_STAGE1_FALLBACK or "none", metavar="MODEL",
+                   help="whole-image model (bundled name or model directory) that segments an image again, on the "
+                        "whole image, where the first model's cord cannot be a spinal cord (too thin, too short, or "
+                        "none); its cord is kept if it can, and the sidecars name it. 'none': no second try, the "
+                        f"image fails (default: {DEFAULT_STAGE1_FALLBACK or 'none'}, the 1 mm model)")
     g.add_argument("--stage1-flips", choices=STAGE1_FLIPS, default=STAGE1_FLIPS[0],
                    help="where the whole-image model's test-time flips run: 'unsure', only in the sliding windows "
                         f"where its plain pass reaches probability {FLIP_ABOVE} (the masks of 'all' on every real "

@@ -140,6 +140,14 @@ def absolute_model(model: str | None) -> str | None:
     return str(Path(model).absolute())
 
 
+def fallback_model(args) -> str | None:
+    """The stage-1 fallback of the command line, as an absolute model path; None for 'none' or when it is the
+    whole-image model itself (``args.model``, already absolute): a second try with it would give the same cord."""
+    fallback = getattr(args, "stage1_fallback", None)
+    fallback = None if fallback in (None, "", "none") else absolute_model(fallback)
+    return None if fallback == args.model else fallback
+
+
 def run_participant(args) -> int:
     from ..bids import collect_images
     from ..derivatives import write_dataset_description
@@ -152,6 +160,7 @@ def run_participant(args) -> int:
     args.model, args.stage2_model = absolute_model(args.model), absolute_model(args.stage2_model)
     locator = getattr(args, "cord_locator", None)
     args.cord_locator = None if locator in (None, "", "none") else absolute_model(locator)
+    args.stage1_fallback = fallback_model(args)
     if not args.skip_bids_validation:
         _validate_bids(bids_dir)
     filters = _load_filters(args.bids_filter_file)
@@ -205,7 +214,9 @@ def run_participant(args) -> int:
                                 model_identity(resolve_model(stage2)) if stage2 else None,
                                 {k: v for k, v in run_settings.items() if v is not None},
                                 locator=(model_identity(resolve_model(segmentation.locator))
-                                         if segmentation.locator else None))
+                                         if segmentation.locator else None),
+                                fallback=(model_identity(resolve_model(segmentation.fallback))
+                                          if segmentation.fallback else None))
     settings = RunSettings(str(bids_dir), str(out_dir), str(work_dir), segmentation, json.dumps(provenance),
                            disc_labels)
     try:
@@ -276,6 +287,8 @@ def _segmentation_settings(args, stage2: str | None, omp_nthreads: int):
     return SegmentationSettings(
         model=str(args.model), model_hash=_model_hash(args.model),
         locator=args.cord_locator, locator_hash=_model_hash(args.cord_locator) if args.cord_locator else "",
+        fallback=getattr(args, "stage1_fallback", None),
+        fallback_hash=_model_hash(args.stage1_fallback) if getattr(args, "stage1_fallback", None) else "",
         stage1_flips=getattr(args, "stage1_flips", "unsure"),
         stage2_model=stage2,
         stage2_model_hash=_model_hash(stage2) if stage2 else "", threshold=args.threshold,

@@ -12,6 +12,26 @@ from .parser import ExitCode
 LOGGER = logging.getLogger("bids_sclesion")
 
 
+def _sidecar(image: Path) -> dict:
+    """The JSON sidecar of a derivative image, {} when it cannot be read."""
+    try:
+        return json.loads(image.with_name(image.name.replace(".nii.gz", ".json")).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _fallback_warnings(done: list[Path], bids_dir: Path, out_dir: Path) -> None:
+    """One warning per processed image whose cord the stage-1 fallback made."""
+    from ..derivatives import SourceName
+
+    for img in done:
+        model = _sidecar(SourceName(img, bids_dir).outputs(out_dir)["cord_mask"]).get("Model", {})
+        if model.get("Stage1FallbackUsed"):
+            print(f"  WARNING: {img.name}: the first stage-1 model found no plausible spinal cord; the cord and "
+                  f"lesions come from the stage-1 fallback ({model.get('Stage1', model.get('Name'))}): check the "
+                  "report", flush=True)
+
+
 def _level_warnings(done: list[Path], bids_dir: Path, out_dir: Path) -> None:
     """One warning per processed image that got no vertebral level, naming it and saying why."""
     from ..derivatives import SourceName
@@ -60,6 +80,7 @@ def summarise(subjects, bids_dir: Path, out_dir: Path, work_dir: Path, failed_ru
                 LOGGER.error("sub-%s: the report could not be written (%s)", sub, exc)
     print(f"\nSummary: {len(done)} image(s) of {len(subjects)} participant(s) done, {len(failed)} failed. "
           f"Outputs: {out_dir}")
+    _fallback_warnings(done, bids_dir, out_dir)
     _level_warnings(done, bids_dir, out_dir)
     for path in failed:
         print(f"  FAILED: {path.name}: {reasons.get(path.name, 'no result written')} "

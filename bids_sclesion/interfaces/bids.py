@@ -30,6 +30,8 @@ class _SinkInputSpec(_SourceSinkInputSpec):
     model_name = traits.Str(mandatory=True)
     model_version = traits.Str(mandatory=True)
     stage2_model_name = traits.Str(desc="cascade: the model that segmented the straightened cord")
+    stage1_fallback_used = traits.Bool(False, usedefault=True,
+                                       desc="the stage-1 fallback made the cord (the first model's was not plausible)")
     precision = traits.Str(desc="what the (stage-1) network computed in")
     stage2_precision = traits.Str(desc="cascade: what stage 2 computed in")
     lesion_uncertainty = File(exists=True, desc="optional voxel-wise uncertainty of the lesion probability")
@@ -65,6 +67,8 @@ class DerivativesSink(SimpleInterface):
             model = {"Name": f"{self.inputs.model_name}+{self.inputs.stage2_model_name}",
                      "Version": self.inputs.model_version, "Stage1": self.inputs.model_name,
                      "Stage2": self.inputs.stage2_model_name}
+        if self.inputs.stage1_fallback_used:
+            model["Stage1FallbackUsed"] = True
         precisions = [p for p in (self.inputs.precision, self.inputs.stage2_precision) if isdefined(p)]
         if precisions:  # on this machine: "auto" gives bfloat16 on some CPUs and float32 on others
             model["Precision"] = "+".join(dict.fromkeys(precisions))

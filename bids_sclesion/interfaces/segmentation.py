@@ -21,6 +21,11 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
                          desc="bundled model name or directory of a coarse model that boxes the cord first "
                               "(the model then runs inside the box); empty: the model runs on the whole image")
     locator_hash = traits.Str(desc="content hash of the locator's weights")
+    fallback = traits.Str("", usedefault=True,
+                          desc="bundled model name or directory of a whole-image model that segments the image again "
+                               "where the model's cord cannot be a spinal cord; empty: no second try")
+    fallback_hash = traits.Str(desc="content hash of the fallback's weights")
+    threshold = traits.Float(DEFAULT_THRESHOLD, usedefault=True, desc="cord probability threshold of the cord mask")
     flips = traits.Enum(*STAGE1_FLIPS, usedefault=True, desc="where the test-time flips run (config.STAGE1_FLIPS)")
     software_version = traits.Str(desc="the app's version and results revision: cached results are recomputed when it changes")
     device = traits.Enum("auto", "cpu", "cuda", usedefault=True, nohash=True)
@@ -34,6 +39,7 @@ class _SegmentOutputSpec(TraitedSpec):
     model_name = traits.Str()
     model_version = traits.Str()
     precision = traits.Str(desc="what the network computed in on this machine: float32, bfloat16 or float16")
+    fallback_used = traits.Bool(False, desc="the first model's cord was not plausible: the fallback's maps were kept")
 
 
 class SegmentCordLesion(SimpleInterface):
@@ -43,15 +49,18 @@ class SegmentCordLesion(SimpleInterface):
     output_spec = _SegmentOutputSpec
 
     def _run_interface(self, runtime):
-        from ..model.segment import segment_image
-
         from ..model.io import load_model
+        from ..model.segment import segment_with_fallback
 
         model, device = _load_model(self.inputs)
         locator = load_model(self.inputs.locator, device) if self.inputs.locator else None
+        fallback = load_model(self.inputs.fallback, device) if self.inputs.fallback else None
         img = nib.load(self.inputs.in_file)
-        cord, lesion = segment_image(img, model, device, self.inputs.precision, locator=locator,
-                                     flips=self.inputs.flips)
+        cord, lesion, used = segment_with_fallback(img, model, fallback, device, self.inputs.precision,
+                                                   locator=locator, flips=self.inputs.flips,
+                                                   threshold=self.inputs.threshold)
+        self._results["fallback_used"] = used is not model
+        model = used
         self._results.update(_write_probabilities(runtime.cwd, cord, lesion, img.affine, model))
         self._results["precision"] = _dtype_name(device, self.inputs.precision)
         return runtime

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..config import FLIP_ABOVE, STAGE1_FLIPS
+from ..core.centerline import CenterlineError, plausible_centerline
 from ..core.image import resample_to_grid
 from ..core.preprocess import to_model_grid
 from .inference import predict_probabilities
@@ -56,6 +57,35 @@ def segment_image(
             full[region] = p
         out.append(np.clip(resample_to_grid(full, model_input.affine, img.shape[:3], img.affine, order=1), 0.0, 1.0))
     return out[0], out[1]
+
+
+def segment_with_fallback(
+    img: nib.Nifti1Image, model: LoadedModel, fallback: LoadedModel | None = None, device: torch.device | str = "cpu",
+    precision: str = "auto", locator: LoadedModel | None = None, flips: str = "all", threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, LoadedModel]:
+    """:func:`segment_image` with ``model``; where its cord cannot be a spinal cord
+    (:func:`core.centerline.plausible_centerline`), ``fallback`` segments the whole image again and its maps are
+    kept if its cord can. Returns the cord and lesion probabilities and the model that made them.
+
+    The first model's maps are kept when the fallback's cord is no better: the image is then refused later with
+    the first model's reason.
+    """
+    cord, lesion = segment_image(img, model, device, precision, locator=locator, flips=flips)
+    if fallback is None:
+        return cord, lesion, model
+    try:
+        plausible_centerline(cord, img.affine, threshold)
+        return cord, lesion, model
+    except CenterlineError as exc:
+        LOGGER.warning("%s: %s's cord is not plausible (%s); segmenting again with %s",
+                       img.get_filename() or "image", model.name, exc, fallback.name)
+    cord2, lesion2 = segment_image(img, fallback, device, precision, flips=flips)
+    try:
+        plausible_centerline(cord2, img.affine, threshold)
+    except CenterlineError as exc:
+        LOGGER.warning("%s: %s finds no plausible cord either (%s)", img.get_filename() or "image", fallback.name, exc)
+        return cord, lesion, model
+    return cord2, lesion2, fallback
 
 
 def locate_cord(img: nib.Nifti1Image, locator: LoadedModel, device: torch.device | str = "cpu",

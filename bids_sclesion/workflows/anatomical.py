@@ -17,6 +17,19 @@ from ..interfaces.straighten import CheckSpinalCord, CordStraighteningWarps
 _SOFTWARE = f"{__version__}+r{__results_revision__}"
 
 
+def _stage1_node(seg, omp_nthreads: int) -> pe.Node:
+    """The whole-image segmentation (stage 1 of the cascade), with its cord locator and fallback."""
+    return pe.Node(
+        SegmentCordLesion(model=seg.model, model_hash=seg.model_hash, locator=seg.locator or "",
+                          locator_hash=seg.locator_hash, fallback=seg.fallback or "", fallback_hash=seg.fallback_hash,
+                          threshold=seg.threshold, software_version=_SOFTWARE, device=seg.device,
+                          precision=seg.precision, num_threads=omp_nthreads, flips=seg.stage1_flips),
+        name="segment_cord_lesion",
+        n_procs=omp_nthreads,
+        mem_gb=2.0,
+    )
+
+
 def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = "anat_lesion_wf") -> pe.Workflow:
     """Segment the cord and MS lesions of one anatomical image.
 
@@ -44,14 +57,7 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
 
     reorient = pe.Node(Reorient(), name="reorient", mem_gb=0.5)
     n4 = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4_bias_correction", n_procs=omp_nthreads, mem_gb=1.0)
-    segment = pe.Node(
-        SegmentCordLesion(model=seg.model, model_hash=seg.model_hash, locator=seg.locator or "",
-                          locator_hash=seg.locator_hash, software_version=_SOFTWARE, device=seg.device,
-                          precision=seg.precision, num_threads=omp_nthreads, flips=seg.stage1_flips),
-        name="segment_cord_lesion",
-        n_procs=omp_nthreads,
-        mem_gb=2.0,
-    )
+    segment = _stage1_node(seg, omp_nthreads)
     merge = pe.Node(niu.Merge(2), name="merge_probabilities", run_without_submitting=True)
     to_original = pe.Node(ResampleToOriginal(software_version=_SOFTWARE), name="to_original_grid", mem_gb=0.5)
     split = pe.Node(niu.Split(splits=[1, 1], squeeze=True), name="split_probabilities", run_without_submitting=True)
@@ -100,7 +106,7 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
                              ("disc_table", "disc_table"), ("csa_table", "csa_table"),
                              ("level_table", "level_table"), ("levels_info", "levels_info")]),
         (segment, sink, [("model_name", "model_name"), ("model_version", "model_version"),
-                         ("precision", "precision")]),
+                         ("precision", "precision"), ("fallback_used", "stage1_fallback_used")]),
     ])  # fmt: skip
     if not stage2_model:
         # The cascade refuses an image without a spinal cord when it straightens it;
