@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from .core.lesions import DEFAULT_MIN_LESION_MM3, DEFAULT_THRESHOLD
+from .core.lesions import DEFAULT_GROW_THRESHOLD, DEFAULT_MIN_LESION_MM3, DEFAULT_THRESHOLD
 #: Bundled models the cascade uses unless told otherwise. Stage 1 is the 2 mm model since it did better on the
 #: real-anatomy benchmark than the 1 mm ``stage1`` (docs/real_anatomy.md); ``--model stage1`` keeps the 1 mm one.
 DEFAULT_STAGE1, DEFAULT_STAGE2 = "stage1_2mm", "stage2"
@@ -45,6 +45,7 @@ class SegmentationSettings:
     stage2_model_hash: str = ""
     threshold: float = DEFAULT_THRESHOLD
     min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3
+    grow_threshold: float = DEFAULT_GROW_THRESHOLD  # lesions grow down to this probability; == threshold: no growth
     cord_fusion: str = "mean"  # "mean" of both stages' cord probabilities, or "stage2" alone
     tta: bool = False  # stage-2 predictions on flipped copies too (uncertainty)
     device: str = "auto"
@@ -52,6 +53,9 @@ class SegmentationSettings:
     omp_nthreads: int = 1
 
     def __post_init__(self):
+        if not 0.0 < self.grow_threshold <= self.threshold:
+            raise ValueError(f"the grow threshold ({self.grow_threshold}) must be above 0 and at most the "
+                             f"threshold ({self.threshold})")
         if self.cord_fusion not in CORD_FUSIONS:
             raise ValueError(f"cord_fusion must be one of {CORD_FUSIONS}, not {self.cord_fusion!r}")
         if self.stage1_flips not in STAGE1_FLIPS:

@@ -80,6 +80,9 @@ def citation_text(provenance: dict) -> str:
              "centreline, and the cord and lesions segmented on the straightened cord by a second 3D U-Net, "
              "whose maps were brought back to the image's own grid" if cascade else
              f"the cord and lesions were segmented by a 3D U-Net {where}")
+    grow = settings.get("LesionGrowThreshold")
+    grown = (f", each lesion then grown into the voxels connected to it of probability at least {grow} (hysteresis)"
+             if grow is not None and grow < settings.get("Threshold", grow) else "")
     return f"""# Methods and citation
 
 Spinal cord and multiple-sclerosis lesion segmentation was performed with bids_sclesion {__version__}
@@ -87,7 +90,7 @@ Spinal cord and multiple-sclerosis lesion segmentation was performed with bids_s
 PyBIDS [4]. Each anatomical image was reoriented to RAS and corrected for intensity non-uniformity with N4 [5]
 (ANTs, through antspyx); then {steps}. The networks are MONAI [6] U-Nets run with PyTorch [7]; images were
 read and written with NiBabel [8]. Lesion voxels were those of probability at least {settings.get('Threshold')}
-inside the cord; lesions smaller than {settings.get('MinLesionVolumeMM3')} mm3 were removed. Models: {described}.
+inside the cord{grown}; lesions smaller than {settings.get('MinLesionVolumeMM3')} mm3 were removed. Models: {described}.
 
 This text was written by the software for this run; adapt it to your paper, and cite the references below.
 

@@ -126,6 +126,15 @@ def test_a_cord_locator_or_fallback_that_is_not_a_model_is_refused(synth_two_sub
     assert not (tmp_path / "out").exists(), "nothing is written when a model is missing"
 
 
+@pytest.mark.parametrize("grow", ["0.7", "0"])
+def test_a_grow_threshold_outside_zero_to_the_threshold_is_refused(synth_two_subjects, tmp_path, capsys, grow):
+    code = main([str(synth_two_subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                 "-w", str(tmp_path / "work"), "--grow-threshold", grow])
+    assert code == ExitCode.INVALID_ARGUMENTS
+    assert f"--grow-threshold {float(grow)}: must be above 0 and at most --threshold (0.5)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_filters_that_select_nothing_exit_18(synth_two_subjects, tmp_path, capsys):
     filt = tmp_path / "filter.json"
     filt.write_text(json.dumps({"t2w": {"acquisition": "doesnotexist"}}))

@@ -143,6 +143,29 @@ def test_metrics():
     assert f1_score(0, 0, 0, 0) == 1.0
 
 
+def test_lesions_grow_by_hysteresis_without_new_lesions():
+    from bids_sclesion.core.lesions import grow_lesions
+
+    cord_p = np.zeros((30, 30, 30), np.float32)
+    cord_p[5:25, 5:25, :] = 0.9
+    les_p = np.zeros_like(cord_p)
+    les_p[10:16, 10:16, 10:16] = 0.35  # a halo around ...
+    les_p[12:14, 12:14, 12:14] = 0.8  # ... a core above the threshold
+    les_p[20:23, 20:23, 20:23] = 0.45  # below the threshold everywhere: not a lesion, grown or not
+    _, plain = threshold_masks(cord_p, les_p)
+    cord, grown = threshold_masks(cord_p, les_p, grow_threshold=0.3)
+    assert plain.sum() == 8 and grown.sum() == 6 ** 3  # the core, then the core with its halo
+    assert not grown[21, 21, 21] and cord[grown].all()
+    assert np.array_equal(threshold_masks(cord_p, les_p, grow_threshold=0.5)[1], plain)  # at the threshold: none
+    # Growth follows connectivity only: a lesion touching a region above the low threshold takes all of it.
+    lesion = np.zeros_like(plain)
+    lesion[12, 12, 12] = True
+    grown_one = grow_lesions(lesion, les_p, 0.3)
+    assert grown_one.sum() == 6 ** 3 and not grown_one[21, 21, 21]  # the unconnected 0.45 blob stays out
+    # Small lesions are dropped before they grow: --min-lesion-volume keeps its meaning.
+    assert not threshold_masks(cord_p, les_p, min_lesion_mm3=10.0, grow_threshold=0.3)[1].any()
+
+
 def test_threshold_masks_drops_lesions_outside_the_cord():
     cord_p = np.zeros((30, 30, 30), np.float32)
     cord_p[10:20, 10:20, :] = 0.9

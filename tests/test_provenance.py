@@ -48,3 +48,11 @@ def test_the_stage1_fallback_is_recorded_and_cited():
     text = citation_text(provenance)
     assert "stage-1 fallback `stage1`" in text and "segmented the whole image again" in text
     assert "fallback" not in citation_text(run_provenance(model_record(resolve_model("stage1")), None, {}))
+
+
+def test_the_lesion_growth_is_cited_only_when_it_grows():
+    stage1 = model_record(resolve_model("stage1_2mm"))
+    grown = citation_text(run_provenance(stage1, None, {"Threshold": 0.5, "LesionGrowThreshold": 0.3}))
+    assert "grown into the voxels connected to it of probability at least 0.3 (hysteresis)" in grown
+    plain = citation_text(run_provenance(stage1, None, {"Threshold": 0.5, "LesionGrowThreshold": 0.5}))
+    assert "hysteresis" not in plain

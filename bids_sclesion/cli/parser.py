@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import (DEFAULT_LOCATOR, DEFAULT_STAGE1, DEFAULT_STAGE1_FALLBACK, DEFAULT_STAGE2, DEFAULT_THRESHOLD,
                       FLIP_ABOVE, PRECISIONS, STAGE1_FLIPS)
-from ..core.lesions import DEFAULT_MIN_LESION_MM3
+from ..core.lesions import DEFAULT_GROW_THRESHOLD, DEFAULT_MIN_LESION_MM3
 
 #: Anatomical suffixes the bundled models are trained for, including the
 #: non-standard ones MS datasets use (PSIR, STIR, T2star).
@@ -149,6 +149,11 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--single-stage", action="store_true",
                    help="no cascade: the whole-image model gives the final cord and lesion maps")
     g.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability threshold of the masks")
+    g.add_argument("--grow-threshold", type=float, default=DEFAULT_GROW_THRESHOLD, metavar="P",
+                   help="each lesion found at --threshold grows into the voxels connected to it whose lesion "
+                        "probability reaches P (hysteresis: no new lesion appears); equal to --threshold: no growth "
+                        f"(default {DEFAULT_GROW_THRESHOLD}, chosen on real cords with inserted lesions: "
+                        "docs/real_anatomy.md)")
     g.add_argument("--min-lesion-volume", type=float, default=DEFAULT_MIN_LESION_MM3, metavar="MM3",
                    help="smaller lesion components are dropped (chosen on a tuning set: "
                         "experiments/analyses/tune_postprocessing.py)")

@@ -200,23 +200,10 @@ def run_participant(args) -> int:
 
     nlogging.update_logging(ncfg)
     from ..config import RunSettings
-    from ..model.io import resolve_model
-    from ..model.metadata import model_identity
-    from ..provenance import run_provenance, write_run_logs
+    from ..provenance import write_run_logs
     from ..workflows.base import init_bids_sclesion_wf
 
-    stage2 = segmentation.stage2_model
-    run_settings = {"Threshold": segmentation.threshold, "MinLesionVolumeMM3": segmentation.min_lesion_mm3,
-                    "Cascade": segmentation.cascade, "CascadeCord": segmentation.cord_fusion if stage2 else None,
-                    "TTA": segmentation.tta, "Contrasts": list(suffixes), "Device": segmentation.device,
-                    "Precision": segmentation.precision, "Stage1Flips": segmentation.stage1_flips}
-    provenance = run_provenance(model_identity(resolve_model(segmentation.model)),
-                                model_identity(resolve_model(stage2)) if stage2 else None,
-                                {k: v for k, v in run_settings.items() if v is not None},
-                                locator=(model_identity(resolve_model(segmentation.locator))
-                                         if segmentation.locator else None),
-                                fallback=(model_identity(resolve_model(segmentation.fallback))
-                                          if segmentation.fallback else None))
+    provenance = _provenance(segmentation, suffixes)
     settings = RunSettings(str(bids_dir), str(out_dir), str(work_dir), segmentation, json.dumps(provenance),
                            disc_labels)
     try:
@@ -270,10 +257,31 @@ def run_participant(args) -> int:
     return ExitCode.TEMPORARY_FAILURE if busy and code == ExitCode.SUCCESS else code
 
 
+def _provenance(segmentation, suffixes) -> dict:
+    """The run's provenance record: its models' identities and the settings that decide its results."""
+    from ..model.io import resolve_model
+    from ..model.metadata import model_identity
+    from ..provenance import run_provenance
+
+    stage2 = segmentation.stage2_model
+    identity = lambda model: model_identity(resolve_model(model)) if model else None  # noqa: E731
+    run_settings = {"Threshold": segmentation.threshold, "LesionGrowThreshold": segmentation.grow_threshold,
+                    "MinLesionVolumeMM3": segmentation.min_lesion_mm3,
+                    "Cascade": segmentation.cascade, "CascadeCord": segmentation.cord_fusion if stage2 else None,
+                    "TTA": segmentation.tta, "Contrasts": list(suffixes), "Device": segmentation.device,
+                    "Precision": segmentation.precision, "Stage1Flips": segmentation.stage1_flips}
+    return run_provenance(identity(segmentation.model), identity(stage2),
+                          {k: v for k, v in run_settings.items() if v is not None},
+                          locator=identity(segmentation.locator), fallback=identity(segmentation.fallback))
+
+
 def _segmentation_settings(args, stage2: str | None, omp_nthreads: int):
     """The models (checked and hashed) and post-processing of this run, from the command line."""
     from ..config import SegmentationSettings
 
+    if not 0.0 < args.grow_threshold <= args.threshold:
+        raise AppError(f"--grow-threshold {args.grow_threshold}: must be above 0 and at most --threshold "
+                       f"({args.threshold})", ExitCode.INVALID_ARGUMENTS)
     if args.tta and not stage2:
         raise AppError("--tta works on the cascade's stage 2: it cannot be combined with --single-stage",
                        ExitCode.INVALID_ARGUMENTS)
@@ -292,7 +300,7 @@ def _segmentation_settings(args, stage2: str | None, omp_nthreads: int):
         stage1_flips=getattr(args, "stage1_flips", "unsure"),
         stage2_model=stage2,
         stage2_model_hash=_model_hash(stage2) if stage2 else "", threshold=args.threshold,
-        min_lesion_mm3=args.min_lesion_volume, cord_fusion=args.cascade_cord, tta=args.tta, device=args.device,
+        min_lesion_mm3=args.min_lesion_volume, grow_threshold=args.grow_threshold, cord_fusion=args.cascade_cord, tta=args.tta, device=args.device,
         precision=args.precision,
         omp_nthreads=omp_nthreads)
 

@@ -157,6 +157,8 @@ class _PostInputSpec(BaseInterfaceInputSpec):
     extra_cord_prob = File(exists=True, desc="another cord probability (same grid), averaged with cord_prob")
     lesion_copies = File(exists=True, desc="lesion probabilities of test-time copies (4D): confidence, uncertainty")
     threshold = traits.Float(DEFAULT_THRESHOLD, usedefault=True)
+    grow_threshold = traits.Float(DEFAULT_THRESHOLD, usedefault=True,
+                                  desc="lesions grow into connected voxels down to this probability (hysteresis)")
     min_lesion_mm3 = traits.Float(0.0, usedefault=True)
 
 
@@ -181,7 +183,8 @@ class PostprocessLesions(SimpleInterface):
             cord_p = 0.5 * (cord_p + np.asarray(nib.load(self.inputs.extra_cord_prob).dataobj, np.float32))
         les_p = np.asarray(limg.dataobj, np.float32)
         vox = voxel_volume(cimg.affine)
-        cord, lesion = threshold_masks(cord_p, les_p, self.inputs.threshold, self.inputs.min_lesion_mm3, vox)
+        cord, lesion = threshold_masks(cord_p, les_p, self.inputs.threshold, self.inputs.min_lesion_mm3, vox,
+                                       grow_threshold=self.inputs.grow_threshold)
         copies = None
         if isdefined(self.inputs.lesion_copies):
             copies = np.moveaxis(np.asarray(nib.load(self.inputs.lesion_copies).dataobj, np.float32), -1, 0)

@@ -61,7 +61,8 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
     merge = pe.Node(niu.Merge(2), name="merge_probabilities", run_without_submitting=True)
     to_original = pe.Node(ResampleToOriginal(software_version=_SOFTWARE), name="to_original_grid", mem_gb=0.5)
     split = pe.Node(niu.Split(splits=[1, 1], squeeze=True), name="split_probabilities", run_without_submitting=True)
-    post = pe.Node(PostprocessLesions(threshold=seg.threshold, min_lesion_mm3=seg.min_lesion_mm3), name="postprocess_lesions",
+    post = pe.Node(PostprocessLesions(threshold=seg.threshold, grow_threshold=seg.grow_threshold,
+                                      min_lesion_mm3=seg.min_lesion_mm3), name="postprocess_lesions",
                    mem_gb=0.5)
     from ..derivatives import SourceName
 
