@@ -45,13 +45,13 @@ from bids_sclesion.core.morphometry import cord_csa, level_name  # noqa: E402
 from bids_sclesion.core.vertebrae import (Disc, NoDiscFound, discs_from_labels, find_discs,  # noqa: E402
                                           level_map, segment_lengths)
 from bids_sclesion.phantoms import random_acquisition, random_anatomy, render_image  # noqa: E402
-from bids_sclesion.phantoms.spine import random_real_spine  # noqa: E402
+from bids_sclesion.phantoms.spine import REALISTIC_SPINE_STREAM, random_real_spine  # noqa: E402
 
 #: Healthy adult C2-C3 CSA reported in the literature (mm2; e.g. Kato 2012, Papinutto 2015, Cohen-Adad 2021).
 HEALTHY_C2C3 = (65.0, 85.0)
 PHANTOM_CONTRASTS = ("T2w", "STIR", "PSIR", "T1w")
 #: Key of the random stream of the phantoms' vertebrae drawn after real anatomy.
-SPINE_STREAM = 4
+SPINE_STREAM = REALISTIC_SPINE_STREAM
 
 
 def phantom_part(n_seeds: int, spine: str = "real") -> dict:

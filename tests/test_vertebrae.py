@@ -72,6 +72,32 @@ def test_a_short_axial_slab_gets_no_level():
         find_discs(np.asarray(image.dataobj, np.float32), image.affine, centerline, "T2starw")
 
 
+def _realistic_spine_phantom(seed: int, contrast: str):
+    """Subject ``seed - 1000`` of the morphometry benchmark's phantoms with a spine drawn after real anatomy."""
+    from bids_sclesion.phantoms.spine import REALISTIC_SPINE_STREAM, random_real_spine
+
+    rng = np.random.default_rng(seed)
+    anatomy = random_anatomy(rng, fov_top=110.0)
+    anatomy.spine = random_real_spine(np.random.default_rng([seed, REALISTIC_SPINE_STREAM]), len(anatomy.disc_z))
+    acq = random_acquisition(rng, contrast, anatomy, 110.0)
+    image, cord_img, _ = render_image(rng, anatomy, acq)[:3]
+    centerline = extract_centerline((np.asarray(cord_img.dataobj) > 0).astype(np.float32), image.affine)
+    return np.asarray(image.dataobj, np.float32), image.affine, centerline, anatomy, acq
+
+
+def test_a_match_that_leaves_too_much_cord_above_c2c3_is_refused():
+    """Subject 0's skull base is above the field of view; the template once numbered its thoracic discs as
+    cervical ones (C2/C3 placed 125 mm too low, 117 mm of cord above it). A phantom whose match is right keeps it."""
+    data, affine, centerline, _, _ = _realistic_spine_phantom(1000, "T2w")
+    with pytest.raises(NoDiscFound, match="mm of cord above its C2/C3 disc"):
+        find_discs(data, affine, centerline, "T2w")
+    data, affine, centerline, anatomy, acq = _realistic_spine_phantom(1002, "T1w")
+    match = find_discs(data, affine, centerline, "T1w")
+    errors = [d.point_mm[2] - acq.shift[2] - anatomy.disc_z[d.label - 3] for d in match.discs
+              if 3 <= d.label < 3 + len(anatomy.disc_z)]
+    assert len(errors) >= 5 and np.median(np.abs(errors)) < 4.0
+
+
 def test_user_disc_labels_are_put_on_the_centreline():
     cord = np.zeros((20, 20, 100), bool)
     cord[8:12, 8:12, :] = True

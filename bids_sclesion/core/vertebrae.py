@@ -7,7 +7,8 @@ profile of the PAM50 template (``data/vertebrae/pam50_anterior_profile.json``, m
 ``scripts/make_disc_template.py``), stretched by 0.8-1.25 to fit each person's size; the template's discs
 then fall on the image's. The match needs at least 100 mm of profile (a short axial slab gets no levels:
 a wrong level is worse than none), a correlation of at least :data:`MIN_MATCH`, and the C2/C3 disc within
-the cord's extent (below C2 one vertebra looks much like the next).
+the cord's extent (below C2 one vertebra looks much like the next) and no further below the cord's top than the
+skull base can be (:data:`MAX_CORD_ABOVE_ANCHOR_MM`).
 
 Disc labels follow the Spinal Cord Toolbox: label n is the disc above vertebra n (C1/C2 = 2, C2/C3 = 3,
 ..., C7/T1 = 8, T1/T2 = 9); level n of the cord lies between disc n and disc n + 1 (C1 = 1, ..., T1 = 8).
@@ -42,6 +43,12 @@ MIN_MARGIN = 0.05
 TEMPLATE_FILE = "pam50_anterior_profile.json"
 #: The disc a template match must include for its levels to be given (C2/C3).
 ANCHOR_DISC = 3
+#: Most cord (mm along it, at the template's size: scaled by the match) a match may leave above its C2/C3 disc.
+#: From that disc to the foramen magnum is about two vertebrae (~40 mm) and cord masks stop at the medulla:
+#: 23-41 mm on realistic phantoms numbered right and on the real 3D T2w (manual and app cords). A match that
+#: leaves more has put C2/C3 whole vertebrae too low, as on phantoms whose skull base is out of view (74 and
+#: 117 mm: numbered wrongly before this check, docs/morphometry.md).
+MAX_CORD_ABOVE_ANCHOR_MM = 60.0
 
 
 @dataclass
@@ -216,6 +223,11 @@ def find_discs(image: np.ndarray, affine: np.ndarray, centerline: Centerline, su
         raise NoDiscFound(f"the field of view does not show the C2/C3 disc with the cord (the match puts the "
                           f"cord's top near disc {max((d.label for d in discs), default='none')}); without it "
                           f"the levels could be off by whole vertebrae")
+    above = centerline.length_mm - next(d.position_mm for d in discs if d.label == ANCHOR_DISC)
+    if above > MAX_CORD_ABOVE_ANCHOR_MM * scale:
+        raise NoDiscFound(f"the match leaves {above:.0f} mm of cord above its C2/C3 disc, more than the "
+                          f"{MAX_CORD_ABOVE_ANCHOR_MM * scale:.0f} mm up to the skull base: the levels would be off by "
+                          f"whole vertebrae (is the craniocervical junction in the field of view?)")
     return DiscMatch(discs, round(r, 3), scale, "template", round(margin, 3))
 
 

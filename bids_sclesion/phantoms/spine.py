@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Key of the random stream that the morphometry benchmark, the spine figure and the tests draw a realistic spine
+#: from, beside the phantom subject's own seed (``rng([seed, REALISTIC_SPINE_STREAM])``).
+REALISTIC_SPINE_STREAM = 4
 #: Discs C2/C3 ... C7/T1 are cervical (the first six of ``Anatomy.disc_z``).
 CERVICAL_DISCS = 6
 ENDPLATE_MM = 0.8

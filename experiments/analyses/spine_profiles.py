@@ -23,7 +23,7 @@ from bids_sclesion.core import vertebrae as V  # noqa: E402
 from bids_sclesion.core.centerline import extract_centerline  # noqa: E402
 from bids_sclesion.core.image import to_canonical  # noqa: E402
 from bids_sclesion.phantoms import random_acquisition, random_anatomy, render_image  # noqa: E402
-from bids_sclesion.phantoms.spine import random_real_spine  # noqa: E402
+from bids_sclesion.phantoms.spine import REALISTIC_SPINE_STREAM, random_real_spine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def phantom_profile(seed: int, contrast: str, realistic: bool):
     rng = np.random.default_rng(seed)
     anatomy = random_anatomy(rng, brainstem=True, fov_top=110.0)
     if realistic:
-        anatomy.spine = random_real_spine(np.random.default_rng([seed, 4]), len(anatomy.disc_z))
+        anatomy.spine = random_real_spine(np.random.default_rng([seed, REALISTIC_SPINE_STREAM]), len(anatomy.disc_z))
     acq = random_acquisition(rng, contrast, anatomy, 110.0)
     image, cord_img = render_image(rng, anatomy, acq)[:2]
     _, extended, profile = _profile(np.asarray(image.dataobj, np.float32), image.affine,
