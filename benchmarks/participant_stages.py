@@ -129,6 +129,9 @@ def main() -> int:
                    help="comma-separated stage-1 models (bundled names or folders): the cascade runs with each")
     p.add_argument("--stage1-flips", default="unsure",
                    help="comma-separated values of the app's --stage1-flips: the cascade runs with each")
+    p.add_argument("--stage1-fallback", default=None,
+                   help="comma-separated values of the app's --stage1-fallback (e.g. stage1,none): the cascade runs "
+                        "with each (default: the app's default only)")
     args = p.parse_args()
     stage1_models = args.stage1.split(",")
     rows = []
@@ -136,8 +139,10 @@ def main() -> int:
         for kind in args.inputs.split(","):
             bids = Path(tmp) / kind / "bids"
             make_input(kind, bids)
-            configs = [(_cascade_name(model, flips), dev, int(t), _stage1_options(model, flips), precision)
-                       for model in stage1_models for flips in args.stage1_flips.split(",") for dev in args.devices.split(",")
+            fallbacks = args.stage1_fallback.split(",") if args.stage1_fallback else [None]
+            configs = [(_cascade_name(model, flips, fb), dev, int(t), _stage1_options(model, flips, fb), precision)
+                       for model in stage1_models for flips in args.stage1_flips.split(",") for fb in fallbacks
+                       for dev in args.devices.split(",")
                        for t in (args.threads.split(",") if dev == "cpu" else ["1"])
                        for precision in args.precisions.split(",")]
             if not args.no_baseline:
@@ -180,19 +185,22 @@ def main() -> int:
     return 0
 
 
-def _stage1_options(stage1: str, flips: str = "unsure") -> list[str]:
-    """The app's options for a ``--stage1`` entry (``MODEL`` or ``MODEL@LOCATOR``) and a ``--stage1-flips``."""
+def _stage1_options(stage1: str, flips: str = "unsure", fallback: str | None = None) -> list[str]:
+    """The app's options for a ``--stage1`` entry (``MODEL`` or ``MODEL@LOCATOR``), a ``--stage1-flips`` and, unless
+    None (the app's default), a ``--stage1-fallback``."""
     model, _, locator = stage1.partition("@")
-    return ["--model", model, "--stage1-flips", flips] + (["--cord-locator", locator] if locator else [])
+    return (["--model", model, "--stage1-flips", flips] + (["--cord-locator", locator] if locator else [])
+            + (["--stage1-fallback", fallback] if fallback else []))
 
 
-def _cascade_name(stage1: str, flips: str = "unsure") -> str:
+def _cascade_name(stage1: str, flips: str = "unsure", fallback: str | None = None) -> str:
     """The pipeline column of a cascade run: ``cascade`` with the bundled stage 1, else the model's folder name
-    (and its locator's), and where its flips ran unless in the default's windows."""
+    (and its locator's), where its flips ran unless in the default's windows, and a fallback other than the default."""
     model, _, locator = stage1.partition("@")
     name = "cascade" if model == DEFAULT_STAGE1 else f"cascade, stage 1 {Path(model).name}"
     return (name + (f" in the box of {Path(locator).name}" if locator else "")
-            + {"all": ", flips in every window", "none": ", no flips"}.get(flips, ""))
+            + {"all": ", flips in every window", "none": ", no flips"}.get(flips, "")
+            + (f", fallback {fallback}" if fallback else ""))
 
 
 def _precision_used(out: Path) -> str:

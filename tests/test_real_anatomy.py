@@ -141,3 +141,24 @@ def test_a_collection_is_measured_only_by_models_that_never_saw_it():
     assert real_anatomy.is_measured(status(["sub-unf01"], "default", "stage2", [], False))
 
 
+
+
+def test_the_stage1_fallback_is_a_fold_model_or_off_when_stage1_is():
+    from argparse import Namespace
+
+    from bids_sclesion.config import DEFAULT_STAGE1_FALLBACK
+
+    folds = Path("cv")
+    fallback_for = real_anatomy.fallback_for
+    assert fallback_for("spine-mini", Namespace(fallback_folds=folds, stage1_fallback=None)) == "cv/fold-spine-mini"
+    # Fold models for stage 1 and none for the fallback: no fallback, so no model that saw the image makes its cord.
+    assert fallback_for("spine-mini", Namespace(stage1_folds=folds, fallback_folds=None, stage1_fallback=None)) is None
+    assert fallback_for("spine-mini", Namespace(stage1_folds=None, fallback_folds=None, stage1_fallback=None)) \
+        == DEFAULT_STAGE1_FALLBACK
+    assert fallback_for("spine-mini", Namespace(stage1_folds=None, fallback_folds=None, stage1_fallback="none")) is None
+    options = real_anatomy.app_model_options("spine-mini", Namespace(stage1_folds=folds, fallback_folds=None,
+                                                                     stage1_fallback=None, locator="none"))
+    assert options == ("--stage1-fallback", "none")
+    # A fallback that saw the collection keeps it from being measured, as any other model would.
+    refused = real_anatomy.collection_status(["sub-9418"], "default", "stage2", [], False, fallback="stage1")
+    assert refused.startswith("no: trained on by the stage-1 fallback (sub-9418")

@@ -82,3 +82,29 @@ def test_the_run_summary_warns_about_each_image_whose_cord_the_fallback_made(tmp
     printed = capsys.readouterr().out
     assert "sub-01_T1w.nii.gz: the first stage-1 model found no plausible spinal cord" in printed
     assert "(stage1)" in printed and "T2w" not in printed
+
+
+def test_the_plausibility_check_gives_the_reason_and_passes_a_cord():
+    from bids_sclesion.model.segment import implausible_cord
+
+    img = cord_and_blob_image()
+    cord = segment_image(img, fake_model(0.75, 1.0), precision="float32")[0]
+    assert implausible_cord(cord, img.affine) is None
+    thin = np.zeros(img.shape, np.float32)
+    thin[23:25, 23:25, 8:56] = 1.0  # 4 mm2 over 48 mm: far too thin for a spinal cord
+    assert "no spinal cord" in implausible_cord(thin, img.affine)
+    assert "no voxel above threshold" in implausible_cord(np.zeros(img.shape, np.float32), img.affine)
+
+
+def test_a_fallback_given_as_a_loader_is_loaded_only_for_an_image_that_needs_it():
+    img = cord_and_blob_image()
+    loads = []
+
+    def loader():
+        loads.append(1)
+        return fake_model(0.75, 1.0)
+
+    segment_with_fallback(img, fake_model(0.75, 1.0), loader, precision="float32")
+    assert loads == []
+    _, _, used = segment_with_fallback(img, fake_model(5.0, 2.0), loader, precision="float32")
+    assert loads == [1] and used.name == "threshold-0.75"

@@ -54,7 +54,8 @@ class SegmentCordLesion(SimpleInterface):
 
         model, device = _load_model(self.inputs)
         locator = load_model(self.inputs.locator, device) if self.inputs.locator else None
-        fallback = load_model(self.inputs.fallback, device) if self.inputs.fallback else None
+        # Loaded only for an image whose cord needs it: most never do.
+        fallback = (lambda: load_model(self.inputs.fallback, device)) if self.inputs.fallback else None
         img = nib.load(self.inputs.in_file)
         cord, lesion, used = segment_with_fallback(img, model, fallback, device, self.inputs.precision,
                                                    locator=locator, flips=self.inputs.flips,

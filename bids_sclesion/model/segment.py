@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -60,12 +61,14 @@ def segment_image(
 
 
 def segment_with_fallback(
-    img: nib.Nifti1Image, model: LoadedModel, fallback: LoadedModel | None = None, device: torch.device | str = "cpu",
-    precision: str = "auto", locator: LoadedModel | None = None, flips: str = "all", threshold: float = 0.5,
+    img: nib.Nifti1Image, model: LoadedModel, fallback: LoadedModel | Callable[[], LoadedModel] | None = None,
+    device: torch.device | str = "cpu", precision: str = "auto", locator: LoadedModel | None = None,
+    flips: str = "all", threshold: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray, LoadedModel]:
     """:func:`segment_image` with ``model``; where its cord cannot be a spinal cord
     (:func:`core.centerline.plausible_centerline`), ``fallback`` segments the whole image again and its maps are
     kept if its cord can. Returns the cord and lesion probabilities and the model that made them.
+    ``fallback`` may be a function that loads it: it is then loaded only for an image that needs it.
 
     The first model's maps are kept when the fallback's cord is no better: the image is then refused later with
     the first model's reason.
@@ -73,19 +76,33 @@ def segment_with_fallback(
     cord, lesion = segment_image(img, model, device, precision, locator=locator, flips=flips)
     if fallback is None:
         return cord, lesion, model
-    try:
-        plausible_centerline(cord, img.affine, threshold)
+    reason = implausible_cord(cord, img.affine, threshold)
+    if reason is None:
         return cord, lesion, model
-    except CenterlineError as exc:
-        LOGGER.warning("%s: %s's cord is not plausible (%s); segmenting again with %s",
-                       img.get_filename() or "image", model.name, exc, fallback.name)
+    name = img.get_filename() or "image"
+    if callable(fallback) and not isinstance(fallback, LoadedModel):
+        fallback = fallback()
+    LOGGER.warning("%s: %s's cord is not plausible (%s); segmenting again with %s", name, model.name, reason,
+                   fallback.name)
     cord2, lesion2 = segment_image(img, fallback, device, precision, flips=flips)
-    try:
-        plausible_centerline(cord2, img.affine, threshold)
-    except CenterlineError as exc:
-        LOGGER.warning("%s: %s finds no plausible cord either (%s)", img.get_filename() or "image", fallback.name, exc)
+    reason2 = implausible_cord(cord2, img.affine, threshold)
+    if reason2 is not None:
+        LOGGER.warning("%s: %s finds no plausible cord either (%s)", name, fallback.name, reason2)
         return cord, lesion, model
     return cord2, lesion2, fallback
+
+
+def implausible_cord(cord_prob: np.ndarray, affine: np.ndarray, threshold: float = 0.5) -> str | None:
+    """Why ``cord_prob`` cannot be a spinal cord (:func:`core.centerline.plausible_centerline`), or None.
+
+    On the map's own grid, as the straightening checks it later: on a coarser grid a thin blob keeps too few
+    voxels per slice for its length to be measured, and passed (seen on a held-out 3D T1w).
+    """
+    try:
+        plausible_centerline(cord_prob, affine, threshold)
+    except CenterlineError as exc:
+        return str(exc)
+    return None
 
 
 def locate_cord(img: nib.Nifti1Image, locator: LoadedModel, device: torch.device | str = "cpu",
