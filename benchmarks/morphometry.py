@@ -50,8 +50,6 @@ from bids_sclesion.phantoms.spine import REALISTIC_SPINE_STREAM, random_real_spi
 #: Healthy adult C2-C3 CSA reported in the literature (mm2; e.g. Kato 2012, Papinutto 2015, Cohen-Adad 2021).
 HEALTHY_C2C3 = (65.0, 85.0)
 PHANTOM_CONTRASTS = ("T2w", "STIR", "PSIR", "T1w")
-#: Key of the random stream of the phantoms' vertebrae drawn after real anatomy.
-SPINE_STREAM = REALISTIC_SPINE_STREAM
 
 
 def phantom_part(n_seeds: int, spine: str = "real") -> dict:
@@ -64,7 +62,7 @@ def phantom_part(n_seeds: int, spine: str = "real") -> dict:
             rng = np.random.default_rng(1000 + seed)
             anatomy = random_anatomy(rng, fov_top=110.0)
             if spine == "real":
-                anatomy.spine = random_real_spine(np.random.default_rng([1000 + seed, SPINE_STREAM]),
+                anatomy.spine = random_real_spine(np.random.default_rng([1000 + seed, REALISTIC_SPINE_STREAM]),
                                                   len(anatomy.disc_z))
             acq = random_acquisition(rng, contrast, anatomy, 110.0)
             image, cord_img, _ = render_image(rng, anatomy, acq)[:3]

@@ -42,10 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_real_cord_dataset import CASES  # noqa: E402
 from make_real_lesion_dataset import build as build_lesion_dataset  # noqa: E402
 
-from bids_sclesion.config import DEFAULT_STAGE1, DEFAULT_STAGE1_FALLBACK  # noqa: E402
 from bids_sclesion.model.metadata import METADATA, read_metadata  # noqa: E402
 from bids_sclesion.cli.run import main as app  # noqa: E402
-from bids_sclesion.config import PRECISIONS, STAGE1_FLIPS  # noqa: E402
+from bids_sclesion.config import DEFAULT_STAGE1, DEFAULT_STAGE1_FALLBACK, PRECISIONS, STAGE1_FLIPS  # noqa: E402
 from bids_sclesion.core.image import voxel_volume  # noqa: E402
 from bids_sclesion.derivatives import source_of_lesion_table  # noqa: E402
 from bids_sclesion.evaluate import (HealthyScore, evaluate_outputs, score_healthy_arrays,  # noqa: E402

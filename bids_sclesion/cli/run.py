@@ -140,11 +140,15 @@ def absolute_model(model: str | None) -> str | None:
     return str(Path(model).absolute())
 
 
+def optional_model(model: str | None) -> str | None:
+    """An optional model of the command line as an absolute path; None for none given or 'none'."""
+    return None if model in (None, "", "none") else absolute_model(model)
+
+
 def fallback_model(args) -> str | None:
     """The stage-1 fallback of the command line, as an absolute model path; None for 'none' or when it is the
     whole-image model itself (``args.model``, already absolute): a second try with it would give the same cord."""
-    fallback = getattr(args, "stage1_fallback", None)
-    fallback = None if fallback in (None, "", "none") else absolute_model(fallback)
+    fallback = optional_model(getattr(args, "stage1_fallback", None))
     return None if fallback == args.model else fallback
 
 
@@ -158,8 +162,7 @@ def run_participant(args) -> int:
     # Only now: naming the bundled models imports the network (MONAI, matplotlib), which needs the scratch
     # directories that _prepare_work_dir moves into the work directory when HOME is read-only.
     args.model, args.stage2_model = absolute_model(args.model), absolute_model(args.stage2_model)
-    locator = getattr(args, "cord_locator", None)
-    args.cord_locator = None if locator in (None, "", "none") else absolute_model(locator)
+    args.cord_locator = optional_model(getattr(args, "cord_locator", None))
     args.stage1_fallback = fallback_model(args)
     if not args.skip_bids_validation:
         _validate_bids(bids_dir)
@@ -292,16 +295,16 @@ def _segmentation_settings(args, stage2: str | None, omp_nthreads: int):
             straight_space_of(stage2)
         except (ValueError, OSError) as exc:
             raise AppError(str(exc), ExitCode.INVALID_ARGUMENTS) from exc
+    fallback = getattr(args, "stage1_fallback", None)
     return SegmentationSettings(
         model=str(args.model), model_hash=_model_hash(args.model),
         locator=args.cord_locator, locator_hash=_model_hash(args.cord_locator) if args.cord_locator else "",
-        fallback=getattr(args, "stage1_fallback", None),
-        fallback_hash=_model_hash(args.stage1_fallback) if getattr(args, "stage1_fallback", None) else "",
+        fallback=fallback, fallback_hash=_model_hash(fallback) if fallback else "",
         stage1_flips=getattr(args, "stage1_flips", "unsure"),
         stage2_model=stage2,
         stage2_model_hash=_model_hash(stage2) if stage2 else "", threshold=args.threshold,
-        min_lesion_mm3=args.min_lesion_volume, grow_threshold=args.grow_threshold, cord_fusion=args.cascade_cord, tta=args.tta, device=args.device,
-        precision=args.precision,
+        min_lesion_mm3=args.min_lesion_volume, grow_threshold=args.grow_threshold, cord_fusion=args.cascade_cord,
+        tta=args.tta, device=args.device, precision=args.precision,
         omp_nthreads=omp_nthreads)
 
 

@@ -37,12 +37,7 @@ def _level_warnings(done: list[Path], bids_dir: Path, out_dir: Path) -> None:
     from ..derivatives import SourceName
 
     for img in done:
-        level_map = SourceName(img, bids_dir).outputs(out_dir)["level_map"]
-        try:
-            info = json.loads(level_map.with_name(level_map.name.replace(".nii.gz", ".json")).read_text())
-        except (OSError, ValueError):
-            continue
-        labelling = info.get("VertebralLabelling", {})
+        labelling = _sidecar(SourceName(img, bids_dir).outputs(out_dir)["level_map"]).get("VertebralLabelling", {})
         if labelling.get("Method") == "none":
             print(f"  WARNING: {img.name}: no vertebral level ({labelling.get('Reason', 'unknown')}); lesion "
                   "levels and per-level CSA are n/a", flush=True)

@@ -55,14 +55,20 @@ def check_cord_plausible(cord: np.ndarray, affine: np.ndarray, centerline: "Cent
             f"at least {MIN_CORD_LENGTH_MM:.0f} mm). Is this a spinal cord image?")
     # On its largest connected part: a cord is one structure, and scattered fragments (which the masks drop
     # later) must not make a blob look long.
-    labels, n = ndimage.label(cord, CONNECTIVITY)
-    largest = labels == (1 + int(np.argmax(np.bincount(labels.ravel())[1:]))) if n > 1 else cord
-    share, reaches_an_end = field_of_view_cover(largest, affine, centerline)
+    share, reaches_an_end = field_of_view_cover(largest_component(cord, CONNECTIVITY), affine, centerline)
     if not reaches_an_end and share < MIN_FOV_SHARE:
         raise CenterlineError(
             f"no spinal cord in the field of view: the only cord-like structure found covers {100 * share:.0f} % "
             f"of the image along its own axis and reaches neither end of it (a spinal cord runs on beyond the field "
             f"of view on at least one side). Is this a spinal cord image?")
+
+
+def largest_component(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
+    """The largest connected part of ``mask`` (``structure``: scipy's connectivity, faces only by default)."""
+    labels, n = ndimage.label(mask, structure)
+    if n <= 1:
+        return np.asarray(mask, bool)
+    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
 
 
 def field_of_view_cover(cord: np.ndarray, affine: np.ndarray, centerline: "Centerline") -> tuple[float, bool]:
@@ -116,11 +122,9 @@ def centerline_samples(prob: np.ndarray, affine: np.ndarray, threshold: float = 
     pull the centreline; slices without cord (gaps) are skipped.
     """
     mask = np.asarray(prob) >= threshold
-    labels, n = ndimage.label(mask)
-    if n == 0:
+    if not mask.any():
         raise CenterlineError("no voxel above threshold: no spinal cord in the field of view")
-    sizes = np.bincount(labels.ravel())[1:]
-    mask = labels == (int(np.argmax(sizes)) + 1)
+    mask = largest_component(mask)
     idx = np.argwhere(mask)
     coords = idx @ affine[:3, :3].T + affine[:3, 3]
     axis = _slice_axis(affine, coords)

@@ -80,7 +80,7 @@ def segment_with_fallback(
     if reason is None:
         return cord, lesion, model
     name = img.get_filename() or "image"
-    if callable(fallback) and not isinstance(fallback, LoadedModel):
+    if callable(fallback):  # a loader (a LoadedModel is not callable)
         fallback = fallback()
     LOGGER.warning("%s: %s's cord is not plausible (%s); segmenting again with %s", name, model.name, reason,
                    fallback.name)

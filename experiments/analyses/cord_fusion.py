@@ -20,23 +20,19 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nipype.utils.filemanip import loadpkl
 
 from bids_sclesion.core.centerline import CenterlineError, extract_centerline
 from bids_sclesion.core.lesions import threshold_masks
 from bids_sclesion.core.metrics import dice
 from bids_sclesion.core.morphometry import cord_csa
-from bids_sclesion.workflows.base import image_workflow_name
+from work_folders import postprocess_inputs  # beside this script
 
 
 def stage_probabilities(work: Path, image: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Stage 1's and stage 2's cord probabilities of ``image`` on its own grid, from the post-processing node's
     inputs in the work folder ``work``; None when the image was not processed by the cascade there."""
-    nodes = list(work.glob(f"**/{image_workflow_name(image)}/postprocess_lesions/result_postprocess_lesions.pklz"))
-    if not nodes:
-        return None
-    inputs = loadpkl(nodes[0]).inputs
-    extra = inputs.get("extra_cord_prob")
+    inputs = postprocess_inputs(work, image)
+    extra = inputs.get("extra_cord_prob") if inputs else None
     if not extra or not Path(str(extra)).exists():
         return None
     load = lambda path: np.clip(np.asarray(nib.load(str(path)).dataobj, np.float32), 0.0, 1.0)  # noqa: E731

@@ -28,42 +28,27 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nipype.utils.filemanip import loadpkl
-from scipy import ndimage
 
 from bids_sclesion.core.image import voxel_volume
-from bids_sclesion.core.lesions import CONNECTIVITY, threshold_masks
+from bids_sclesion.core.lesions import threshold_masks
 from bids_sclesion.derivatives import SourceName
-from bids_sclesion.evaluate import (score_arrays, score_healthy_arrays, summarise_by_contrast,
+from bids_sclesion.evaluate import (ImageScore, score_arrays, score_healthy_arrays, summarise_by_contrast,
                                     summarise_healthy)
 from bids_sclesion.phantoms.insert import INSERTION_VERSION
-from bids_sclesion.workflows.base import image_workflow_name
-
-
-def grow_lesions(lesion: np.ndarray, lesion_prob: np.ndarray, low: float) -> np.ndarray:
-    """``lesion`` grown into the connected voxels whose probability reaches ``low`` (hysteresis)."""
-    labels, _ = ndimage.label(lesion_prob >= low, CONNECTIVITY)
-    keep = np.unique(labels[lesion & (labels > 0)])
-    return np.isin(labels, keep[keep > 0]) | lesion
-
-
-def node_inputs(work: Path, image: Path) -> dict | None:
-    nodes = sorted(work.glob(f"**/{image_workflow_name(image)}/postprocess_lesions/result_postprocess_lesions.pklz"))
-    return loadpkl(nodes[-1]).inputs if nodes else None
+from work_folders import postprocess_inputs  # beside this script
 
 
 def masks(inputs: dict, low: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """The app's cord and lesion masks, the lesions grown down to ``low``; the voxel volume."""
+    """The app's cord and lesion masks (its post-processing, ``threshold_masks``), the lesions grown down to
+    ``low``; the voxel volume."""
     img = nib.load(inputs["cord_prob"])
     cord_p = np.asarray(img.dataobj, np.float32)
     if inputs.get("extra_cord_prob"):
         cord_p = 0.5 * (cord_p + np.asarray(nib.load(inputs["extra_cord_prob"]).dataobj, np.float32))
     les_p = np.asarray(nib.load(inputs["lesion_prob"]).dataobj, np.float32)
     vox = voxel_volume(img.affine)
-    cord, lesion = threshold_masks(cord_p, les_p, inputs.get("threshold", 0.5), inputs.get("min_lesion_mm3", 0.0), vox)
-    if low < inputs.get("threshold", 0.5):
-        lesion = grow_lesions(lesion, les_p, low)
-        cord = cord | lesion
+    cord, lesion = threshold_masks(cord_p, les_p, inputs.get("threshold", 0.5), inputs.get("min_lesion_mm3", 0.0), vox,
+                                   grow_threshold=low)
     return cord, lesion, vox
 
 
@@ -73,19 +58,28 @@ def labels_of(bids: Path, image: Path, label: str) -> np.ndarray | None:
     return np.asarray(nib.load(str(path)).dataobj) > 0.5 if path.exists() else None
 
 
+def lesion_scores(bids: Path, work: Path, low: float, subjects: set[str] | None = None) -> list[ImageScore]:
+    """Scores of every image of ``bids`` with inserted lesions that the app processed in ``work`` (only
+    ``subjects``, when given), its lesions grown down to ``low``."""
+    scores = []
+    for image in sorted(bids.glob("sub-*/**/anat/*.nii.gz")):
+        if subjects is not None and image.name.split("_")[0] not in subjects:
+            continue
+        inputs, truth = postprocess_inputs(work, image), labels_of(bids, image, "lesion-manual")
+        if inputs is None or truth is None:
+            continue
+        cord, lesion, vox = masks(inputs, low)
+        scores.append(score_arrays(image.name, SourceName(image, bids).suffix, cord, lesion,
+                                   labels_of(bids, image, "seg-manual"), truth, vox))
+    return scores
+
+
 def phantom_table(bids: Path, work: Path, lows: list[float]) -> int:
     """Lesion Dice and F1 per contrast of a phantom set for each ``low``."""
     print("| low | contrast | images | lesion Dice | F1 | false positives | predicted / true volume |")
     print("|---|---|---|---|---|---|---|")
     for low in lows:
-        scores = []
-        for image in sorted(bids.glob("sub-*/**/anat/*.nii.gz")):
-            inputs, truth = node_inputs(work, image), labels_of(bids, image, "lesion-manual")
-            if inputs is None or truth is None:
-                continue
-            cord, lesion, vox = masks(inputs, low)
-            scores.append(score_arrays(image.name, SourceName(image, bids).suffix, cord, lesion,
-                                       labels_of(bids, image, "seg-manual"), truth, vox))
+        scores = lesion_scores(bids, work, low)
         for contrast, s in summarise_by_contrast(scores).items():
             ratio = (sum(x.predicted_volume_mm3 for x in scores if contrast in ("all", x.suffix))
                      / max(1e-9, sum(x.true_volume_mm3 for x in scores if contrast in ("all", x.suffix))))
@@ -116,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     for low in args.lows:
         healthy = []
         for image in sorted(i for i in healthy_bids.glob("sub-*/anat/*.nii.gz") if i.name.split("_")[0] in measured):
-            inputs = node_inputs(healthy_work, image)
+            inputs = postprocess_inputs(healthy_work, image)
             if inputs is None:
                 continue
             cord, lesion, vox = masks(inputs, low)
@@ -126,15 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         h = summarise_healthy(healthy)["all"]
         for seed in args.seeds:
             name = f"real_lesions_v{INSERTION_VERSION}_seed{seed}"
-            bids, work = data / name, args.bench_dir / "work" / name
-            scores = []
-            for image in sorted(i for i in bids.glob("sub-*/anat/*.nii.gz") if i.name.split("_")[0] in measured):
-                inputs, truth = node_inputs(work, image), labels_of(bids, image, "lesion-manual")
-                if inputs is None or truth is None:
-                    continue
-                cord, lesion, vox = masks(inputs, low)
-                scores.append(score_arrays(image.name, SourceName(image, bids).suffix, cord, lesion,
-                                           labels_of(bids, image, "seg-manual"), truth, vox))
+            scores = lesion_scores(data / name, args.bench_dir / "work" / name, low, measured)
             for contrast, s in summarise_by_contrast(scores).items():
                 print(f"| {low} (seed {seed}) | {h['false_lesions_per_image']:.3f} | {h['false_volume_per_image_mm3']:.0f} | "
                       f"{h['largest_in_grey_matter_mm3']:.1f} | {contrast} | {s['lesion_dice']:.3f} | "

@@ -30,21 +30,19 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nipype.utils.filemanip import loadpkl
 from scipy import ndimage
 
 from bids_sclesion.core.centerline import CenterlineError, extract_centerline
 from bids_sclesion.core.lesions import threshold_masks
 from bids_sclesion.core.morphometry import cord_csa
-from bids_sclesion.workflows.base import image_workflow_name
+from work_folders import postprocess_inputs  # beside this script
 
 
 def cord_probability(work: Path, image: Path) -> np.ndarray | None:
     """The app's averaged cord probability of ``image``, from its post-processing node's inputs."""
-    nodes = list(work.glob(f"**/{image_workflow_name(image)}/postprocess_lesions/result_postprocess_lesions.pklz"))
-    if not nodes:
+    inputs = postprocess_inputs(work, image)
+    if inputs is None:
         return None
-    inputs = loadpkl(nodes[0]).inputs
     prob = np.asarray(nib.load(inputs["cord_prob"]).dataobj, np.float32)
     extra = inputs.get("extra_cord_prob")
     if extra and Path(str(extra)).exists():

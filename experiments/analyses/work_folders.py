@@ -1,4 +1,5 @@
-"""The image folders of a cascade run's work directory that the stage-2 analyses rerun from."""
+"""The image folders of a cascade run's work directory that the stage-2 analyses rerun from, and the inputs of an
+image's post-processing node (its probability maps) that the re-thresholding analyses read."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,3 +33,15 @@ def lesion_label_file(bids_dir: str | Path, subject: str, suffix: str, label: st
     several (sessions or runs of one suffix: the work folder name does not tell them apart)."""
     labels = sorted((Path(bids_dir) / "derivatives" / "labels" / subject).glob(f"**/{subject}_*{suffix}_{label}.nii.gz"))
     return labels[0] if len(labels) == 1 else None
+
+
+def postprocess_inputs(work_dir: str | Path, image: str | Path) -> dict | None:
+    """The inputs of ``image``'s post-processing node in a work directory (``cord_prob``, ``lesion_prob``,
+    ``extra_cord_prob``, the thresholds), or None when the image was not processed there."""
+    from nipype.utils.filemanip import loadpkl
+
+    from bids_sclesion.workflows.base import image_workflow_name
+
+    pattern = f"**/{image_workflow_name(image)}/postprocess_lesions/result_postprocess_lesions.pklz"
+    nodes = sorted(Path(work_dir).glob(pattern))
+    return loadpkl(nodes[0]).inputs if nodes else None
