@@ -311,3 +311,19 @@ def test_realistic_spine_option_changes_the_spine_only(tmp_path):
         assert np.array_equal(*truth), suffix
     images = [np.asarray(nib.load(f"{root}/sub-01/anat/sub-01_T2w.nii.gz").dataobj) for root in (plain, spine)]
     assert not np.array_equal(*images), "the vertebrae differ"
+
+
+def test_t2w_3d_share_makes_isotropic_t2w_and_leaves_other_images(tmp_path):
+    kw = dict(n_subjects=1, contrasts=("T2w", "STIR"), seed=7, fov_scale=0.4)
+    plain = generate_dataset(tmp_path / "plain", **kw)
+    three_d = generate_dataset(tmp_path / "3d", t2w_3d_share=1.0, **kw)
+    zooms = [nib.load(f"{root}/sub-01/anat/sub-01_T2w.nii.gz").header.get_zooms() for root in (plain, three_d)]
+    assert sorted(zooms[0])[-1] == pytest.approx(3.0), "2D sagittal TSE by default"
+    assert np.allclose(zooms[1], 1.0), "1 mm isotropic with the option"
+    stir = [np.asarray(nib.load(f"{root}/sub-01/anat/sub-01_STIR.nii.gz").dataobj) for root in (plain, three_d)]
+    assert np.array_equal(*stir), "the other contrasts are those of the same seed"
+    with pytest.raises(ValueError, match="t2w_3d_share"):
+        generate_dataset(tmp_path / "bad", t2w_3d_share=1.5, **kw)
+    with pytest.raises(ValueError, match="plane"):
+        random_acquisition(np.random.default_rng(0), "T2w", random_anatomy(np.random.default_rng(0)), 110.0,
+                           plane="coronal")

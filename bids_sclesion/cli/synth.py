@@ -35,6 +35,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="vertebrae drawn after real anatomy (discs of their own height with a dark annulus and a "
                         "nucleus of varied size, thin endplates, the dens and C1's arch; docs/phantoms.md) instead "
                         "of identical blocks; only the spine changes")
+    p.add_argument("--t2w-3d-share", type=float, default=0.0, metavar="P",
+                   help="share of the T2w images drawn 3D isotropic (1 mm) instead of 2D sagittal TSE (default 0); "
+                        "the other images stay those of the same seed")
     p.add_argument("--nprocs", type=int, default=1, metavar="N",
                    help="make subjects in N processes (the files are the same as with one)")
     p.add_argument("--version", action="version", version=f"bids_sclesion {__version__}")
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                                grey_matter=args.grey_matter, jobs=args.nprocs,
                                varied_grey_matter=args.varied_grey_matter,
                                realistic_lesions=args.realistic_lesions,
-                               realistic_spine=args.realistic_spine)
+                               realistic_spine=args.realistic_spine,
+                               t2w_3d_share=args.t2w_3d_share)
     except ValueError as exc:
         print(f"bids_sclesion-synth: error: {exc}", file=sys.stderr)
         return 2

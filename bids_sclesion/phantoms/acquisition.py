@@ -77,9 +77,13 @@ def random_acquisition(
     anatomy: Anatomy,
     fov_top: float,
     fov_scale: float = 1.0,
+    plane: str | None = None,
 ) -> Acquisition:
-    """Draw a plausible protocol for ``contrast``; the FOV ends at ``fov_top``."""
-    plane = _GEOMETRY[contrast]
+    """Draw a plausible protocol for ``contrast``; the FOV ends at ``fov_top``. ``plane`` ("sagittal2d",
+    "sagittal3d", "axial2d") replaces the contrast's usual geometry, e.g. a 3D isotropic T2w."""
+    plane = plane or _GEOMETRY[contrast]
+    if plane not in set(_GEOMETRY.values()):
+        raise ValueError(f"unknown acquisition plane {plane!r}; choose from {sorted(set(_GEOMETRY.values()))}")
     if plane == "sagittal2d":
         inplane = rng.uniform(0.6, 0.8)
         spacing = (3.0, inplane, inplane)

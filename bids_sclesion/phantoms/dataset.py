@@ -29,6 +29,8 @@ _GREY_MATTER_STREAM = 7919
 _LESION_STREAM = 7927
 #: Key of the random stream of ``realistic_spine``.
 _SPINE_STREAM = 7933
+#: Key of the random stream that picks which T2w images are 3D (``t2w_3d_share``).
+_T2W_3D_STREAM = 7937
 
 
 def generate_dataset(
@@ -44,6 +46,7 @@ def generate_dataset(
     varied_grey_matter: bool = False,
     realistic_lesions: bool = False,
     realistic_spine: bool = False,
+    t2w_3d_share: float = 0.0,
 ) -> Path:
     """Generate ``n_subjects`` synthetic subjects under ``out_dir`` (BIDS).
 
@@ -60,7 +63,11 @@ def generate_dataset(
     stream of their own: the anatomy and the acquisitions stay those of the same seed without it.
     ``realistic_spine`` draws the vertebrae after real anatomy (:mod:`.spine`: discs of their own height with
     an annulus and a nucleus, the dens and C1's arch), from a stream of its own; only the spine changes.
+    ``t2w_3d_share`` makes that share of the T2w images 3D isotropic (1 mm, as common cervical 3D T2w protocols)
+    instead of 2D sagittal TSE, picked from a stream of its own: the other images stay those of the same seed.
     """
+    if not 0.0 <= t2w_3d_share <= 1.0:
+        raise ValueError(f"t2w_3d_share must lie in [0, 1], got {t2w_3d_share}")
     out = Path(out_dir)
     unknown = [c for c in contrasts if c not in CONTRASTS]
     if unknown:
@@ -70,7 +77,7 @@ def generate_dataset(
 
     indices = range(first_subject, first_subject + n_subjects)
     job = _SubjectJob(out, n_sessions, tuple(contrasts), seed, fov_scale, grey_matter, varied_grey_matter,
-                      realistic_lesions, realistic_spine)
+                      realistic_lesions, realistic_spine, t2w_3d_share)
     if jobs > 1 and n_subjects > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -104,6 +111,7 @@ class _SubjectJob:
     varied_grey_matter: bool = False
     realistic_lesions: bool = False
     realistic_spine: bool = False
+    t2w_3d_share: float = 0.0
 
     def __call__(self, index: int) -> tuple[str, str]:
         sub = f"{index:02d}"
@@ -133,7 +141,8 @@ class _SubjectJob:
             ses = f"{ses_index:02d}" if self.n_sessions > 1 else None
             for contrast in self.contrasts:
                 img_rng = np.random.default_rng([self.seed, index, ses_index, CONTRASTS.index(contrast)])
-                acq = random_acquisition(img_rng, contrast, anatomy, fov_top, fov_scale=self.fov_scale)
+                acq = random_acquisition(img_rng, contrast, anatomy, fov_top, fov_scale=self.fov_scale,
+                                         plane=self._plane(index, ses_index, contrast))
                 gm_contrast = float(gm_rng.uniform(0.0, 1.0)) if gm_rng is not None else None
                 image, cord, lesion, fine_lesion = render_image(img_rng, anatomy, acq, fine_lesion=True,
                                                                 grey_matter_contrast=gm_contrast)
@@ -143,6 +152,13 @@ class _SubjectJob:
                 if self.grey_matter:
                     _write_grey_matter(self.out, sub, ses, contrast, render_tissue_mask(anatomy, acq, Tissue.GM))
         return f"sub-{sub}", group
+
+    def _plane(self, index: int, ses_index: int, contrast: str) -> str | None:
+        """"sagittal3d" for the T2w images drawn 3D, else None (the contrast's usual geometry)."""
+        if contrast != "T2w" or self.t2w_3d_share <= 0.0:
+            return None
+        pick = np.random.default_rng([self.seed, index, ses_index, _T2W_3D_STREAM]).random()
+        return "sagittal3d" if pick < self.t2w_3d_share else None
 
 
 def _write_dataset_files(out: Path, seed: int, n_sessions: int, contrasts: Sequence[str]) -> None:
