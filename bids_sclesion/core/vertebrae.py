@@ -71,23 +71,30 @@ class NoDiscFound(ValueError):
     """No disc, or no reliable match of the discs, in the field of view."""
 
 
-def anterior_profile(image: np.ndarray, affine: np.ndarray, centerline: Centerline) -> np.ndarray:
-    """Mean intensity of the band in front of the cord at each centreline point (NaN outside the image)."""
+def band_samples(image: np.ndarray, affine: np.ndarray, centerline: Centerline, depths_mm: np.ndarray,
+                 widths_mm: np.ndarray) -> np.ndarray:
+    """Image values across the cord at each centreline point, at ``depths_mm`` (+ anterior) x ``widths_mm``
+    (left-right) from its centre: (points, depths, widths), linear interpolation, NaN outside the image."""
     anterior = np.array([0.0, 1.0, 0.0])  # RAS: +y is anterior
     t = centerline.tangents
     a = anterior[None, :] - (t @ anterior)[:, None] * t
     a /= np.linalg.norm(a, axis=1, keepdims=True) + 1e-9
     lateral = np.cross(t, a)
-    depths = np.arange(BAND_ANTERIOR_MM[0], BAND_ANTERIOR_MM[1] + 1e-6, 1.0)
-    widths = np.arange(-BAND_HALF_WIDTH_MM, BAND_HALF_WIDTH_MM + 1e-6, 1.0)
-    d, w = np.meshgrid(depths, widths, indexing="ij")
+    d, w = np.meshgrid(depths_mm, widths_mm, indexing="ij")
     pts = (centerline.points[:, None, :] + d.ravel()[None, :, None] * a[:, None, :]
            + w.ravel()[None, :, None] * lateral[:, None, :])
     inv = np.linalg.inv(affine)
     vox = pts.reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3]
     inside = np.all((vox > -0.5) & (vox < np.array(image.shape[:3]) - 0.5), axis=1)
     values = ndimage.map_coordinates(np.asarray(image, np.float32), vox.T, order=1, mode="nearest")
-    values = np.where(inside, values, np.nan).reshape(len(centerline.points), -1)
+    return np.where(inside, values, np.nan).reshape(len(centerline.points), len(depths_mm), len(widths_mm))
+
+
+def anterior_profile(image: np.ndarray, affine: np.ndarray, centerline: Centerline) -> np.ndarray:
+    """Mean intensity of the band in front of the cord at each centreline point (NaN outside the image)."""
+    depths = np.arange(BAND_ANTERIOR_MM[0], BAND_ANTERIOR_MM[1] + 1e-6, 1.0)
+    widths = np.arange(-BAND_HALF_WIDTH_MM, BAND_HALF_WIDTH_MM + 1e-6, 1.0)
+    values = band_samples(image, affine, centerline, depths, widths).reshape(len(centerline.points), -1)
     enough = np.mean(np.isfinite(values), axis=1) >= 0.5
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # points wholly outside the image: NaN, as meant

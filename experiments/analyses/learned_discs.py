@@ -38,7 +38,7 @@ from scipy import ndimage
 from torch import nn
 
 from bids_sclesion.core.centerline import Centerline, extract_centerline
-from bids_sclesion.core.vertebrae import (ANCHOR_DISC, BAND_HALF_WIDTH_MM, MIN_OVERLAP_MM, NoDiscFound,
+from bids_sclesion.core.vertebrae import (ANCHOR_DISC, BAND_HALF_WIDTH_MM, MIN_OVERLAP_MM, NoDiscFound, band_samples,
                                           discs_from_labels, extend_centerline, find_discs, normalise_profile)
 from bids_sclesion.phantoms import random_acquisition, random_anatomy, render_image
 from bids_sclesion.phantoms.spine import REALISTIC_SPINE_STREAM, random_real_spine
@@ -58,24 +58,11 @@ PAM50_SHARE = 0.2
 def depth_profiles(image: np.ndarray, affine: np.ndarray, centerline: Centerline,
                    depths: np.ndarray = DEPTHS_MM) -> np.ndarray:
     """Mean intensity across a band 8 mm wide at each depth and centreline point: (depths, points), NaN outside."""
-    anterior = np.array([0.0, 1.0, 0.0])
-    t = centerline.tangents
-    a = anterior[None, :] - (t @ anterior)[:, None] * t
-    a /= np.linalg.norm(a, axis=1, keepdims=True) + 1e-9
-    lateral = np.cross(t, a)
     widths = np.arange(-BAND_HALF_WIDTH_MM, BAND_HALF_WIDTH_MM + 1e-6, 1.0)
-    d, w = np.meshgrid(depths, widths, indexing="ij")
-    pts = (centerline.points[:, None, :] + d.ravel()[None, :, None] * a[:, None, :]
-           + w.ravel()[None, :, None] * lateral[:, None, :])
-    inv = np.linalg.inv(affine)
-    vox = pts.reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3]
-    inside = np.all((vox > -0.5) & (vox < np.array(image.shape[:3]) - 0.5), axis=1)
-    values = ndimage.map_coordinates(np.asarray(image, np.float32), vox.T, order=1, mode="nearest")
-    values = np.where(inside, values, np.nan).reshape(len(centerline.points), len(depths), len(widths))
+    values = band_samples(image, affine, centerline, depths, widths)
     enough = np.mean(np.isfinite(values), axis=2) >= 0.5
-    with np.errstate(all="ignore"):
-        counts = np.isfinite(values).sum(axis=2)
-        mean = np.nansum(values, axis=2) / np.maximum(counts, 1)
+    counts = np.isfinite(values).sum(axis=2)
+    mean = np.nansum(values, axis=2) / np.maximum(counts, 1)
     return np.where(enough, mean, np.nan).T
 
 
