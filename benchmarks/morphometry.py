@@ -91,7 +91,7 @@ def phantom_part(n_seeds: int, spine: str = "real") -> dict:
                 agreement.append(float(np.mean(levels[cord][inside] == want[inside])))
             # discs found by the template
             try:
-                match = find_discs(np.asarray(image.dataobj, np.float32), affine, centerline, contrast)
+                match = find_discs(np.asarray(image.dataobj, np.float32), affine, centerline)
             except NoDiscFound:
                 outcomes["no level (n/a)"] += 1
                 continue
@@ -112,10 +112,10 @@ def phantom_part(n_seeds: int, spine: str = "real") -> dict:
             "disc_error_p90_mm_when_correct": round(float(np.percentile(disc_errors, 90)), 2) if disc_errors else None}
 
 
-def _landmark_levels(image: nib.Nifti1Image, cord: np.ndarray, landmarks: np.ndarray, suffix: str) -> dict:
+def _landmark_levels(image: nib.Nifti1Image, cord: np.ndarray, landmarks: np.ndarray) -> dict:
     centerline = extract_centerline(cord.astype(np.float32), image.affine)
     try:
-        match = find_discs(np.asarray(image.dataobj, np.float32), image.affine, centerline, suffix)
+        match = find_discs(np.asarray(image.dataobj, np.float32), image.affine, centerline)
     except NoDiscFound as exc:
         return {"levels": "n/a", "why": str(exc)}
     levels = level_map(cord, image.affine, centerline, match.discs, segment_lengths(match))
@@ -146,11 +146,10 @@ def real_landmarks(shared: Path, app_out: Path | None) -> list[dict]:
         image = nib.load(str(root / sub / "anat" / f"{sub}_T2w.nii.gz"))
         landmarks = np.asarray(nib.load(str(path)).dataobj)
         manual = np.asarray(nib.load(str(path).replace("label-vertebral_points", "seg-manual")).dataobj) > 0
-        row = {"image": f"{sub}_T2w", "manual cord": _landmark_levels(image, manual, landmarks, "T2w")}
+        row = {"image": f"{sub}_T2w", "manual cord": _landmark_levels(image, manual, landmarks)}
         app_mask = app_out / sub / "anat" / f"{sub}_space-orig_label-SC_desc-T2w_mask.nii.gz" if app_out else None
         if app_mask and app_mask.exists():
-            row["app cord"] = _landmark_levels(image, np.asarray(nib.load(str(app_mask)).dataobj) > 0, landmarks,
-                                               "T2w")
+            row["app cord"] = _landmark_levels(image, np.asarray(nib.load(str(app_mask)).dataobj) > 0, landmarks)
         rows.append(row)
     return rows
 
@@ -172,7 +171,7 @@ def real_csa(real: Path, app_out: Path, status: dict[str, str]) -> list[dict]:
             continue
         levels = None
         try:
-            match = find_discs(np.asarray(image.dataobj, np.float32), image.affine, centerline, suffix)
+            match = find_discs(np.asarray(image.dataobj, np.float32), image.affine, centerline)
             levels = level_map(manual | app, image.affine, centerline, match.discs, segment_lengths(match))
         except NoDiscFound:
             pass

@@ -69,7 +69,7 @@ def test_a_short_axial_slab_gets_no_level():
     cord = np.asarray(cord_img.dataobj) > 0
     centerline = extract_centerline(cord.astype(np.float32), image.affine)
     with pytest.raises(NoDiscFound, match="mm of the spine"):
-        find_discs(np.asarray(image.dataobj, np.float32), image.affine, centerline, "T2starw")
+        find_discs(np.asarray(image.dataobj, np.float32), image.affine, centerline)
 
 
 def _realistic_spine_phantom(seed: int, contrast: str):
@@ -90,9 +90,9 @@ def test_a_match_that_leaves_too_much_cord_above_c2c3_is_refused():
     cervical ones (C2/C3 placed 125 mm too low, 117 mm of cord above it). A phantom whose match is right keeps it."""
     data, affine, centerline, _, _ = _realistic_spine_phantom(1000, "T2w")
     with pytest.raises(NoDiscFound, match="mm of cord above its C2/C3 disc"):
-        find_discs(data, affine, centerline, "T2w")
+        find_discs(data, affine, centerline)
     data, affine, centerline, anatomy, acq = _realistic_spine_phantom(1002, "T1w")
-    match = find_discs(data, affine, centerline, "T1w")
+    match = find_discs(data, affine, centerline)
     errors = [d.point_mm[2] - acq.shift[2] - anatomy.disc_z[d.label - 3] for d in match.discs
               if 3 <= d.label < 3 + len(anatomy.disc_z)]
     assert len(errors) >= 5 and np.median(np.abs(errors)) < 4.0
@@ -124,7 +124,7 @@ def test_real_landmarks_fall_in_their_levels():
         image = nib.load(str(SCT_T2W / sub / "anat" / f"{sub}_T2w.nii.gz"))
         cord = np.asarray(nib.load(str(path).replace("label-vertebral_points", "seg-manual")).dataobj) > 0
         centerline = extract_centerline(cord.astype(np.float32), image.affine)
-        match = find_discs(np.asarray(image.dataobj, np.float32), image.affine, centerline, "T2w")
+        match = find_discs(np.asarray(image.dataobj, np.float32), image.affine, centerline)
         levels = level_map(cord, image.affine, centerline, match.discs, segment_lengths(match))
         landmarks = np.asarray(nib.load(str(path)).dataobj)
         for value in (2, 9):

@@ -189,7 +189,7 @@ def match_margin(rows: np.ndarray, anchor_u: float, min_shift_mm: float = 8.0) -
     return float(best[0] - rows[other, 0].max()) if other.any() else float(best[0])
 
 
-def find_discs(image: np.ndarray, affine: np.ndarray, centerline: Centerline, suffix: str) -> DiscMatch:
+def find_discs(image: np.ndarray, affine: np.ndarray, centerline: Centerline) -> DiscMatch:
     """Discs along the cord from the PAM50 template's, matched on the band in front of the cord.
 
     Raises :class:`NoDiscFound` when the profile is too short or matches the template too poorly.
@@ -207,7 +207,7 @@ def find_discs(image: np.ndarray, affine: np.ndarray, centerline: Centerline, su
     # The template's sign on every contrast: in front of the cord a disc's posterior annulus is dark on all of
     # them, and real cervical discs are darker than the bodies there on T2w as on T1w. Reversing the sign for
     # T1-like contrasts put the discs of phantoms drawn after real anatomy half a vertebra off
-    # (docs/morphometry.md). So ``suffix`` no longer changes the match.
+    # (docs/morphometry.md), so the contrast does not enter the match.
     rows = match_candidates(profile, t_profile, step)
     if len(rows) == 0:
         raise NoDiscFound("the profile in front of the cord overlaps the template nowhere long enough")

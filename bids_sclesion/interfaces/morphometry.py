@@ -39,7 +39,6 @@ class _MorphometryInputSpec(BaseInterfaceInputSpec):
     cord_mask = File(exists=True, mandatory=True, desc="final cord mask on the source grid")
     lesion_mask = File(exists=True, mandatory=True)
     lesion_table = File(exists=True, mandatory=True)
-    suffix = traits.Str(mandatory=True, desc="contrast of the source image (sets the disc polarity)")
     disc_labels = File(exists=True, desc="user's disc labels (SCT style: one voxel per disc, value = label)")
 
 
@@ -79,7 +78,7 @@ class CordMorphometry(SimpleInterface):
             levels = level_map(cord, affine, centerline, discs)
         elif centerline is not None:
             try:
-                match = find_discs(np.asarray(source.dataobj, np.float32), affine, centerline, self.inputs.suffix)
+                match = find_discs(np.asarray(source.dataobj, np.float32), affine, centerline)
             except NoDiscFound as exc:
                 info["Reason"] = str(exc)
             else:

@@ -64,10 +64,7 @@ def init_anat_lesion_wf(*, source_file: str, settings: RunSettings, name: str = 
     post = pe.Node(PostprocessLesions(threshold=seg.threshold, grow_threshold=seg.grow_threshold,
                                       min_lesion_mm3=seg.min_lesion_mm3), name="postprocess_lesions",
                    mem_gb=0.5)
-    from ..derivatives import SourceName
-
-    morphometry = pe.Node(CordMorphometry(suffix=SourceName(source_file, bids_dir).suffix), name="cord_morphometry",
-                          mem_gb=0.5)
+    morphometry = pe.Node(CordMorphometry(), name="cord_morphometry", mem_gb=0.5)
     if source_file in settings.disc_labels:
         morphometry.inputs.disc_labels = settings.disc_labels[source_file]
     sink = pe.Node(

@@ -117,7 +117,7 @@ def phantom_case(args: tuple[int, str, str]) -> dict:
         if centerline.points[0, 2] <= z <= centerline.points[-1, 2]:
             discs[k + 3] = float(np.argmin(np.abs(centerline.points[:, 2] - z)) * centerline.step_mm)
     try:
-        match = find_discs(data, image.affine, centerline, contrast)
+        match = find_discs(data, image.affine, centerline)
         template = {d.label: d.position_mm for d in match.discs}
     except NoDiscFound:
         template = None
@@ -150,7 +150,7 @@ def real_cases() -> list[dict]:
         landmarks = {int(v): discs_from_labels((marks == v).astype(np.uint8), image.affine, centerline)[0].position_mm
                      for v in (2, 9)}
         try:
-            match = find_discs(data, image.affine, centerline, "T2w")
+            match = find_discs(data, image.affine, centerline)
             template = {d.label: d.position_mm for d in match.discs}
         except NoDiscFound:
             template = None

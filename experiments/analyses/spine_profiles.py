@@ -72,7 +72,7 @@ def main() -> int:
                                      / f"sub-{sub}_T2w_seg-manual.nii.gz")))
     data = np.asarray(image.dataobj, np.float32)
     centerline, _, profile = _profile(data, image.affine, np.asarray(cord.dataobj) > 0.5)
-    match = V.find_discs(data, image.affine, centerline, "T2w")
+    match = V.find_discs(data, image.affine, centerline)
     found = {d.label: d.position_mm for d in match.discs}
     axes[1].plot(np.arange(len(profile)) * centerline.step_mm - found[3], profile, "b")
     for d in found.values():
