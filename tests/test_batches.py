@@ -24,7 +24,7 @@ def _batches(data, seed=1, rank=0, profile="standard"):
                         base_channels=2, augmentation=profile, seed=seed, rank=rank)
 
 
-@pytest.mark.parametrize("profile", ["standard", "domain", "domain-straight"])
+@pytest.mark.parametrize("profile", ["standard", "domain", "domain-straight", "domain-range"])
 def test_a_batch_depends_on_its_iteration_only(profile):
     data = _toy_data()
     forward = [_batches(data, profile=profile)[i] for i in (1, 2, 3)]
@@ -51,7 +51,7 @@ def test_loader_workers_give_the_batches_of_the_training_process():
 def test_seeding_restarts_every_random_stream_of_the_augmentation():
     patch = {"image": np.random.default_rng(2).random((1, 24, 24, 24), dtype=np.float32),
              "label": np.zeros((2, 24, 24, 24), np.float32)}
-    for profile in ("standard", "domain", "domain-straight"):
+    for profile in ("standard", "domain", "domain-straight", "domain-range"):
         augment = training_augmentation(None, profile)
         runs = []
         for _ in range(2):
@@ -77,3 +77,14 @@ def test_domain_straight_never_turns_the_cord_axis():
 
     assert longest_axes("domain-straight") == {2}
     assert len(longest_axes("domain")) > 1
+
+
+def test_domain_range_compresses_intensities_towards_zero_in_some_patches():
+    """As a few very bright voxels would, after the percentile scaling; "domain" alone never scales below x0.8."""
+    patch = {"image": np.full((1, 16, 16, 16), 0.5, np.float32), "label": np.zeros((2, 16, 16, 16), np.float32)}
+    compress = training_augmentation(3, "domain-range").transforms[-1]
+    means = [float(np.asarray(compress(dict(patch))["image"]).mean()) for _ in range(60)]
+    scaled = [m for m in means if m < 0.499]
+    assert 5 <= len(scaled) <= 35, "about 30 % of the patches"
+    assert all(0.15 - 1e-6 <= m for m in scaled), "by 0.3-1"
+    assert min(scaled) < 0.4

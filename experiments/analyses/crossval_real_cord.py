@@ -64,7 +64,7 @@ def stage1_cord_dice(model, image_path: Path, manual_path: Path, device: str = "
 def config(args, exclude: tuple[str, ...]) -> TrainingConfig:
     return TrainingConfig(
         suffixes=SUFFIXES, iterations=args.iterations, batch_size=2, learning_rate=args.learning_rate,
-        val_fraction=0.0, val_every=max(1, args.iterations // 4), augmentation="domain", require_lesion=False,
+        val_fraction=0.0, val_every=max(1, args.iterations // 4), augmentation=args.augmentation, require_lesion=False,
         exclude_subjects=exclude, init_from=args.init_from, seed=args.seed, threads=args.nthreads,
         tta_flip_axes=TTA_FLIPS, spacing_mm=(args.spacing,) * 3,
     )
@@ -92,6 +92,7 @@ def main() -> int:
     p.add_argument("--folds", nargs="+", default=None, help="collections to hold out (default: all)")
     p.add_argument("--final", action="store_true", help="also train on every real image")
     p.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel size of the model (mm)")
+    p.add_argument("--augmentation", default="domain", help="training augmentation profile (default domain)")
     args = p.parse_args()
     cache = args.cache or args.out_dir / "cache"
 
