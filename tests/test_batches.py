@@ -24,7 +24,7 @@ def _batches(data, seed=1, rank=0, profile="standard"):
                         base_channels=2, augmentation=profile, seed=seed, rank=rank)
 
 
-@pytest.mark.parametrize("profile", ["standard", "domain", "domain-straight", "domain-range"])
+@pytest.mark.parametrize("profile", ["standard", "domain", "domain-straight", "domain-range", "domain-window"])
 def test_a_batch_depends_on_its_iteration_only(profile):
     data = _toy_data()
     forward = [_batches(data, profile=profile)[i] for i in (1, 2, 3)]
@@ -51,7 +51,7 @@ def test_loader_workers_give_the_batches_of_the_training_process():
 def test_seeding_restarts_every_random_stream_of_the_augmentation():
     patch = {"image": np.random.default_rng(2).random((1, 24, 24, 24), dtype=np.float32),
              "label": np.zeros((2, 24, 24, 24), np.float32)}
-    for profile in ("standard", "domain", "domain-straight", "domain-range"):
+    for profile in ("standard", "domain", "domain-straight", "domain-range", "domain-window"):
         augment = training_augmentation(None, profile)
         runs = []
         for _ in range(2):
@@ -88,3 +88,19 @@ def test_domain_range_compresses_intensities_towards_zero_in_some_patches():
     assert 5 <= len(scaled) <= 35, "about 30 % of the patches"
     assert all(0.15 - 1e-6 <= m for m in scaled), "by 0.3-1"
     assert min(scaled) < 0.4
+
+
+def test_domain_window_scales_either_way_and_clips_as_the_intensity_scaling_does():
+    from bids_sclesion.training.transforms import RandWindowd
+
+    patch = {"image": np.linspace(-1, 2, 16 ** 3, dtype=np.float32).reshape(1, 16, 16, 16)}
+    window = RandWindowd(prob=1.0, seed=5)
+    factors = []
+    for _ in range(40):
+        out = np.asarray(window(dict(patch))["image"])
+        assert out.min() >= -1.0 and out.max() <= 2.0
+        middle = patch["image"][0, 8, 8, 8]
+        factors.append(float(out[0, 8, 8, 8] / middle))
+    assert min(factors) < 0.8 and max(factors) > 1.25, "darker and brighter windows"
+    assert all(1 / 3 - 1e-4 <= f <= 3 + 1e-4 for f in factors)
+    assert isinstance(training_augmentation(1, "domain-window").transforms[-1], RandWindowd)

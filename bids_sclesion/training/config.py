@@ -29,7 +29,7 @@ def _flips(on: bool) -> tuple[tuple[int, ...], ...]:
 
 
 #: The profiles of ``--augmentation`` (``transforms.training_augmentation`` builds each).
-AUGMENTATION_PROFILES = ("standard", "domain", "domain-straight", "domain-range")
+AUGMENTATION_PROFILES = ("standard", "domain", "domain-straight", "domain-range", "domain-window")
 
 
 @dataclass

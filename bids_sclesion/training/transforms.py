@@ -183,6 +183,30 @@ class RandThickSliced:
         return out
 
 
+class RandWindowd:
+    """Another intensity window: the image multiplied by a factor drawn log-uniformly in ``factor_range`` and
+    clipped to the range :func:`~bids_sclesion.core.intensity.normalize_intensity` leaves ([-1, 2]), as if the
+    percentiles that scaled it had fallen elsewhere (bright fat in a wide field of view sets the upper one)."""
+
+    def __init__(self, keys=("image",), prob: float = 0.3, factor_range: tuple[float, float] = (1 / 3, 3.0),
+                 seed: int | None = None):
+        self.keys, self.prob, self.factor_range = _as_keys(keys), float(prob), factor_range
+        self.rng = np.random.default_rng(seed)
+
+    def set_random_state(self, seed: int) -> "RandWindowd":
+        self.rng = np.random.default_rng(seed)
+        return self
+
+    def __call__(self, data: dict) -> dict:
+        if self.rng.random() >= self.prob:
+            return data
+        factor = float(np.exp(self.rng.uniform(*np.log(self.factor_range))))
+        out = dict(data)
+        for key in self.keys:
+            out[key] = np.clip(np.asarray(out[key], dtype=np.float32) * factor, -1.0, 2.0)
+        return out
+
+
 def training_augmentation(seed: int | None = None, profile: str = "standard") -> Compose:
     """Augmentations for spinal cord MRI: affine and elastic geometry, bias, gamma, noise, blur,
     thick slices, inversion.
@@ -192,11 +216,12 @@ def training_augmentation(seed: int | None = None, profile: str = "standard") ->
     real scanner and contrast. ``"domain-straight"`` is the same without the
     axis order, for the straightened grid, whose axes always mean the same.
     ``"domain-range"`` is ``"domain"`` with the intensities often compressed towards zero (x 0.3-1), as when
-    a few very bright voxels (fat, vessels) set the upper percentile of the scaling.
+    a few very bright voxels (fat, vessels) set the upper percentile of the scaling; ``"domain-window"`` with
+    them scaled either way (x 1/3-3) and clipped as the scaling clips (:class:`RandWindowd`).
     """
-    if profile in ("domain", "domain-straight", "domain-range"):
+    if profile in ("domain", "domain-straight", "domain-range", "domain-window"):
         return _domain_randomisation(seed, permute_axes=profile != "domain-straight",
-                                     compress_range=profile == "domain-range")
+                                     window=profile.removeprefix("domain").lstrip("-"))
     if profile != "standard":
         raise ValueError(f"unknown augmentation profile {profile!r}")
     keys = ["image", "label"]
@@ -225,12 +250,13 @@ def training_augmentation(seed: int | None = None, profile: str = "standard") ->
     return aug
 
 
-def _domain_randomisation(seed: int | None, permute_axes: bool = True, compress_range: bool = False) -> Compose:
+def _domain_randomisation(seed: int | None, permute_axes: bool = True, window: str = "") -> Compose:
     keys = ["image", "label"]
     # A real 3D T2w whose fat is far brighter than the cord puts the cord near zero after the percentile scaling:
     # the 2 mm stage 1 lost half its cord there, and gained it back when the image was clipped at its 99th
     # percentile (docs/morphometry.md).
-    compress = [RandScaleIntensityd("image", prob=0.3, factors=(-0.7, 0.0))] if compress_range else []
+    compress = {"range": [RandScaleIntensityd("image", prob=0.3, factors=(-0.7, 0.0))],
+                "window": [RandWindowd("image", prob=0.3, seed=None if seed is None else seed + 2)]}.get(window, [])
     aug = Compose(
         [
             *([RandAxisPermuted(keys, prob=0.3, seed=seed)] if permute_axes else []),
@@ -262,7 +288,7 @@ def seed_augmentation(augment: Compose, seed: int) -> Compose:
     """Restart every random stream of ``augment`` from ``seed`` (MONAI's transforms and this module's)."""
     augment.set_random_state(seed)
     for index, transform in enumerate(augment.transforms):
-        if isinstance(transform, (RandAxisPermuted, RandCoarseElasticd, RandThickSliced)):
+        if isinstance(transform, (RandAxisPermuted, RandCoarseElasticd, RandThickSliced, RandWindowd)):
             transform.set_random_state(int(np.random.default_rng([seed, index]).integers(2**31 - 1)))
     return augment
 
