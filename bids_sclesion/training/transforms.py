@@ -65,7 +65,18 @@ def _invert(x):
     return 1.0 - x
 
 
-class RandAxisPermuted:
+class _OwnRandomStream:
+    """A transform of this module drawing from a NumPy random stream of its own (``self.rng``), restarted by
+    :meth:`set_random_state` (as MONAI's randomisable transforms are) and by :func:`seed_augmentation`."""
+
+    rng: np.random.Generator
+
+    def set_random_state(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        return self
+
+
+class RandAxisPermuted(_OwnRandomStream):
     """Randomly permute and flip the spatial axes of cubic patches.
 
     Headers of real scans do not always say which way the cord runs (some
@@ -76,10 +87,6 @@ class RandAxisPermuted:
     def __init__(self, keys=("image", "label"), prob: float = 0.5, seed: int | None = None):
         self.keys, self.prob = _as_keys(keys), float(prob)
         self.rng = np.random.default_rng(seed)
-
-    def set_random_state(self, seed: int) -> "RandAxisPermuted":
-        self.rng = np.random.default_rng(seed)
-        return self
 
     def __call__(self, data: dict) -> dict:
         if self.rng.random() >= self.prob:
@@ -99,7 +106,7 @@ class RandAxisPermuted:
         return out
 
 
-class RandCoarseElasticd:
+class RandCoarseElasticd(_OwnRandomStream):
     """Smooth random deformation: displacements drawn on a coarse control grid,
     interpolated to every voxel (cords bend and vary in shape between people).
 
@@ -112,10 +119,6 @@ class RandCoarseElasticd:
         self.keys, self.label_keys = _as_keys(keys), set(_as_keys(label_keys))
         self.prob, self.control_points, self.magnitude = float(prob), int(control_points), float(magnitude)
         self.rng = np.random.default_rng(seed)
-
-    def set_random_state(self, seed: int) -> "RandCoarseElasticd":
-        self.rng = np.random.default_rng(seed)
-        return self
 
     def __call__(self, data: dict) -> dict:
         if self.rng.random() >= self.prob:
@@ -138,7 +141,7 @@ class RandCoarseElasticd:
         return out
 
 
-class RandThickSliced:
+class RandThickSliced(_OwnRandomStream):
     """Simulated thick slices: the image is averaged over blocks of ``k`` voxels
     along one random axis and stretched back (partial volume of 3-5 mm clinical
     slices, in any orientation). Labels are unchanged: the network must find
@@ -148,10 +151,6 @@ class RandThickSliced:
                  seed: int | None = None):
         self.keys, self.prob, self.factor_range = _as_keys(keys), float(prob), factor_range
         self.rng = np.random.default_rng(seed)
-
-    def set_random_state(self, seed: int) -> "RandThickSliced":
-        self.rng = np.random.default_rng(seed)
-        return self
 
     def __call__(self, data: dict) -> dict:
         if self.rng.random() >= self.prob:
@@ -183,7 +182,7 @@ class RandThickSliced:
         return out
 
 
-class RandWindowd:
+class RandWindowd(_OwnRandomStream):
     """Another intensity window: the image multiplied by a factor drawn log-uniformly in ``factor_range`` and
     clipped to the range :func:`~bids_sclesion.core.intensity.normalize_intensity` leaves ([-1, 2]), as if the
     percentiles that scaled it had fallen elsewhere (bright fat in a wide field of view sets the upper one)."""
@@ -192,10 +191,6 @@ class RandWindowd:
                  seed: int | None = None):
         self.keys, self.prob, self.factor_range = _as_keys(keys), float(prob), factor_range
         self.rng = np.random.default_rng(seed)
-
-    def set_random_state(self, seed: int) -> "RandWindowd":
-        self.rng = np.random.default_rng(seed)
-        return self
 
     def __call__(self, data: dict) -> dict:
         if self.rng.random() >= self.prob:
@@ -288,7 +283,7 @@ def seed_augmentation(augment: Compose, seed: int) -> Compose:
     """Restart every random stream of ``augment`` from ``seed`` (MONAI's transforms and this module's)."""
     augment.set_random_state(seed)
     for index, transform in enumerate(augment.transforms):
-        if isinstance(transform, (RandAxisPermuted, RandCoarseElasticd, RandThickSliced, RandWindowd)):
+        if isinstance(transform, _OwnRandomStream):
             transform.set_random_state(int(np.random.default_rng([seed, index]).integers(2**31 - 1)))
     return augment
 
