@@ -69,11 +69,17 @@ class _OwnRandomStream:
     """A transform of this module drawing from a NumPy random stream of its own (``self.rng``), restarted by
     :meth:`set_random_state` (as MONAI's randomisable transforms are) and by :func:`seed_augmentation`."""
 
-    rng: np.random.Generator
+    def __init__(self, keys, prob: float, seed: int | None):
+        self.keys, self.prob = _as_keys(keys), float(prob)
+        self.rng = np.random.default_rng(seed)
 
     def set_random_state(self, seed: int):
         self.rng = np.random.default_rng(seed)
         return self
+
+    def _skips(self) -> bool:
+        """One draw: whether this call leaves the data as it is (probability 1 - ``prob``)."""
+        return self.rng.random() >= self.prob
 
 
 class RandAxisPermuted(_OwnRandomStream):
@@ -85,11 +91,10 @@ class RandAxisPermuted(_OwnRandomStream):
     """
 
     def __init__(self, keys=("image", "label"), prob: float = 0.5, seed: int | None = None):
-        self.keys, self.prob = _as_keys(keys), float(prob)
-        self.rng = np.random.default_rng(seed)
+        super().__init__(keys, prob, seed)
 
     def __call__(self, data: dict) -> dict:
-        if self.rng.random() >= self.prob:
+        if self._skips():
             return data
         order = self.rng.permutation(3)
         shape = np.asarray(data[self.keys[0]]).shape[1:]
@@ -116,12 +121,12 @@ class RandCoarseElasticd(_OwnRandomStream):
 
     def __init__(self, keys=("image", "label"), prob: float = 0.2, control_points: int = 5,
                  magnitude: float = 3.0, label_keys=("label",), seed: int | None = None):
-        self.keys, self.label_keys = _as_keys(keys), set(_as_keys(label_keys))
-        self.prob, self.control_points, self.magnitude = float(prob), int(control_points), float(magnitude)
-        self.rng = np.random.default_rng(seed)
+        super().__init__(keys, prob, seed)
+        self.label_keys = set(_as_keys(label_keys))
+        self.control_points, self.magnitude = int(control_points), float(magnitude)
 
     def __call__(self, data: dict) -> dict:
-        if self.rng.random() >= self.prob:
+        if self._skips():
             return data
         shape = tuple(np.asarray(data[self.keys[0]]).shape[1:])
         coarse = self.rng.normal(0.0, self.magnitude, size=(1, 3) + (self.control_points,) * 3)
@@ -149,11 +154,11 @@ class RandThickSliced(_OwnRandomStream):
 
     def __init__(self, keys=("image",), prob: float = 0.15, factor_range: tuple[int, int] = (2, 5),
                  seed: int | None = None):
-        self.keys, self.prob, self.factor_range = _as_keys(keys), float(prob), factor_range
-        self.rng = np.random.default_rng(seed)
+        super().__init__(keys, prob, seed)
+        self.factor_range = factor_range
 
     def __call__(self, data: dict) -> dict:
-        if self.rng.random() >= self.prob:
+        if self._skips():
             return data
         axis = int(self.rng.integers(3))
         k = int(self.rng.integers(self.factor_range[0], self.factor_range[1] + 1))
@@ -189,11 +194,11 @@ class RandWindowd(_OwnRandomStream):
 
     def __init__(self, keys=("image",), prob: float = 0.3, factor_range: tuple[float, float] = (1 / 3, 3.0),
                  seed: int | None = None):
-        self.keys, self.prob, self.factor_range = _as_keys(keys), float(prob), factor_range
-        self.rng = np.random.default_rng(seed)
+        super().__init__(keys, prob, seed)
+        self.factor_range = factor_range
 
     def __call__(self, data: dict) -> dict:
-        if self.rng.random() >= self.prob:
+        if self._skips():
             return data
         factor = float(np.exp(self.rng.uniform(*np.log(self.factor_range))))
         out = dict(data)
